@@ -1,0 +1,282 @@
+"""Typed, frozen run configuration with strict YAML loading and dotted overrides.
+
+A config file is data only: YAML mapping sections (``data``, ``teacher``, ``student``,
+``method``, ``train``) to the dataclasses below. Unknown keys are rejected with a "did you
+mean", wrong types and out-of-range values name the key. ``key=value`` overrides use dotted
+keys, as in ``train.epochs=20 data.batch_size=64``; values are parsed as YAML scalars.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from distill.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config key {key}: {message}")
+
+
+def _one_of(value: str, key: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, split and image pipeline."""
+
+    name: str = "cub"  # cub | imagefolder | aircraft | flowers102 | pets | dtd | food101
+    root: str = "data/CUB_200_2011"
+    download: bool = False  # torchvision datasets only: fetch when online
+    label_names: str = ""  # imagefolder: optional file, one "folder<TAB>name" or name per line
+    val_fraction: float = 0.1  # carved from the training split, stratified, with split_seed
+    split_seed: int = 0
+    input_size: int = 224  # student crop size (train and eval)
+    resize_size: int = 256  # eval: shorter side resized to this, then centre crop
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_scale_min: float = 0.35  # RandomResizedCrop scale range [min, 1]
+    hflip: bool = True
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    num_workers: int = 4
+    prompts: tuple[str, ...] = ()  # prompt templates with "{}"; empty: the dataset's defaults
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, "data.name", DATASET_NAMES)
+        _one_of(self.interpolation, "data.interpolation", ("bilinear", "bicubic", "nearest"))
+        _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)")
+        _check(self.input_size >= 16, "data.input_size", "must be at least 16")
+        _check(self.resize_size >= self.input_size, "data.resize_size", "must be >= data.input_size")
+        _check(0.0 < self.crop_scale_min <= 1.0, "data.crop_scale_min", "must be in (0, 1]")
+        _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        _check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(all(s > 0 for s in self.std), "data.std", "every value must be > 0")
+        for p in self.prompts:
+            _check("{}" in p, "data.prompts", f"template {p!r} has no '{{}}' for the class name")
+
+
+DATASET_NAMES = ("cub", "imagefolder", "aircraft", "flowers102", "pets", "dtd", "food101")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The frozen open_clip teacher."""
+
+    enabled: bool = True  # false: the CE-only baseline with the same recipe
+    model: str = "convnext_xxlarge"
+    pretrained: str = "laion2b_s34b_b82k_augreg_soup"  # open_clip tag, local file, or "none"
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The lightweight student that is deployed."""
+
+    arch: str = "resnet18"
+    weights: str = "imagenet"  # imagenet | none | path to a torchvision state_dict file
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """VL2Lite loss hyper-parameters and the dynamic weighting schedule."""
+
+    temperature: float = 2.0
+    logit_scale: float = 1.0 / 0.07
+    schedule: str = "linear"  # linear | reference | constant
+    w_cls_start: float = 0.0  # linear/constant: weight of the CE term at epoch 0
+    w_cls_end: float = 1.0  # linear: weight of the CE term once the ramp ends
+    ramp_fraction: float = 1.0  # linear: the ramp spans this fraction of the epochs
+
+    def __post_init__(self) -> None:
+        _one_of(self.schedule, "method.schedule", ("linear", "reference", "constant"))
+        _check(self.temperature > 0, "method.temperature", "must be > 0")
+        _check(self.logit_scale > 0, "method.logit_scale", "must be > 0")
+        _check(0.0 <= self.w_cls_start <= 1.0, "method.w_cls_start", "must be in [0, 1]")
+        _check(0.0 <= self.w_cls_end <= 1.0, "method.w_cls_end", "must be in [0, 1]")
+        _check(0.0 < self.ramp_fraction <= 1.0, "method.ramp_fraction", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, checkpoints and logging."""
+
+    epochs: int = 300
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "step"  # step | cosine | none
+    step_size: int = 30
+    gamma: float = 0.5
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    out_dir: str = "runs"
+    name: str = ""  # run folder name; empty: the config file's stem
+    resume: bool = False  # continue from <out_dir>/<name>/last.pt
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
+        _one_of(self.scheduler, "train.scheduler", ("step", "cosine", "none"))
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.step_size >= 1, "train.step_size", "must be >= 1")
+        _check(0 < self.gamma <= 1, "train.gamma", "must be in (0, 1]")
+        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        _check(ok, "train.device", f"{self.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Config:
+    """Read a YAML file (or the defaults when ``path`` is None) and apply dotted overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found: pass an existing YAML file, e.g. configs/demo.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    items = overrides.items() if isinstance(overrides, Mapping) else (_split_override(o) for o in overrides)
+    for key, value in items:
+        _set_dotted(raw, key, value)
+    cfg = from_dict(Config, raw)
+    if not cfg.train.name and path is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=Path(path).stem))
+    return cfg
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not key=value: write it like train.epochs=20")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().lstrip("-"), yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        return key.strip().lstrip("-"), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types fail."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(raw, Mapping):
+        raise UserError(f"config key {where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            raise UserError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, key)
+    if origin is tuple:
+        return _coerce_tuple(tp, value, key)
+    return _coerce_scalar(tp, value, key)
+
+
+def _coerce_tuple(tp: Any, value: Any, key: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"config key {key}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce_scalar(args[0], v, key) for v in value)
+    if len(value) != len(args):
+        raise UserError(f"config key {key}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce_scalar(a, v, key) for a, v in zip(args, value))
+
+
+def _coerce_scalar(tp: type, value: Any, key: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. a numeric run name
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"config key {key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (lists instead of tuples) for YAML/JSON and checkpoints."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """``section.key (type) = default`` for every settable key, for --help."""
+    lines: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe_keys(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
+        lines.append(f"{prefix}{f.name} ({name}) = {default!r}")
+    return lines

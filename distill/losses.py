@@ -1,0 +1,62 @@
+"""VL2Lite losses (Jang et al., "VL2Lite: Task-Specific Knowledge Distillation from Large
+Vision-Language Models to Lightweight Networks", CVPR 2025), as pure functions of tensors.
+
+Notation (DESIGN.md section 3): B images, C classes, student width d, teacher width D.
+``h`` student features (B×d), ``ĥ = norm(h)``; ``t`` teacher image embeddings (B×D, unit norm);
+``T`` class text embeddings (C×D, unit norm); ``a = norm(M_img(t))`` (B×d);
+``A = norm(M_txt(T))`` (C×d); τ the temperature; s the fixed logit scale (1/0.07).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_cls = CE(logits, y) = mean_b −log softmax(logits_b)[y_b].  logits (B, C), labels (B,)."""
+    return F.cross_entropy(logits, labels)
+
+
+def visual_kd_loss(h_norm: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """L_vis = L1(ĥ, a) = 1/(B·d) Σ_b Σ_j |ĥ_bj − a_bj|.  Both (B, d)."""
+    return F.l1_loss(h_norm, a)
+
+
+def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A: torch.Tensor,
+                       temperature: float, scale: float) -> torch.Tensor:
+    """L_ling = τ² · 1/B Σ_b KL(p_b ‖ q_b), with the teacher's zero-shot distribution as target:
+
+        p_b = softmax(s · t_b Tᵀ / τ)     (teacher image vs. class prompts, (B, C))
+        q_b = softmax(s · ĥ_b Aᵀ / τ)     (student features vs. condensed prompts, (B, C))
+        KL(p ‖ q) = Σ_c p_c (log p_c − log q_c)
+
+    ``batchmean`` reduction (sum over classes, mean over the batch), unlike the reference code's
+    ``mean`` times C/2.
+    """
+    log_p = F.log_softmax(scale * t @ T.t() / temperature, dim=-1)  # (B, C)
+    log_q = F.log_softmax(scale * h_norm @ A.t() / temperature, dim=-1)  # (B, C)
+    kl = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+    return temperature ** 2 * kl
+
+
+def vl2lite_loss(l_cls: torch.Tensor, l_vis: torch.Tensor, l_ling: torch.Tensor, w_cls: float) -> torch.Tensor:
+    """L = w_cls · L_cls + (1 − w_cls) · (L_vis + L_ling) / 2."""
+    return w_cls * l_cls + (1.0 - w_cls) * (l_vis + l_ling) / 2
+
+
+def w_cls_schedule(epoch: int, epochs: int, kind: str, start: float = 0.0, end: float = 1.0,
+                   ramp_fraction: float = 1.0) -> float:
+    """Weight of the classification term at ``epoch`` (0-based); the KD weight is 1 − w_cls.
+
+    - ``reference``: clip(epoch / (8 · epochs), 0, 1), the VL2Lite code's formula (reaches 0.125);
+    - ``linear``: start + (end − start) · clip(epoch / (ramp_fraction · epochs), 0, 1);
+    - ``constant``: start.
+    """
+    if kind == "reference":
+        return min(max(epoch / (8 * epochs), 0.0), 1.0)
+    if kind == "linear":
+        progress = min(max(epoch / (ramp_fraction * epochs), 0.0), 1.0)
+        return start + (end - start) * progress
+    if kind == "constant":
+        return start
+    raise ValueError(f"unknown schedule {kind!r}: use linear, reference or constant")

@@ -1,0 +1,117 @@
+"""Registry of torchvision students, split into a feature backbone and a linear classifier.
+
+``Student.features(x)`` gives the unnormalised features ``h`` (B×d) that the distillation losses
+use; ``Student(x)`` gives ``logits = W h`` (B×C). The width ``d`` is discovered from the
+torchvision model (its last ``nn.Linear``), never hard-coded, so every family works.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from distill.errors import UserError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_WEIGHTS: dict[str, str] = {}
+
+
+def register_student(name: str, builder: Callable[..., nn.Module], weights_enum: str) -> None:
+    """Add a torchvision builder (``weights=`` keyword) under ``name``; duplicates are an error."""
+    if name in _REGISTRY:
+        raise ValueError(f"student {name!r} is already registered")
+    _REGISTRY[name] = builder
+    _WEIGHTS[name] = weights_enum
+
+
+for _name, _enum in [
+    ("resnet18", "ResNet18_Weights"), ("resnet34", "ResNet34_Weights"), ("resnet50", "ResNet50_Weights"),
+    ("mobilenet_v2", "MobileNet_V2_Weights"), ("mobilenet_v3_small", "MobileNet_V3_Small_Weights"),
+    ("mobilenet_v3_large", "MobileNet_V3_Large_Weights"), ("efficientnet_b0", "EfficientNet_B0_Weights"),
+]:
+    register_student(_name, getattr(torchvision.models, _name), _enum)
+
+
+def list_students() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class Student(nn.Module):
+    """torchvision backbone without its last Linear, plus a new ``classifier`` Linear(d, C)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)  # (B, 3, H, W) -> (B, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, C)
+
+
+def create_student(arch: str, num_classes: int, weights: str = "none") -> Student:
+    """Build a registered student; ``weights`` is ``imagenet``, ``none`` or a state_dict file."""
+    if arch not in _REGISTRY:
+        raise UserError(f"unknown student {arch!r}; choose one of: {', '.join(list_students())}")
+    model = _REGISTRY[arch](weights=None)
+    if weights == "imagenet":
+        model.load_state_dict(_imagenet_state_dict(arch))
+    elif weights != "none":
+        model.load_state_dict(_local_state_dict(arch, Path(weights)))
+    feature_dim = _strip_last_linear(model)
+    return Student(model, feature_dim, num_classes)
+
+
+def _strip_last_linear(model: nn.Module) -> int:
+    """Replace the model's last nn.Linear by Identity and return its input width."""
+    parent, attr, linear = None, None, None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            path = name.rsplit(".", 1)
+            parent = model.get_submodule(path[0]) if len(path) == 2 else model
+            attr, linear = path[-1], module
+    assert linear is not None and parent is not None, "torchvision classifier has a Linear head"
+    setattr(parent, attr, nn.Identity())
+    return linear.in_features
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    enum = getattr(torchvision.models, _WEIGHTS[arch]).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+    if not cached.is_file() and not _reachable("download.pytorch.org"):
+        raise UserError(
+            f"ImageNet weights for {arch} are not cached and download.pytorch.org is unreachable: "
+            f"download {enum.url} on a machine with internet and put it at {cached}, pass "
+            f"student.weights=<path to the .pth file>, or train from scratch with student.weights=none"
+        )
+    return enum.get_state_dict(progress=False, check_hash=True)
+
+
+def _local_state_dict(arch: str, path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"student.weights file {path} not found: pass imagenet, none or an existing .pth file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"student.weights file {path} could not be loaded safely ({exc.__class__.__name__}): "
+                        f"it must be a plain torchvision state_dict for {arch}") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Fast connectivity probe, so offline machines fail at once instead of retrying for minutes."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("VL2LITE_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,127 @@
+"""Image pipelines: the evaluation transform (the deployment contract) and seeded training views.
+
+The evaluation transform is described by a plain ``preprocessing`` dict that travels with the
+checkpoint and the bundle; ``runtime.preprocess`` reproduces it without torch.
+
+Training views are reproducible: the crop and flip of view ``v`` of image ``i`` are a pure function
+of ``(seed, i, v)``. The same crop is resized for the student (its size and normalisation) and for
+the teacher (its native size and normalisation), so both see the same view; a teacher-embedding
+cache can store view ``v`` and the student can replay it later.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as F
+from PIL import Image
+
+from distill.config import DataConfig
+
+_INTERP = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+def preprocessing_spec(data: DataConfig) -> dict[str, Any]:
+    """The evaluation transform as data: what the runtime must do to an image before the model."""
+    return {
+        "input_size": [data.input_size, data.input_size],  # [H, W] of the model input
+        "resize_size": data.resize_size,  # shorter side is resized to this first
+        "resize_policy": "shorter_side",
+        "crop": "center",
+        "interpolation": data.interpolation,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "color": "RGB",
+        "layout": "NCHW",
+        "scale": 255.0,  # pixel / scale before (x - mean) / std
+    }
+
+
+def eval_transform(pre: dict[str, Any]) -> T.Compose:
+    """torchvision transform for a preprocessing spec: resize shorter side, centre crop, normalise."""
+    return T.Compose([
+        T.Lambda(_to_rgb),
+        T.Resize(pre["resize_size"], interpolation=_INTERP[pre["interpolation"]]),
+        T.CenterCrop(pre["input_size"]),
+        T.ToTensor(),
+        T.Normalize(pre["mean"], pre["std"]),
+    ])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where one consumer (student or teacher) wants the view: size, interpolation, normalisation."""
+
+    size: int
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class ViewSampler:
+    """RandomResizedCrop + horizontal flip whose parameters are a pure function of (seed, i, v)."""
+
+    def __init__(self, seed: int, scale: tuple[float, float], hflip: bool,
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.seed, self.scale, self.ratio, self.hflip = seed, scale, ratio, hflip
+
+    def params(self, index: int, view: int, width: int, height: int) -> ViewParams:
+        """The same algorithm as torchvision's RandomResizedCrop.get_params, seeded per view."""
+        rng = np.random.default_rng([self.seed, index, view])
+        flip = bool(self.hflip and rng.random() < 0.5)
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return ViewParams(top, left, h, w, flip)
+        return _central_crop(width, height, self.ratio, flip)
+
+    def render(self, img: Image.Image, p: ViewParams, target: TargetSpec) -> torch.Tensor:
+        """Crop ``p`` out of ``img`` and prepare it for ``target``: (3, size, size) float tensor."""
+        out = F.resized_crop(img, p.top, p.left, p.height, p.width, [target.size, target.size],
+                             interpolation=_INTERP[target.interpolation], antialias=True)
+        if p.flip:
+            out = F.hflip(out)
+        return F.normalize(F.to_tensor(out), list(target.mean), list(target.std))
+
+
+def _central_crop(width: int, height: int, ratio: tuple[float, float], flip: bool) -> ViewParams:
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return ViewParams((height - h) // 2, (width - w) // 2, h, w, flip)
+
+
+def student_target(data: DataConfig) -> TargetSpec:
+    return TargetSpec(data.input_size, data.interpolation, tuple(data.mean), tuple(data.std))

@@ -1,0 +1,40 @@
+"""Shared fixtures: generated data and one small trained student, built once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_overrides(root: Path, out: Path, **extra) -> dict:
+    """configs/demo.yaml shrunk for tests: 32-pixel inputs, no workers, no progress bars."""
+    base = {
+        "data.root": str(root), "data.input_size": 32, "data.resize_size": 36, "data.num_workers": 0,
+        "data.batch_size": 32, "train.out_dir": str(out), "train.progress": False, "train.epochs": 2,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """10 classes × (24 train + 8 test) synthetic birds in CUB layout."""
+    from distill.synthetic import generate
+    return generate(tmp_path_factory.mktemp("data") / "birds", num_classes=10, train_per_class=24,
+                    test_per_class=8, size_range=(40, 64))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synthetic_root, tmp_path_factory) -> Path:
+    """best.pt of a resnet18 distilled from the tiny teacher for 6 epochs on synthetic birds."""
+    from distill.config import load_config
+    from distill.train import fit
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(REPO / "configs" / "demo.yaml",
+                      demo_overrides(synthetic_root, out, **{"train.epochs": 6, "train.name": "trained"}))
+    return fit(cfg)

@@ -1,0 +1,128 @@
+"""Dataset loaders on generated data: CUB layout, labels, splits, bad input, seeded views."""
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from distill.config import DataConfig
+from distill.data import TrainViews, ViewSchedule, clean_class_name, load_dataset, stratified_split
+from distill.errors import UserError
+from distill.transforms import TargetSpec, ViewSampler, eval_transform, preprocessing_spec
+
+
+def cub(root, **kw) -> DataConfig:
+    return DataConfig(name="cub", root=str(root), input_size=32, resize_size=36, **kw)
+
+
+def test_cub_loader_reads_native_layout(synthetic_root):
+    splits = load_dataset(cub(synthetic_root, val_fraction=0.25))
+    assert len(splits.class_names) == 10
+    assert splits.class_names[0] == "Crimson blackwinged Finch"
+    assert len(splits.train) + len(splits.val) == 240 and len(splits.test) == 80
+    assert sorted(set(splits.val.labels)) == list(range(10))  # stratified: every class in val
+    img = splits.test.load(0)
+    assert img.mode == "RGB"
+
+
+def test_class_name_cleaning():
+    assert clean_class_name("001.Black_footed_Albatross") == "Black footed Albatross"
+    assert clean_class_name("Laysan_Albatross") == "Laysan Albatross"
+
+
+def test_labels_do_not_depend_on_listing_order(synthetic_root, tmp_path):
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(synthetic_root, shuffled)
+    for name in ("classes.txt", "images.txt", "image_class_labels.txt", "train_test_split.txt"):
+        lines = (shuffled / name).read_text().splitlines()
+        (shuffled / name).write_text("\n".join(reversed(lines)) + "\n")
+    a, b = load_dataset(cub(synthetic_root)), load_dataset(cub(shuffled))
+    assert a.class_names == b.class_names
+    assert [p.name for p in a.test.paths] == [p.name for p in b.test.paths]
+    assert a.test.labels == b.test.labels and a.train.labels == b.train.labels
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    labels = [i % 4 for i in range(40)]
+    keep1, held1 = stratified_split(labels, 0.25, seed=3)
+    keep2, held2 = stratified_split(labels, 0.25, seed=3)
+    _, held3 = stratified_split(labels, 0.25, seed=4)
+    assert (keep1, held1) == (keep2, held2) and held1 != held3
+    assert not set(keep1) & set(held1) and len(keep1) + len(held1) == 40
+    assert sorted(labels[i] for i in held1) == sorted([0, 1, 2, 3] * 3)
+
+
+def test_missing_folder_and_wrong_layout(tmp_path):
+    with pytest.raises(UserError, match="not found: set data.root"):
+        load_dataset(cub(tmp_path / "nope"))
+    (tmp_path / "images").mkdir()
+    with pytest.raises(UserError, match="is missing: this is not a CUB-200-2011 folder"):
+        load_dataset(cub(tmp_path))
+
+
+def test_missing_image_is_reported(synthetic_root, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_root, broken)
+    first = (broken / "images.txt").read_text().split()[1]
+    (broken / "images" / first).unlink()
+    with pytest.raises(UserError, match="1 images listed .* are missing"):
+        load_dataset(cub(broken))
+
+
+def test_corrupt_image_names_the_file(synthetic_root, tmp_path):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(synthetic_root, broken)
+    splits = load_dataset(cub(broken))
+    victim = splits.test.paths[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
+    with pytest.raises(UserError, match=f"image {victim} is corrupt or unreadable"):
+        splits.test.load(0)
+
+
+def test_imagefolder_loader(tmp_path):
+    for cls in ("b_cat", "a_dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(5):
+            Image.new("RGB", (20, 20), (k * 40, 0, 0)).save(tmp_path / "imgs" / cls / f"{k}.png")
+    names = tmp_path / "names.tsv"
+    names.write_text("a_dog\tDog\nb_cat\tCat\n")
+    splits = load_dataset(DataConfig(name="imagefolder", root=str(tmp_path / "imgs"), label_names=str(names)))
+    assert splits.class_names == ["Dog", "Cat"]  # sorted folders, mapped names
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 10
+    assert len(splits.test) == 2  # 20% of each class
+
+
+def test_views_are_a_pure_function_of_seed_index_view(synthetic_root):
+    splits = load_dataset(cub(synthetic_root))
+    sampler = ViewSampler(seed=7, scale=(0.3, 1.0), hflip=True)
+    student = TargetSpec(32, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    teacher = TargetSpec(48, "bicubic", (0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
+    ds = TrainViews(splits.train, sampler, student, teacher)
+    ds.set_view(ViewSchedule(seed=7, epoch=3))
+    xs1, xt1, y, i = ds[5]
+    xs2, xt2, _, _ = ds[5]
+    assert torch.equal(xs1, xs2) and torch.equal(xt1, xt2)
+    assert xs1.shape == (3, 32, 32) and xt1.shape == (3, 48, 48) and i == 5
+    ds.set_view(ViewSchedule(seed=7, epoch=4))
+    assert not torch.equal(ds[5][0], xs1)  # another epoch, another view
+    # With K cached views, an epoch picks one of the K for every image.
+    views = {ViewSchedule(seed=7, epoch=e, num_views=3)(11) for e in range(30)}
+    assert views == {0, 1, 2}
+
+
+def test_student_and_teacher_see_the_same_crop(synthetic_root):
+    splits = load_dataset(cub(synthetic_root))
+    sampler = ViewSampler(seed=1, scale=(0.3, 1.0), hflip=True)
+    spec = TargetSpec(32, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    ds = TrainViews(splits.train, sampler, spec, TargetSpec(64, "bilinear", (0.0,) * 3, (1.0,) * 3))
+    x_s, x_t, _, _ = ds[0]
+    down = torch.nn.functional.avg_pool2d(x_t[None], 2)[0]  # teacher view at the student's size
+    assert (down - x_s).abs().mean() < 0.03
+
+
+def test_eval_transform_matches_spec(synthetic_root):
+    pre = preprocessing_spec(cub(synthetic_root))
+    img = Image.new("RGB", (80, 50), (255, 0, 0))
+    x = eval_transform(pre)(img)
+    assert x.shape == (3, 32, 32)
+    assert x[0].mean().item() == pytest.approx((1.0 - pre["mean"][0]) / pre["std"][0], rel=1e-5)

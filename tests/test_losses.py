@@ -1,0 +1,71 @@
+"""Loss values against hand computation (plain Python math), and the weighting schedule."""
+import math
+
+import pytest
+import torch
+
+from distill.losses import (classification_loss, linguistic_kd_loss, visual_kd_loss, vl2lite_loss,
+                            w_cls_schedule)
+
+
+def softmax(xs):
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def test_classification_loss_matches_hand_value():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.5, 3.0]])
+    y = torch.tensor([0, 1])
+    hand = (-math.log(softmax([2, 0, 1])[0]) - math.log(softmax([0.5, 0.5, 3])[1])) / 2
+    assert classification_loss(logits, y).item() == pytest.approx(hand, rel=1e-6)
+
+
+def test_visual_kd_is_mean_absolute_difference():
+    h = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    a = torch.tensor([[0.0, 1.0], [0.8, 0.6]])
+    hand = (0.6 + 0.2 + 0.2 + 0.6) / 4
+    assert visual_kd_loss(h, a).item() == pytest.approx(hand, rel=1e-6)
+
+
+def test_linguistic_kd_is_batchmean_kl_times_tau_squared():
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # teacher image embeddings (B=2, D=2)
+    T = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # class text embeddings (C=3, D=2)
+    h = torch.tensor([[0.8, 0.6], [0.6, 0.8]])  # normalised student features (B=2, d=2)
+    A = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]])  # condensed text (C=3, d=2)
+    tau, s = 2.0, 1 / 0.07
+    kl_sum = 0.0
+    for b in range(2):
+        p = softmax([s * sum(t[b, k] * T[c, k] for k in range(2)).item() / tau for c in range(3)])
+        q = softmax([s * sum(h[b, k] * A[c, k] for k in range(2)).item() / tau for c in range(3)])
+        kl_sum += sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q))
+    hand = tau ** 2 * kl_sum / 2  # batchmean: sum over classes, mean over the batch
+    assert linguistic_kd_loss(t, T, h, A, tau, s).item() == pytest.approx(hand, rel=1e-5)
+
+
+def test_linguistic_kd_is_zero_when_distributions_match():
+    t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    T = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    assert linguistic_kd_loss(t, T, t, T, 2.0, 14.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_total_loss_weights_terms():
+    l_cls, l_vis, l_ling = torch.tensor(2.0), torch.tensor(0.4), torch.tensor(1.0)
+    assert vl2lite_loss(l_cls, l_vis, l_ling, 0.25).item() == pytest.approx(0.25 * 2 + 0.75 * 0.7)
+
+
+def test_reference_schedule_reaches_one_eighth():
+    assert w_cls_schedule(0, 300, "reference") == 0.0
+    assert w_cls_schedule(150, 300, "reference") == pytest.approx(150 / 2400)
+    assert w_cls_schedule(300, 300, "reference") == pytest.approx(0.125)
+
+
+def test_linear_schedule_ramps_and_holds():
+    kw = dict(kind="linear", start=0.2, end=0.8, ramp_fraction=0.5)
+    assert w_cls_schedule(0, 10, **kw) == pytest.approx(0.2)
+    assert w_cls_schedule(2, 10, **kw) == pytest.approx(0.2 + 0.6 * 2 / 5)
+    assert w_cls_schedule(5, 10, **kw) == pytest.approx(0.8)
+    assert w_cls_schedule(9, 10, **kw) == pytest.approx(0.8)
+    assert w_cls_schedule(7, 10, "constant", start=0.3) == 0.3
+    with pytest.raises(ValueError):
+        w_cls_schedule(1, 10, "cosine")

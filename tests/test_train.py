@@ -1,0 +1,104 @@
+"""Short trainings on synthetic data: loss goes down, checkpoints load safely, resume is exact."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distill.checkpoint import load_student, read_checkpoint
+from distill.config import load_config
+from distill.errors import UserError
+from distill.train import fit
+import distill.train as train_mod
+from tests.conftest import REPO, demo_overrides
+
+
+def demo(root, out, **extra):
+    return load_config(REPO / "configs" / "demo.yaml", demo_overrides(root, out, **extra))
+
+
+def test_training_lowers_loss_and_writes_artifact(trained_checkpoint):
+    run = trained_checkpoint.parent
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    assert records[-1]["train_cls"] < records[0]["train_cls"]
+    assert records[-1]["val_top1"] > 0.5  # 10 classes: chance is 0.1
+    for key in ("train_vis", "train_ling", "w_cls", "images_per_s"):
+        assert key in records[0]
+    ckpt = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["schema"] == "vl2lite-student" and ckpt["arch"] == "resnet18"
+    assert set(ckpt["metrics"]) == {"val", "test"} and ckpt["metrics"]["test"]["images"] == 80
+    assert ckpt["preprocessing"]["input_size"] == [32, 32] and len(ckpt["class_names"]) == 10
+    # Only what deployment needs: no teacher, no condensation layers, no optimizer.
+    assert all(k.startswith(("backbone.", "classifier.")) for k in ckpt["state_dict"])
+    assert "train_state" not in ckpt
+    assert (run / "config.yaml").is_file() and (run / "results.json").is_file()
+    student, meta = load_student(trained_checkpoint)
+    assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_baseline_trains_without_teacher(synthetic_root, tmp_path):
+    best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.epochs": 1}))
+    records = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["w_cls"] == 1.0 and "train_vis" not in records[0]
+    assert read_checkpoint(best)["config"]["teacher"]["enabled"] is False
+
+
+def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, monkeypatch):
+    full = fit(demo(synthetic_root, tmp_path, **{"train.name": "full"}))
+    calls = {"n": 0}
+    real_epoch = train_mod.train_one_epoch
+
+    def interrupt_second_epoch(run, epoch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process dies after epoch 1 was saved
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real_epoch)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 1
+    with pytest.raises(UserError, match="already holds a run"):
+        fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
+    fit(demo(synthetic_root, tmp_path, **{"train.name": "cut", "train.resume": True}))
+    a = read_checkpoint(tmp_path / "full" / "last.pt")
+    b = read_checkpoint(tmp_path / "cut" / "last.pt")
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for key, value in a["train_state"]["heads"].items():
+        assert torch.equal(value, b["train_state"]["heads"][key]), key
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_unsafe_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"schema": "vl2lite-student", "x": Evil()}, path)
+    with pytest.raises(UserError, match="cannot be loaded safely"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="is not a student artifact"):
+        read_checkpoint(tmp_path / "other.pt")
+
+
+def test_cli_trains_and_prints_checkpoint(synthetic_root, tmp_path):
+    args = [f"{k}={v}" for k, v in demo_overrides(synthetic_root, tmp_path, **{"train.epochs": 1}).items()]
+    proc = subprocess.run([sys.executable, "-m", "distill", "--config", "configs/demo.yaml", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"best checkpoint: {tmp_path / 'demo' / 'best.pt'}" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "distill", "--config", "configs/demo.yaml",
+                           f"data.root={tmp_path / 'missing'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("not found: set data.root to where the dataset lives")
