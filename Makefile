@@ -18,7 +18,7 @@ test: install
 	$(PY) -m pytest -q -x
 
 demo: install
-	$(PY) -m distill.synthetic data/synthetic-birds
+	$(PY) -m distill synthetic data/synthetic-birds
 	$(PY) -m distill --config configs/demo.yaml
 
 clean:

@@ -1,46 +1,109 @@
-"""``python -m distill --config configs/cub.yaml [section.key=value ...]``."""
+"""Command line for distill; fire is called only here.
+
+    python -m distill --config configs/cub.yaml [section.key=value ...]        train
+    python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
+    python -m distill synthetic data/synthetic-birds [--num_classes 10]        write the demo dataset
+"""
 from __future__ import annotations
 
+import os
 import sys
 
 from distill.config import describe_keys
 from distill.errors import UserError, one_line
 
+_KEYS = "\n\nSettable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
 
-def main(config: str | None = None, *overrides: str, **dotted: object) -> str:
-    """Train a student with VL2Lite from a YAML config; prints and returns the best checkpoint path.
 
-    Usage: python -m distill --config configs/cub.yaml [train.epochs=20 data.batch_size=64 ...]
-    """
+def _load(config: str | None, overrides: tuple[str, ...], dotted: dict):
     from distill.config import load_config
-    from distill.train import fit
 
     if config is None:
         raise UserError("no config given: pass --config configs/<name>.yaml (e.g. configs/demo.yaml)")
     # fire turns `--train.epochs=3` into a keyword; `train.epochs=3` arrives positionally.
-    cfg = load_config(config, [*overrides, *(f"{k}={v}" for k, v in dotted.items())])
-    best = fit(cfg)
-    print(f"best checkpoint: {best}")
+    return load_config(config, [*overrides, *(f"{k}={v}" for k, v in dotted.items())])
+
+
+def train(config: str | None = None, *overrides: str, **dotted: object) -> str:
+    """Train a student with VL2Lite from a YAML config; prints and returns the best checkpoint path.
+
+    Usage: python -m distill --config configs/cub.yaml [train.epochs=20 data.batch_size=64 ...]
+    Multi-process: torchrun --nproc_per_node N -m distill --config ...
+    """
+    from distill.train import fit
+
+    best = fit(_load(config, overrides, dotted))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best checkpoint: {best}")
+    shutdown_ctx()
     return str(best)
 
 
-main.__doc__ = (main.__doc__ or "") + "\n\nSettable keys (section.key (type) = default):\n    " + \
-    "\n    ".join(describe_keys())
+def cache(config: str | None = None, *overrides: str, **dotted: object) -> str:
+    """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder.
+
+    Usage: python -m distill cache --config configs/cub.yaml teacher.cache=cache/cub [teacher.cache_views=8]
+    Multi-process: torchrun --nproc_per_node N -m distill cache --config ...
+    """
+    import time
+
+    from distill.cache import build_cache, open_cache, fingerprint_fields
+    from distill.data import load_dataset
+    from distill.dist import barrier, init_distributed
+    from distill.train import pick_device
+
+    cfg = _load(config, overrides, dotted)
+    ctx, device = init_distributed(pick_device(cfg.train.device))
+    start = time.perf_counter()
+    root = build_cache(cfg, ctx.rank, ctx.world, device)
+    barrier(ctx)
+    if ctx.is_main:  # verify the whole cache once every rank has finished its shards
+        splits = load_dataset(cfg.data)
+        done = open_cache(root, fingerprint_fields(cfg, splits.class_names, splits.train))
+        n, k = done.meta["num_images"], done.num_views
+        print(f"teacher cache: {root} ({n} images x {k} views, built in {time.perf_counter() - start:.1f} s)")
+    shutdown_ctx()
+    return str(root)
 
 
-def cli() -> None:
+def synthetic(root: str = "data/synthetic-birds", num_classes: int = 10, train_per_class: int = 40,
+              test_per_class: int = 15, seed: int = 0) -> str:
+    """Write the synthetic CUB-layout bird dataset used by the demo and the tests."""
+    from distill.synthetic import generate
+
+    out = generate(root, num_classes, train_per_class, test_per_class, seed)
+    print(f"synthetic CUB-layout dataset at {out}")
+    return str(out)
+
+
+def shutdown_ctx() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+train.__doc__ = (train.__doc__ or "") + _KEYS
+cache.__doc__ = (cache.__doc__ or "") + _KEYS
+COMMANDS = {"cache": cache, "synthetic": synthetic}
+
+
+def cli(argv: list[str] | None = None) -> None:
     import fire
-    if any(a in ("--help", "-h") for a in sys.argv[1:]):
-        print(main.__doc__)  # fire would pass --help into **dotted
+
+    argv = sys.argv[1:] if argv is None else argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    fn, args = (command, argv[1:]) if command else (train, argv)
+    if any(a in ("--help", "-h") for a in args):
+        print(fn.__doc__)  # fire would pass --help into **dotted
         return
     try:
-        fire.Fire(main, name="distill", serialize=lambda _: None)
+        fire.Fire(fn, command=args, name=f"distill {argv[0]}" if command else "distill", serialize=lambda _: None)
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: last.pt holds the last finished epoch; resume with train.resume=true",
-              file=sys.stderr)
+        print("interrupted: finished work is kept (last.pt, cache shards); run the same command to resume "
+              "(training: add train.resume=true)", file=sys.stderr)
         sys.exit(130)
 
 

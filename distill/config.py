@@ -80,6 +80,15 @@ class TeacherConfig:
     enabled: bool = True  # false: the CE-only baseline with the same recipe
     model: str = "convnext_xxlarge"
     pretrained: str = "laion2b_s34b_b82k_augreg_soup"  # open_clip tag, local file, or "none"
+    cache: str = ""  # teacher-embedding cache folder (python -m distill cache); empty: teacher online
+    cache_views: int = 8  # K augmented views per training image stored in the cache
+    cache_batch_size: int = 256  # teacher batch size when building the cache
+    cache_shard_size: int = 512  # images per cache shard (the unit of resume and of work per rank)
+
+    def __post_init__(self) -> None:
+        _check(self.cache_views >= 1, "teacher.cache_views", "must be >= 1")
+        _check(self.cache_batch_size >= 1, "teacher.cache_batch_size", "must be >= 1")
+        _check(self.cache_shard_size >= 1, "teacher.cache_shard_size", "must be >= 1")
 
 
 @dataclass(frozen=True)

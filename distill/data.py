@@ -288,7 +288,7 @@ class ViewSchedule:
 
 
 class TrainViews(Dataset):
-    """Seeded augmented views: ``(x_student, x_teacher, label, index)``; ``set_view`` picks the view.
+    """Seeded augmented views: ``(x_student, x_teacher, label, index, view)``; ``set_view`` picks the view.
 
     ``x_teacher`` is an empty tensor when no teacher target is given (baseline, or cached teacher).
     """
@@ -305,12 +305,13 @@ class TrainViews(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
         img = self.source.load(index)
-        params = self.sampler.params(index, self.view_of(index), *img.size)
+        view = self.view_of(index)
+        params = self.sampler.params(index, view, *img.size)
         x_s = self.sampler.render(img, params, self.student)
         x_t = self.sampler.render(img, params, self.teacher) if self.teacher else torch.empty(0)
-        return x_s, x_t, self.source.labels[index], index
+        return x_s, x_t, self.source.labels[index], index, view
 
 
 class EvalImages(Dataset):

@@ -3,7 +3,7 @@
 Every class is a "species": the same bird silhouette, told apart by fine-grained attributes
 (body colour, wing colour, wing pattern, beak colour), like CUB's species. Each image varies the
 pose (position, size, tilt), the background and the lighting, so a student has to learn the
-attributes, not the pixels. Usage: ``python -m distill.synthetic data/synthetic-birds``.
+attributes, not the pixels. Usage: ``python -m distill synthetic data/synthetic-birds``.
 """
 from __future__ import annotations
 
@@ -100,14 +100,3 @@ def _write_lists(root: Path, classes: list[str], images: list[str], labels: list
     (root / "images.txt").write_text("".join(f"{i} {p}\n" for i, p in zip(ids, images)))
     (root / "image_class_labels.txt").write_text("".join(f"{i} {y}\n" for i, y in zip(ids, labels)))
     (root / "train_test_split.txt").write_text("".join(f"{i} {s}\n" for i, s in zip(ids, split)))
-
-
-def main(root: str = "data/synthetic-birds", num_classes: int = 10, train_per_class: int = 40,
-         test_per_class: int = 15, seed: int = 0) -> None:
-    out = generate(root, num_classes, train_per_class, test_per_class, seed)
-    print(f"synthetic CUB-layout dataset at {out}")
-
-
-if __name__ == "__main__":
-    import fire
-    fire.Fire(main)

@@ -3,6 +3,10 @@
 One epoch: seeded shuffle, seeded views, forward/backward (bf16 autocast on CUDA), scheduler
 step, validation, ``last.pt`` every epoch, ``best.pt`` on a new best validation top-1. The test
 split is evaluated once, at the end, with the best weights.
+
+Teacher targets come from the teacher run online, or from a teacher-embedding cache
+(``distill.cache``), in which case the teacher is never loaded. Under ``torchrun`` the student is
+wrapped in DistributedDataParallel; metrics are summed over ranks and only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -11,21 +15,39 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from distill.cache import TeacherCache, fingerprint_fields, open_cache
 from distill.checkpoint import atomic_save, read_checkpoint, student_artifact
-from distill.config import Config, dump_yaml, to_dict
+from distill.config import Config, MethodConfig, dump_yaml, to_dict
 from distill.data import PROMPTS, DatasetSplits, EvalImages, TrainViews, ViewSchedule, load_dataset
+from distill.dist import DistContext, all_reduce_sum, barrier, init_distributed
 from distill.errors import UserError
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
 from distill.students import Student, create_student, list_students
 from distill.teacher import Teacher, resolve_weights
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
+
+# (x_teacher, indices, views) -> t (B, D) on the training device
+Targets = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Trainable(nn.Module):
+    """Student + condensation layers as one module, so DDP sees a single forward per step."""
+
+    def __init__(self, student: Student, heads: Condensation | None, method: MethodConfig) -> None:
+        super().__init__()
+        self.student, self.heads, self.method = student, heads, method
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, w_cls: float):
+        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls)
 
 
 @dataclass
@@ -35,10 +57,13 @@ class Run:
     cfg: Config
     dir: Path
     device: torch.device
+    ctx: DistContext
     splits: DatasetSplits
     student: Student
     heads: Condensation | None
-    teacher: Teacher | None
+    model: nn.Module  # Trainable, DDP-wrapped under torchrun
+    targets: Targets | None  # None: the CE-only baseline
+    num_views: int  # 0: a fresh view every epoch (online teacher); K: one of the K cached views
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     train_set: TrainViews
@@ -61,8 +86,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_names(cfg: Config) -> None:
+    if cfg.student.arch not in list_students():
+        raise UserError(f"unknown student {cfg.student.arch!r}; choose one of: {', '.join(list_students())}")
+    if cfg.teacher.enabled and not cfg.teacher.cache:
+        resolve_weights(cfg.teacher.model, cfg.teacher.pretrained)
+
+
 def setup(cfg: Config) -> Run:
-    """Data, teacher, student, condensation layers, optimizer; restore ``last.pt`` on resume."""
+    """Data, teacher targets, student, condensation layers, optimizer; restore ``last.pt`` on resume."""
     run_dir = Path(cfg.train.out_dir) / cfg.train.name
     last = run_dir / "last.pt"
     if last.exists() and not cfg.train.resume:
@@ -70,33 +102,47 @@ def setup(cfg: Config) -> Run:
                         f"or train.name=<new name> to start another")
     if cfg.train.resume and not last.exists():
         raise UserError(f"train.resume=true but {last} does not exist: drop train.resume to start a new run")
-    device = pick_device(cfg.train.device)
+    ctx, device = init_distributed(pick_device(cfg.train.device))
     check_names(cfg)  # fail on a typo before minutes of data and teacher loading
     seed_everything(cfg.train.seed)
     splits = load_dataset(cfg.data)
-    teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device) if cfg.teacher.enabled else None
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
-    heads = None
-    if teacher is not None:
-        prompts = cfg.data.prompts or PROMPTS[cfg.data.name]
-        text = teacher.encode_classes(splits.class_names, prompts).clone()  # (C, D)
-        heads = Condensation(text, student.feature_dim).to(device)
-    params = list(student.parameters()) + (list(heads.parameters()) if heads else [])
-    optimizer, scheduler = make_optimizer(cfg, params)
+    targets, text, teacher_view, num_views = _teacher_targets(cfg, splits, device)
+    heads = Condensation(text, student.feature_dim).to(device) if text is not None else None
+    model: nn.Module = Trainable(student, heads, cfg.method)
+    if ctx.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scheduler = make_optimizer(cfg, list(model.parameters()))
     sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
-    train_set = TrainViews(splits.train, sampler, student_target(cfg.data), teacher.target if teacher else None)
-    run = Run(cfg, run_dir, device, splits, student, heads, teacher, optimizer, scheduler, train_set,
-              preprocessing_spec(cfg.data))
+    train_set = TrainViews(splits.train, sampler, student_target(cfg.data), teacher_view)
+    run = Run(cfg, run_dir, device, ctx, splits, student, heads, model, targets, num_views, optimizer,
+              scheduler, train_set, preprocessing_spec(cfg.data))
     if cfg.train.resume:
         restore(run, last)
     return run
 
 
-def check_names(cfg: Config) -> None:
-    if cfg.student.arch not in list_students():
-        raise UserError(f"unknown student {cfg.student.arch!r}; choose one of: {', '.join(list_students())}")
-    if cfg.teacher.enabled:
-        resolve_weights(cfg.teacher.model, cfg.teacher.pretrained)
+def _teacher_targets(cfg: Config, splits: DatasetSplits, device: torch.device):
+    """(targets, text embeddings (C, D), teacher view spec, K) for online, cached or no teacher."""
+    if not cfg.teacher.enabled:
+        return None, None, None, 0
+    if cfg.teacher.cache:
+        cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits.class_names, splits.train))
+        return _cached_targets(cache, device), cache.text_embeddings, None, cache.num_views
+    teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
+    text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
+
+    def online(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        # clone(): inference-mode tensors cannot enter autograd (the condensation MLP).
+        return teacher.encode_images(x_t).clone()  # (B, D)
+
+    return online, text.clone(), teacher.target, 0
+
+
+def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
+    def cached(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return cache.lookup(idx, view).to(device, non_blocking=True)  # (B, D), never runs the teacher
+    return cached
 
 
 def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
@@ -116,51 +162,57 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def _loader(dataset, batch_size: int, workers: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      generator=gen, drop_last=drop_last, pin_memory=torch.cuda.is_available())
+def _train_loader(run: Run, epoch: int) -> DataLoader:
+    cfg = run.cfg
+    drop_last = len(run.train_set) > cfg.data.batch_size * run.ctx.world
+    common = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, drop_last=drop_last,
+                  pin_memory=run.device.type == "cuda")
+    if run.ctx.enabled:
+        sampler = DistributedSampler(run.train_set, run.ctx.world, run.ctx.rank, shuffle=True,
+                                     seed=cfg.train.seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+        return DataLoader(run.train_set, sampler=sampler, **common)
+    # Shuffle order depends on (seed, epoch) only, so a resumed run replays the same batches.
+    gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+    return DataLoader(run.train_set, shuffle=True, generator=gen, **common)
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     cfg, dev = run.cfg, run.device
     m = cfg.method
     w_cls = w_cls_schedule(epoch, cfg.train.epochs, m.schedule, m.w_cls_start, m.w_cls_end, m.ramp_fraction)
-    if run.teacher is None:
+    if run.targets is None:
         w_cls = 1.0  # the baseline is CE only
-    run.student.train()
-    if run.heads:
-        run.heads.train()
-    run.train_set.set_view(ViewSchedule(cfg.train.seed, epoch))
-    # Shuffle order depends on (seed, epoch) only, so a resumed run replays the same batches.
-    drop_last = len(run.train_set) > cfg.data.batch_size
-    loader = _loader(run.train_set, cfg.data.batch_size, cfg.data.num_workers, True,
-                     seed=cfg.train.seed * 100_003 + epoch, drop_last=drop_last)
-    sums: dict[str, float] = {}
+    run.model.train()
+    run.train_set.set_view(ViewSchedule(cfg.train.seed, epoch, run.num_views))
+    loader = _train_loader(run, epoch)
+    names = ("loss", "cls", "vis", "ling")
+    sums = [0.0] * len(names)
     seen, start = 0, time.perf_counter()
-    for x_s, x_t, y, _ in _progress(loader, run, epoch):
+    for x_s, x_t, y, idx, view in _progress(loader, run, epoch):
         x_s, y = x_s.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        # clone(): inference-mode tensors cannot enter autograd (the condensation MLP).
-        t = run.teacher.encode_images(x_t).clone() if run.teacher else None  # (B, D)
+        t = run.targets(x_t, idx, view) if run.targets else None  # (B, D)
         with _autocast(dev, cfg.train.amp):
-            losses = step_losses(run.student, run.heads, x_s, y, t, m, w_cls)
+            losses = run.model(x_s, y, t, w_cls)
         run.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         run.optimizer.step()
         seen += len(y)
-        for k, v in losses.items():
-            if k != "logits":
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
+        for j, k in enumerate(names):
+            if k in losses:
+                sums[j] += float(losses[k].detach()) * len(y)
         _postfix(loader, losses["loss"], seen / (time.perf_counter() - start))
     if run.scheduler:
         run.scheduler.step()
     elapsed = time.perf_counter() - start
-    stats = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+    *sums, seen = all_reduce_sum([*sums, float(seen)], run.ctx, dev)
+    present = names if run.targets else names[:2]
+    stats = {f"train_{k}": s / max(seen, 1) for k, s in zip(names, sums) if k in present}
     return {**stats, "w_cls": w_cls, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
 
 
 def _progress(loader: DataLoader, run: Run, epoch: int) -> Iterator:
-    if not run.cfg.train.progress:
+    if not run.cfg.train.progress or not run.ctx.is_main:
         return iter(loader)
     from tqdm import tqdm
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.cfg.train.epochs}", leave=False, dynamic_ncols=True)
@@ -176,12 +228,17 @@ def _postfix(loader: DataLoader, loss: torch.Tensor, rate: float) -> None:
 
 @torch.no_grad()
 def evaluate(student: Student, source, preprocessing: dict, device: torch.device, batch_size: int,
-             workers: int, amp: bool = True) -> dict[str, float]:
-    """Top-1 / top-5 accuracy and mean CE of ``student`` on an image source (eval transform)."""
+             workers: int, amp: bool = True, ctx: DistContext = DistContext()) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and mean CE of ``student`` on an image source (eval transform).
+
+    Under torchrun each rank takes every world-th image (no padding), and the counts are summed.
+    """
     student.eval()
-    loader = _loader(EvalImages(source, preprocessing), batch_size, workers, shuffle=False)
-    correct1 = correct5 = 0
-    loss_sum, n = 0.0, 0
+    dataset = EvalImages(source, preprocessing)
+    if ctx.enabled:
+        dataset = Subset(dataset, range(ctx.rank, len(dataset), ctx.world))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    correct1 = correct5 = loss_sum = n = 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         with _autocast(device, amp):
@@ -191,41 +248,50 @@ def evaluate(student: Student, source, preprocessing: dict, device: torch.device
         correct1 += int((top[:, 0] == y).sum())
         correct5 += int((top == y[:, None]).any(dim=1).sum())
         n += len(y)
-    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "images": n}
+    correct1, correct5, loss_sum, n = all_reduce_sum([correct1, correct5, loss_sum, n], ctx, device)
+    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "images": int(n)}
+
+
+def _evaluate(run: Run, source) -> dict[str, float]:
+    d = run.cfg.data
+    return evaluate(run.student, source, run.preprocessing, run.device, d.eval_batch_size, d.num_workers,
+                    run.cfg.train.amp, run.ctx)
 
 
 def fit(cfg: Config) -> Path:
     """Train according to ``cfg``; returns the path of ``best.pt`` (with test metrics filled in)."""
     run = setup(cfg)
-    run.dir.mkdir(parents=True, exist_ok=True)
-    _write_text(run.dir / "config.yaml", dump_yaml(cfg))
+    if run.ctx.is_main:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        _write_text(run.dir / "config.yaml", dump_yaml(cfg))
     for epoch in range(run.start_epoch, cfg.train.epochs):
         stats = train_one_epoch(run, epoch)
-        val = evaluate(run.student, run.splits.val, run.preprocessing, run.device,
-                       cfg.data.eval_batch_size, cfg.data.num_workers, cfg.train.amp)
+        val = _evaluate(run, run.splits.val)
         improved = val["top1"] > run.best_val
         run.best_val = max(run.best_val, val["top1"])
         record = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved}
-        _append_jsonl(run.dir / "metrics.jsonl", record)
-        if improved:
-            atomic_save(_artifact(run, {"val": val}, epoch + 1), run.dir / "best.pt")
-        atomic_save(_resume_state(run, {"val": val}, epoch + 1), run.dir / "last.pt")
-        _report(cfg, record)
+        if run.ctx.is_main:
+            if improved:
+                atomic_save(_artifact(run, {"val": val}, epoch + 1), run.dir / "best.pt")
+            atomic_save(_resume_state(run, {"val": val}, epoch + 1), run.dir / "last.pt")
+            _append_jsonl(run.dir / "metrics.jsonl", record)
+            _report(cfg, record)
     return finish(run)
 
 
 def finish(run: Run) -> Path:
     """Evaluate the best weights once on the test split and store the figures in ``best.pt``."""
     best_path = run.dir / "best.pt"
+    barrier(run.ctx)  # every rank reads the best.pt rank 0 has written
     best = read_checkpoint(best_path)
     if "test" in best["metrics"]:
         return best_path
     run.student.load_state_dict(best["state_dict"])
-    test = evaluate(run.student, run.splits.test, run.preprocessing, run.device,
-                    run.cfg.data.eval_batch_size, run.cfg.data.num_workers, run.cfg.train.amp)
-    best["metrics"]["test"] = test
-    atomic_save(best, best_path)
-    _write_text(run.dir / "results.json", json.dumps({"best_epoch": best["epoch"], **best["metrics"]}, indent=2))
+    best["metrics"]["test"] = _evaluate(run, run.splits.test)
+    if run.ctx.is_main:
+        atomic_save(best, best_path)
+        _write_text(run.dir / "results.json", json.dumps({"best_epoch": best["epoch"], **best["metrics"]}, indent=2))
+    barrier(run.ctx)
     return best_path
 
 
@@ -266,7 +332,8 @@ def restore(run: Run, path: Path) -> None:
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     run.start_epoch, run.best_val = state["epoch"], state["best_val"]
-    _truncate_jsonl(run.dir / "metrics.jsonl", run.start_epoch)
+    if run.ctx.is_main:
+        _truncate_jsonl(run.dir / "metrics.jsonl", run.start_epoch)
 
 
 def _truncate_jsonl(path: Path, last_epoch: int) -> None:

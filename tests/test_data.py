@@ -99,10 +99,10 @@ def test_views_are_a_pure_function_of_seed_index_view(synthetic_root):
     teacher = TargetSpec(48, "bicubic", (0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
     ds = TrainViews(splits.train, sampler, student, teacher)
     ds.set_view(ViewSchedule(seed=7, epoch=3))
-    xs1, xt1, y, i = ds[5]
-    xs2, xt2, _, _ = ds[5]
+    xs1, xt1, y, i, v = ds[5]
+    xs2, xt2, _, _, _ = ds[5]
     assert torch.equal(xs1, xs2) and torch.equal(xt1, xt2)
-    assert xs1.shape == (3, 32, 32) and xt1.shape == (3, 48, 48) and i == 5
+    assert xs1.shape == (3, 32, 32) and xt1.shape == (3, 48, 48) and (i, v) == (5, 3)
     ds.set_view(ViewSchedule(seed=7, epoch=4))
     assert not torch.equal(ds[5][0], xs1)  # another epoch, another view
     # With K cached views, an epoch picks one of the K for every image.
@@ -115,7 +115,7 @@ def test_student_and_teacher_see_the_same_crop(synthetic_root):
     sampler = ViewSampler(seed=1, scale=(0.3, 1.0), hflip=True)
     spec = TargetSpec(32, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     ds = TrainViews(splits.train, sampler, spec, TargetSpec(64, "bilinear", (0.0,) * 3, (1.0,) * 3))
-    x_s, x_t, _, _ = ds[0]
+    x_s, x_t, _, _, _ = ds[0]
     down = torch.nn.functional.avg_pool2d(x_t[None], 2)[0]  # teacher view at the student's size
     assert (down - x_s).abs().mean() < 0.03
 

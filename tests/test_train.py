@@ -14,6 +14,10 @@ import distill.train as train_mod
 from tests.conftest import REPO, demo_overrides
 
 
+class Killed(Exception):
+    """Stands for the process being killed between epochs."""
+
+
 def demo(root, out, **extra):
     return load_config(REPO / "configs" / "demo.yaml", demo_overrides(root, out, **extra))
 
@@ -53,11 +57,11 @@ def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, 
     def interrupt_second_epoch(run, epoch):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt  # the process dies after epoch 1 was saved
+            raise Killed  # the process dies after epoch 1 was saved
         return real_epoch(run, epoch)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", interrupt_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
     monkeypatch.setattr(train_mod, "train_one_epoch", real_epoch)
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 1

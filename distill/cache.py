@@ -1,0 +1,256 @@
+"""Teacher-embedding cache (Fast Knowledge Distillation, Shen & Xing, ECCV 2022).
+
+The teacher is frozen, so its image embeddings for K fixed augmented views of every training
+image are computed once. View ``v`` of image ``i`` is reproducible from ``(seed, i, v)``
+(``distill.transforms.ViewSampler``), so training replays exactly the view the teacher saw.
+
+Layout of a cache folder::
+
+    meta.json            fingerprint, the fields it was computed from, N, K, D, shard size
+    text.npy             (C, D) float32 class text embeddings
+    shard_00000.npy      (n, K, D) float16 image embeddings of images [start, stop), memory-mapped
+    shard_00000.json     {"start", "stop", "bytes", "sha256"}: written after the .npy, marks it done
+
+A killed build resumes by skipping shards whose record exists and whose size matches. Loading
+checks every shard's size and sha256, so a corrupt file is refused rather than read as garbage.
+Under ``torchrun`` each rank builds the shards ``s`` with ``s % world_size == rank``.
+
+Usage: ``python -m distill cache --config configs/cub.yaml teacher.cache=cache/cub``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from distill.config import Config
+from distill.data import PROMPTS, ImageSource, SubsetSource, load_dataset
+from distill.errors import UserError
+from distill.transforms import TargetSpec, ViewSampler
+
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- identity
+
+def fingerprint_fields(cfg: Config, class_names: list[str], train: ImageSource) -> dict[str, Any]:
+    """Everything that determines the cache's contents, as readable data (shown on a mismatch)."""
+    return {
+        "format": FORMAT_VERSION,
+        "teacher.model": cfg.teacher.model,
+        "teacher.pretrained": cfg.teacher.pretrained,
+        "teacher.weights_file": _file_identity(cfg.teacher.pretrained),
+        "data.name": cfg.data.name,
+        "data.train_images": len(train),
+        "data.train_files_sha256": _source_identity(train, Path(cfg.data.root)),
+        "data.classes_sha256": _sha256_text("\n".join(class_names)),
+        "data.prompts": list(cfg.data.prompts or PROMPTS[cfg.data.name]),
+        "data.crop_scale_min": cfg.data.crop_scale_min,
+        "data.hflip": cfg.data.hflip,
+        "train.seed": cfg.train.seed,
+        "teacher.cache_views": cfg.teacher.cache_views,
+        "teacher.cache_shard_size": cfg.teacher.cache_shard_size,
+    }
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    return _sha256_text(json.dumps(fields, sort_keys=True))
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_identity(path: str) -> dict[str, Any] | None:
+    """Size and hash of the first and last MiB: cheap for multi-GB weights, catches a swap."""
+    if not os.path.isfile(path):
+        return None
+    h, size = hashlib.sha256(), os.path.getsize(path)
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return {"bytes": size, "sha256_head_tail": h.hexdigest()}
+
+
+def _source_identity(source: ImageSource, root: Path) -> str:
+    """Hash of (file relative to the data root, label) for every image, in index order."""
+    lines = []
+    for i in range(len(source)):
+        base, j = (source.source, source.indices[i]) if isinstance(source, SubsetSource) else (source, i)
+        name = str(base.paths[j].relative_to(root)) if hasattr(base, "paths") else f"#{j}"
+        lines.append(f"{name}\t{source.labels[i]}")
+    return _sha256_text("\n".join(lines))
+
+
+def describe_mismatch(cached: dict[str, Any], expected: dict[str, Any]) -> str:
+    diffs = [f"{k}: cache {cached.get(k)!r} vs config {expected.get(k)!r}"
+             for k in sorted(set(cached) | set(expected)) if cached.get(k) != expected.get(k)]
+    return "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+
+
+# --------------------------------------------------------------------------- reading
+
+@dataclass
+class Shard:
+    start: int
+    stop: int
+    array: np.ndarray  # (n, K, D) float16, memory-mapped
+
+
+class TeacherCache:
+    """A complete, verified cache: ``lookup(indices, views) -> (B, D)`` float32 embeddings."""
+
+    def __init__(self, root: Path, meta: dict[str, Any], shards: list[Shard], text: np.ndarray) -> None:
+        self.root, self.meta, self.shards = root, meta, shards
+        self.text_embeddings = torch.from_numpy(np.array(text, dtype=np.float32))  # (C, D)
+        self.num_views, self.shard_size = meta["num_views"], meta["shard_size"]
+
+    def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        rows = [self.shards[i // self.shard_size].array[i % self.shard_size, v]
+                for i, v in zip(indices.tolist(), views.tolist())]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))  # (B, D)
+
+
+def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) -> TeacherCache:
+    """Open the cache at ``root`` for a run whose fingerprint fields are ``expected``; refuse others."""
+    root = Path(root)
+    rebuild = "build it with: python -m distill cache --config <your config> teacher.cache=" + str(root)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise UserError(f"teacher cache {root} does not exist (no meta.json): {rebuild}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("fingerprint") != fingerprint(expected):
+        raise UserError(f"teacher cache {root} was built for another setup and is refused "
+                        f"({describe_mismatch(meta.get('fields', {}), expected)}): {rebuild} "
+                        f"(into a new folder), or set teacher.cache to the matching cache")
+    shards = []
+    for s in range(meta["num_shards"]):
+        shards.append(_open_shard(root, s, meta, verify, rebuild))
+    text = np.load(root / "text.npy")
+    return TeacherCache(root, meta, shards, text)
+
+
+def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> Shard:
+    record_path, npy = root / f"shard_{s:05d}.json", root / f"shard_{s:05d}.npy"
+    if not record_path.is_file() or not npy.is_file():
+        raise UserError(f"teacher cache {root} is incomplete (shard {s} of {meta['num_shards']} missing): "
+                        f"resume the build with the same command: {rebuild}")
+    record = json.loads(record_path.read_text())
+    if npy.stat().st_size != record["bytes"] or (verify and _sha256_file(npy) != record["sha256"]):
+        raise UserError(f"teacher cache file {npy} is corrupt (size or checksum differs from its record): "
+                        f"delete {npy.name} and {record_path.name} and resume the build: {rebuild}")
+    array = np.load(npy, mmap_mode="r")
+    expected_shape = (record["stop"] - record["start"], meta["num_views"], meta["dim"])
+    if array.shape != expected_shape or array.dtype != np.float16:
+        raise UserError(f"teacher cache file {npy} has shape {array.shape}, expected {expected_shape}: {rebuild}")
+    return Shard(record["start"], record["stop"], array)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- building
+
+class CacheViews(Dataset):
+    """Teacher views ``(x_t, index, view)`` for items ``(i, v)``: the same crops training replays."""
+
+    def __init__(self, source: ImageSource, sampler: ViewSampler, target: TargetSpec,
+                 items: list[tuple[int, int]]) -> None:
+        self.source, self.sampler, self.target, self.items = source, sampler, target, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
+        i, v = self.items[k]
+        img = self.source.load(i)
+        return self.sampler.render(img, self.sampler.params(i, v, *img.size), self.target), i, v
+
+
+def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Path:
+    """Compute the missing shards of ``cfg.teacher.cache`` (those of this rank under torchrun)."""
+    from distill.teacher import Teacher
+
+    if not cfg.teacher.cache:
+        raise UserError("teacher.cache is empty: pass teacher.cache=<folder> for the cache")
+    root = Path(cfg.teacher.cache)
+    splits = load_dataset(cfg.data)
+    fields = fingerprint_fields(cfg, splits.class_names, splits.train)
+    _check_or_claim(root, fields, rank)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.train.seed)  # random-weight teachers ("none") must agree across ranks
+    teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
+    n, k, size = len(splits.train), cfg.teacher.cache_views, cfg.teacher.cache_shard_size
+    num_shards = (n + size - 1) // size
+    if rank == 0:
+        text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
+        _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
+        _write_json(root / "meta.json", {"fingerprint": fingerprint(fields), "fields": fields, "num_images": n,
+                                         "num_views": k, "dim": teacher.embed_dim, "shard_size": size,
+                                         "num_shards": num_shards, "teacher_input": teacher.target.__dict__})
+    sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
+    for s in range(rank, num_shards, world):
+        if _shard_done(root, s):
+            continue
+        start, stop = s * size, min((s + 1) * size, n)
+        _build_shard(root, s, start, stop, k, teacher, splits.train, sampler, cfg)
+    return root
+
+
+def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:
+    """A folder holding another setup's cache is refused, never overwritten."""
+    meta_path = root / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != fingerprint(fields):
+            raise UserError(f"{root} holds a teacher cache for another setup "
+                            f"({describe_mismatch(meta.get('fields', {}), fields)}): choose another teacher.cache folder")
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def _shard_done(root: Path, s: int) -> bool:
+    record, npy = root / f"shard_{s:05d}.json", root / f"shard_{s:05d}.npy"
+    return record.is_file() and npy.is_file() and npy.stat().st_size == json.loads(record.read_text())["bytes"]
+
+
+def _build_shard(root: Path, s: int, start: int, stop: int, k: int, teacher, source: ImageSource,
+                 sampler: ViewSampler, cfg: Config) -> None:
+    items = [(i, v) for i in range(start, stop) for v in range(k)]
+    loader = DataLoader(CacheViews(source, sampler, teacher.target, items), batch_size=cfg.teacher.cache_batch_size,
+                        num_workers=cfg.data.num_workers, pin_memory=teacher.device.type == "cuda")
+    out = np.zeros((stop - start, k, teacher.embed_dim), dtype=np.float16)  # (n, K, D)
+    t0 = time.perf_counter()
+    for x, idx, view in loader:
+        emb = teacher.encode_images(x).cpu().numpy().astype(np.float16)  # (B, D)
+        out[idx.numpy() - start, view.numpy()] = emb
+    npy = root / f"shard_{s:05d}.npy"
+    _save_npy(npy, out)
+    _write_json(root / f"shard_{s:05d}.json", {"start": start, "stop": stop, "bytes": npy.stat().st_size,
+                                               "sha256": _sha256_file(npy), "seconds": time.perf_counter() - t0})
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

@@ -1,0 +1,127 @@
+"""Teacher-embedding cache: round trip, identity, resume, corruption, training without a teacher."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import distill.cache as cache_mod
+from distill.cache import build_cache, fingerprint_fields, open_cache
+from distill.config import load_config
+from distill.data import load_dataset
+from distill.errors import UserError
+from distill.teacher import Teacher
+from distill.train import fit
+from distill.transforms import ViewSampler
+from tests.conftest import REPO, demo_overrides
+
+
+class Killed(Exception):
+    """Stands for the process being killed mid-build."""
+
+
+def cfg_for(root, tmp_path, **extra):
+    extra = {"teacher.cache": str(tmp_path / "cache"), "teacher.cache_views": 3,
+             "teacher.cache_shard_size": 100, "teacher.cache_batch_size": 64, **extra}
+    return load_config(REPO / "configs" / "demo.yaml", demo_overrides(root, tmp_path / "runs", **extra))
+
+
+@pytest.fixture(scope="module")
+def built(synthetic_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cache")
+    cfg = cfg_for(synthetic_root, tmp)
+    torch.manual_seed(0)  # the tiny teacher has random weights: fix them for the comparison
+    build_cache(cfg)
+    return cfg
+
+
+def test_cached_embedding_equals_fresh_teacher_forward_of_replayed_view(built):
+    splits = load_dataset(built.data)
+    cache = open_cache(built.teacher.cache, fingerprint_fields(built, splits.class_names, splits.train))
+    assert cache.meta["num_images"] == len(splits.train) == 210 and cache.num_views == 3
+    assert len(cache.shards) == 3 and cache.shards[0].array.dtype == np.float16
+    torch.manual_seed(0)
+    teacher = Teacher(built.teacher.model, built.teacher.pretrained, torch.device("cpu"))
+    sampler = ViewSampler(built.train.seed, (built.data.crop_scale_min, 1.0), built.data.hflip)
+    idx, views = torch.tensor([0, 99, 100, 209]), torch.tensor([0, 2, 1, 2])
+    xs = []
+    for i, v in zip(idx.tolist(), views.tolist()):
+        img = splits.train.load(i)
+        xs.append(sampler.render(img, sampler.params(i, v, *img.size), teacher.target))
+    fresh = teacher.encode_images(torch.stack(xs))  # (4, D)
+    cached = cache.lookup(idx, views)
+    assert cached.shape == fresh.shape == (4, 64)
+    assert torch.allclose(cached, fresh, atol=2e-3)  # fp16 storage of unit vectors
+    assert not torch.allclose(cache.lookup(idx, (views + 1) % 3), fresh, atol=2e-3)  # views differ
+    text = teacher.encode_classes(splits.class_names, built.data.prompts)
+    assert torch.allclose(cache.text_embeddings, text, atol=1e-5)
+
+
+def test_foreign_cache_is_refused_with_the_difference(built, synthetic_root, tmp_path):
+    other = cfg_for(synthetic_root, tmp_path, **{"teacher.cache": built.teacher.cache, "train.seed": 5})
+    splits = load_dataset(other.data)
+    with pytest.raises(UserError, match=r"another setup .*train.seed: cache 0 vs config 5"):
+        open_cache(other.teacher.cache, fingerprint_fields(other, splits.class_names, splits.train))
+    with pytest.raises(UserError, match=r"holds a teacher cache for another setup"):
+        build_cache(other)
+    with pytest.raises(UserError, match="does not exist"):
+        open_cache(tmp_path / "none", {})
+
+
+def test_interrupted_build_resumes_without_redoing_shards(synthetic_root, tmp_path, monkeypatch, built):
+    cfg = cfg_for(synthetic_root, tmp_path)
+    real, calls, armed = cache_mod._build_shard, [], [True]
+
+    def dies_on_second_shard(root, s, *args):
+        calls.append(s)
+        if armed[0] and len(calls) == 2:
+            raise Killed
+        return real(root, s, *args)
+
+    monkeypatch.setattr(cache_mod, "_build_shard", dies_on_second_shard)
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        build_cache(cfg)
+    root = tmp_path / "cache"
+    first = (root / "shard_00000.npy").stat().st_mtime_ns
+    assert not (root / "shard_00001.json").exists()
+    calls.clear()
+    armed[0] = False
+    torch.manual_seed(0)
+    build_cache(cfg)
+    assert calls == [1, 2]  # shard 0 was kept
+    assert (root / "shard_00000.npy").stat().st_mtime_ns == first
+    for s in range(3):  # the same bytes as the uninterrupted build
+        reference = np.load(Path(built.teacher.cache) / f"shard_{s:05d}.npy")
+        assert np.array_equal(np.load(root / f"shard_{s:05d}.npy"), reference)
+
+
+def test_corrupt_shard_is_detected(built, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(built.teacher.cache, copy)
+    npy = copy / "shard_00001.npy"
+    data = bytearray(npy.read_bytes())
+    data[-10] ^= 0xFF  # same size, one flipped byte
+    npy.write_bytes(bytes(data))
+    meta = json.loads((copy / "meta.json").read_text())
+    with pytest.raises(UserError, match="shard_00001.npy is corrupt"):
+        open_cache(copy, meta["fields"])
+    npy.write_bytes(bytes(data[:-100]))  # truncated
+    with pytest.raises(UserError, match="is corrupt"):
+        open_cache(copy, meta["fields"], verify=False)
+    (copy / "shard_00002.json").unlink()
+    npy.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="incomplete"):
+        open_cache(copy, meta["fields"], verify=False)
+
+
+def test_training_from_cache_never_runs_the_teacher(built, monkeypatch):
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher must not be loaded when training from a cache")
+
+    monkeypatch.setattr(Teacher, "__init__", no_teacher)
+    best = fit(built)
+    records = [json.loads(x) for x in (best.parent / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and "train_ling" in records[0] and records[-1]["train_cls"] < records[0]["train_cls"]
