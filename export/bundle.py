@@ -1,0 +1,90 @@
+"""Bundle files: hashes, the manifest, and the atomic publish (temporary sibling, then rename)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from distill.errors import UserError
+
+SCHEMA, SCHEMA_VERSION = "vl2lite-bundle", 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative POSIX paths), the manifest excepted."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def verify_bundle(folder: Path) -> dict[str, Any]:
+    """Re-hash every file and compare with the manifest; raise UserError on any difference."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"{folder} is not a complete bundle (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    actual = file_hashes(folder)
+    if actual != manifest["files"]:
+        changed = sorted(set(actual.items()) ^ set(manifest["files"].items()))
+        raise UserError(f"bundle {folder} does not match its manifest (first difference: {changed[0][0]})")
+    return manifest
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise UserError(f"output folder {out} already exists: pass --overwrite to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder: choose another --out")
+
+
+@contextmanager
+def staging(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty sibling folder; on success the caller publishes it, on failure it is deleted."""
+    _check_target(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write the bundle to {out} ({exc.strerror or exc}): choose a writable --out") from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op after publish renamed it away
+
+
+def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json last, then move the folder into place (replacing ``out`` if allowed)."""
+    manifest["files"] = file_hashes(tmp)
+    staged = tmp / f".{MANIFEST}.tmp"
+    write_json(staged, manifest)
+    os.replace(staged, tmp / MANIFEST)
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is an ordinary shared folder
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)  # both renames stay on one filesystem: each is atomic
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

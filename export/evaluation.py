@@ -1,0 +1,117 @@
+"""Accuracy and parity of every artifact against the PyTorch student, on real images.
+
+The evaluation images go through the training evaluation transform once; every artifact then
+sees exactly the same float32 batches, so differences come from the model alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from distill.data import EvalImages
+
+CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
+
+Runner = Callable[[np.ndarray], np.ndarray]  # (B, 3, H, W) float32 -> (B, C) logits
+
+
+class ImageBatches:
+    """Batches ``(x (B,3,H,W) float32, y (B,) int64)`` of an image source through the eval transform."""
+
+    def __init__(self, source, preprocessing: dict, batch_size: int, limit: int = 0) -> None:
+        dataset = EvalImages(source, preprocessing)
+        n = len(dataset) if limit == 0 else min(limit, len(dataset))
+        self.loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
+        self.images = n
+        h, w = preprocessing["input_size"]
+        fits = n * 3 * h * w * 4 <= CACHE_LIMIT_BYTES
+        self._cache = [(x.numpy(), y.numpy()) for x, y in self.loader] if fits else None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if self._cache is not None:
+            return iter(self._cache)
+        return ((x.numpy(), y.numpy()) for x, y in self.loader)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    logits: np.ndarray  # (N, C) float32
+    labels: np.ndarray  # (N,) int64
+
+    @property
+    def top1(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)  # (N,)
+
+    def accuracy(self) -> float:
+        return float((self.top1 == self.labels).mean())
+
+
+def predict(run: Runner, batches: ImageBatches) -> Predictions:
+    logits, labels = [], []
+    for x, y in batches:
+        logits.append(np.asarray(run(x), dtype=np.float32))
+        labels.append(y)
+    return Predictions(np.concatenate(logits), np.concatenate(labels))
+
+
+def torch_runner(model: torch.nn.Module) -> Runner:
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).float().numpy()
+    return run
+
+
+def ort_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session with every graph optimisation on (what the runtime uses on x86)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3  # our own messages say what matters; ORT's warnings are noise here
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(path: Path, threads: int = 0) -> Runner:
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def accuracy_entry(pred: Predictions, ref: Predictions) -> dict[str, float]:
+    """top1 (fraction), top1_drop (points vs the PyTorch reference), agreement with PyTorch's top-1."""
+    top1 = pred.accuracy()
+    return {"top1": round(top1, 6), "top1_drop": round(100.0 * (ref.accuracy() - top1), 4),
+            "agreement": round(float((pred.top1 == ref.top1).mean()), 6)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity passes when max|logit diff| <= atol + rtol * max|reference logit| and top-1 agrees."""
+
+    atol: float
+    rtol: float
+    min_agreement: float
+
+
+FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4, min_agreement=1.0)
+# FP16 rounds every activation to 11 significant bits: logits move by ~1e-3 relative, and an image
+# whose two best logits are that close may flip; a real defect moves far more than this.
+FP16_TOLERANCE = Tolerance(atol=1e-2, rtol=1e-2, min_agreement=0.95)
+
+
+def parity(pred: Predictions, ref: Predictions, n: int) -> dict[str, float | int]:
+    """Logit comparison on the first ``n`` evaluation images."""
+    diff = np.abs(pred.logits[:n] - ref.logits[:n])
+    return {"max_abs_logit_diff": float(diff.max()),
+            "top1_agreement": float((pred.top1[:n] == ref.top1[:n]).mean()), "images": int(min(n, len(diff)))}
+
+
+def parity_ok(figures: dict, ref: Predictions, tol: Tolerance) -> bool:
+    scale = float(np.abs(ref.logits[: figures["images"]]).max())
+    return figures["max_abs_logit_diff"] <= tol.atol + tol.rtol * scale and \
+        figures["top1_agreement"] >= tol.min_agreement

@@ -1,0 +1,61 @@
+"""FP16 ONNX for GPUs: FP16 weights and compute, float32 inputs and outputs (Cast at the edges)."""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import onnx
+
+from distill.errors import UserError
+from export.backends import ExportJob, log, register_backend
+from export.evaluation import FP16_TOLERANCE, accuracy_entry, ort_runner, parity, parity_ok, predict
+from export.onnx_fp32 import FP32_FILE, check_self_contained
+from export.options import ExportOptions
+
+FP16_FILE = "model.fp16.onnx"
+
+
+def convert_fp16(src: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxconverter-common's converter; keep_io_types keeps the float32 interface of model.onnx."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise UserError("--fp16/--trt need onnxconverter-common: pip install onnxconverter-common "
+                        "(or install vl2lite-edge[export])") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight clamped to the fp16 range
+        return float16.convert_float_to_float16(src, keep_io_types=True, disable_shape_infer=False)
+
+
+def count_fp16_initializers(model: onnx.ModelProto) -> tuple[int, int]:
+    """(float16 initializers, float32 initializers): an FP16 artifact must hold its weights in FP16."""
+    types = [t.data_type for t in model.graph.initializer]
+    return types.count(onnx.TensorProto.FLOAT16), types.count(onnx.TensorProto.FLOAT)
+
+
+class OnnxFP16:
+    name = "fp16"
+
+    def wanted(self, options: ExportOptions) -> bool:
+        return options.wants_fp16_onnx
+
+    def build(self, job: ExportJob) -> list[dict[str, Any]]:
+        path = job.dir / FP16_FILE
+        model = convert_fp16(onnx.load(str(job.dir / FP32_FILE)))
+        onnx.save_model(model, str(path), save_as_external_data=False)
+        check_self_contained(path)
+        half, single = count_fp16_initializers(model)
+        if half == 0 or single > 0:
+            raise RuntimeError(f"{FP16_FILE}: {half} fp16 and {single} fp32 initializers; not an FP16 model")
+        pred = predict(ort_runner(path), job.eval_batches)  # onnxruntime CPU runs fp16 graphs (slowly)
+        par = parity(pred, job.reference, job.options.parity_images)
+        if not parity_ok(par, job.reference, FP16_TOLERANCE):
+            raise UserError(f"FP16 parity check failed: max |logit diff| {par['max_abs_logit_diff']:.3g}, "
+                            f"top-1 agreement {par['top1_agreement']:.3f}; export without --fp16")
+        log(f"onnx fp16: parity max|diff| {par['max_abs_logit_diff']:.2e}, agreement {par['top1_agreement']:.3f}")
+        return [{"file": FP16_FILE, "format": "onnx", "precision": "fp16", "target": "gpu",
+                 **accuracy_entry(pred, job.reference), "parity": par,
+                 "evaluated_with": "onnxruntime-cpu"}]
+
+
+register_backend(OnnxFP16())

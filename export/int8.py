@@ -1,0 +1,318 @@
+"""Calibrated INT8: static Q/DQ quantization held to an accuracy budget, with a remedy ladder.
+
+Two flavours from one calibration: U8S8 (uint8 activations, int8 weights) for onnxruntime on x86,
+where only that combination hits the VNNI kernels, and symmetric S8S8 for TensorRT, which
+accepts only signed symmetric Q/DQ. Precision lives in the graph, so TensorRT 10 and 11 both
+build INT8 engines from ``model.int8.trt.onnx`` without calibrators.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quant_pre_process, quantize_static)
+
+from distill.errors import UserError
+from export.backends import ExportJob, log, register_backend
+from export.evaluation import ImageBatches, accuracy_entry, ort_runner, predict
+from export.onnx_fp32 import FP32_FILE, check_self_contained, set_metadata
+from export.options import CALIBRATION_METHODS, RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    file: str
+    target: str
+    activations: QuantType
+    extra_options: dict
+    evaluated_with: str
+
+
+CPU = Flavour("model.int8.onnx", "onnxruntime-cpu", QuantType.QUInt8, {}, "onnxruntime-cpu")
+TENSORRT = Flavour("model.int8.trt.onnx", "tensorrt", QuantType.QInt8,
+                   {"ActivationSymmetric": True, "WeightSymmetric": True},
+                   "onnxruntime-cpu emulation")  # no GPU here: ORT runs the S8S8 graph on the CPU
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str
+    images: int
+    excluded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    recipe: Recipe
+    top1: float
+    top1_drop: float
+    agreement: float
+    within_budget: bool
+
+    def row(self) -> dict[str, Any]:
+        return {"method": self.recipe.method, "images": self.recipe.images,
+                "excluded_nodes": list(self.recipe.excluded), "top1": self.top1,
+                "top1_drop": self.top1_drop, "agreement": self.agreement, "within_budget": self.within_budget}
+
+
+class BudgetError(UserError):
+    """No INT8 recipe met the accuracy budget; ``table`` lists every attempt."""
+
+    def __init__(self, message: str, table: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+# --------------------------------------------------------------------------- calibration data
+
+class BatchReader(CalibrationDataReader):
+    """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
+        self.input_name, self.batches = input_name, batches
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+
+def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int) -> list[np.ndarray]:
+    """A seeded sample of the training split through the evaluation transform, as batches."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(source))[:images].tolist()
+    from distill.data import SubsetSource
+    return [x for x, _ in ImageBatches(SubsetSource(source, sorted(order)), preprocessing, batch_size)]
+
+
+def check_calibration_count(available: int, options: ExportOptions) -> int:
+    """How many calibration images to use; an error below the minimum, a warning below 300."""
+    if available < options.min_calib_images:
+        raise UserError(f"only {available} training images available for INT8 calibration, at least "
+                        f"{options.min_calib_images} are needed: point --data-root at the full dataset "
+                        f"or lower --min-calib-images")
+    used = min(available, options.calib_images)
+    if used < RECOMMENDED_CALIBRATION_IMAGES:
+        log(f"WARNING: INT8 calibration uses only {used} images (fewer than "
+            f"{RECOMMENDED_CALIBRATION_IMAGES}); activation ranges may be under-sampled")
+    return used
+
+
+# --------------------------------------------------------------------------- quantization
+
+def preprocess(src: Path, dst: Path) -> None:
+    """Shape inference + graph optimisation before quantization (onnxruntime's recommendation)."""
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: BatchReader) -> None:
+    reader.rewind()
+    with contextlib.redirect_stdout(sys.stderr):  # the calibrator print()s progress; stdout is the bundle path
+        quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=flavour.activations, weight_type=QuantType.QInt8,
+                        calibrate_method=METHODS[recipe.method], nodes_to_exclude=list(recipe.excluded),
+                        extra_options=dict(flavour.extra_options))
+
+
+def verify_int8(path: Path, flavour: Flavour) -> dict[str, Any]:
+    """Count what makes the file INT8; raise if it is not (it must never be labelled INT8 otherwise)."""
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    init = {t.name: t.data_type for t in model.graph.initializer}
+    int8_weights = sum(1 for t in init.values() if t == onnx.TensorProto.INT8)
+    zp_types = {init.get(n.input[2]) for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+    want = onnx.TensorProto.UINT8 if flavour.activations == QuantType.QUInt8 else onnx.TensorProto.INT8
+    counts = {"quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
+              "int8_initializers": int8_weights}
+    if counts["quantize_linear"] == 0 or counts["dequantize_linear"] == 0 or int8_weights == 0 or zp_types != {want}:
+        raise RuntimeError(f"{path.name} is not an INT8 Q/DQ graph ({counts}, activation zero points "
+                           f"{sorted(map(str, zp_types))}); refusing to label it INT8")
+    return counts
+
+
+def edge_nodes(model: onnx.ModelProto) -> list[str]:
+    """The first convolution and the classifier: the layers INT8 hurts most in a CNN."""
+    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
+
+
+def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path) -> list[str]:
+    """Weighted nodes ordered by the quantization error (lowest SQNR first) of their input activation."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+    aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(pre), str(aug_f))
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
+    reader.rewind()
+    float_acts = dbg.collect_activations(str(aug_f), reader)
+    reader.rewind()
+    qdq_acts = dbg.collect_activations(str(aug_q), reader)
+    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+    consumers: dict[str, list[str]] = {}
+    for node in onnx.load(str(pre)).graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            consumers.setdefault(node.input[0], []).append(node.name)
+    ranked = sorted((e["qdq_err"], t) for t, e in errors.items() if t in consumers)
+    return list(dict.fromkeys(n for _, t in ranked for n in consumers[t]))
+
+
+# --------------------------------------------------------------------------- the remedy ladder
+
+def run_ladder(attempt: Callable[[Recipe], Attempt], first: Recipe, available: int,
+               fixed_nodes: list[str], sensitive: Callable[[Recipe], list[str]],
+               max_excluded: int, remedies: bool) -> list[Attempt]:
+    """Try recipes until one is within budget; returns every attempt (the last one won, if any).
+
+    Order: the requested recipe; the other calibration methods; the best so far with twice the
+    images (up to all available); the best with the first conv and classifier in float; then
+    the most sensitive nodes in float as well, two more at a time, up to ``max_excluded``.
+    """
+    done: list[Attempt] = []
+
+    def tried(r: Recipe) -> bool:
+        return any(a.recipe == r for a in done)
+
+    for recipe in _ladder(first, available, fixed_nodes, sensitive, max_excluded, done, remedies):
+        if tried(recipe):
+            continue
+        done.append(attempt(recipe))
+        if done[-1].within_budget:
+            break
+    return done
+
+
+def _best(done: list[Attempt]) -> Recipe:
+    return min(done, key=lambda a: (a.top1_drop, -a.agreement)).recipe
+
+
+def _ladder(first: Recipe, available: int, fixed_nodes: list[str], sensitive: Callable[[Recipe], list[str]],
+            max_excluded: int, done: list[Attempt], remedies: bool) -> Iterator[Recipe]:
+    yield first
+    if not remedies:
+        return
+    for method in CALIBRATION_METHODS:
+        yield replace(first, method=method)
+    more = min(available, 2 * first.images)
+    if more > first.images:
+        yield replace(_best(done), images=more)
+    if max_excluded == 0:
+        return
+    base = _best(done)
+    edges = tuple(dict.fromkeys(base.excluded + tuple(fixed_nodes)))[:max_excluded]
+    yield replace(base, excluded=edges)
+    ranked = [n for n in sensitive(base) if n not in edges]
+    for k in range(2, max_excluded - len(edges) + 1, 2):
+        yield replace(base, excluded=edges + tuple(ranked[:k]))
+
+
+def format_table(attempts: list[Attempt], budget: float) -> str:
+    lines = [f"INT8 attempts (budget: top-1 drop <= {budget:g} points)",
+             "| # | method | images | kept in float | top-1 | drop (pts) | agreement | within budget |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, a in enumerate(attempts, 1):
+        kept = ", ".join(a.recipe.excluded) or "-"
+        lines.append(f"| {i} | {a.recipe.method} | {a.recipe.images} | {kept} | {100 * a.top1:.2f}% | "
+                     f"{a.top1_drop:+.2f} | {a.agreement:.3f} | {'yes' if a.within_budget else 'no'} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the backend
+
+class Int8Quantizer:
+    """Runs the ladder for one flavour against real evaluation images."""
+
+    def __init__(self, job: ExportJob, pre: Path, work: Path, calib: dict[int, BatchReader]) -> None:
+        self.job, self.pre, self.work, self.calib = job, pre, work, calib
+
+    def reader(self, images: int) -> BatchReader:
+        if images not in self.calib:
+            o = self.job.options
+            batches = calibration_sample(self.job.calibration_source, self.job.preprocessing, images, o.seed, o.batch_size)
+            self.calib[images] = BatchReader("input", batches)
+        return self.calib[images]
+
+    def candidate(self, flavour: Flavour, recipe: Recipe) -> Path:
+        tag = hashlib.sha1(repr(recipe).encode()).hexdigest()[:10]  # one file per distinct recipe
+        return self.work / f"{flavour.target}-{tag}.onnx"
+
+    def attempt(self, flavour: Flavour, recipe: Recipe) -> Attempt:
+        path = self.candidate(flavour, recipe)
+        quantize(self.pre, path, flavour, recipe, self.reader(recipe.images))
+        acc = accuracy_entry(predict(ort_runner(path), self.job.eval_batches), self.job.reference)
+        o = self.job.options
+        ok = acc["top1_drop"] <= o.max_top1_drop and acc["agreement"] >= o.min_agreement
+        log(f"int8 {flavour.target}: {recipe.method}, {recipe.images} images, {len(recipe.excluded)} in float: "
+            f"top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts) -> {'ok' if ok else 'over budget'}")
+        return Attempt(recipe, acc["top1"], acc["top1_drop"], acc["agreement"], ok)
+
+    def sensitive(self, flavour: Flavour, recipe: Recipe) -> list[str]:
+        path = self.candidate(flavour, recipe)
+        return rank_sensitive(self.pre, path, self.reader(min(recipe.images, 2 * self.job.options.batch_size)), self.work)
+
+    def ladder(self, flavour: Flavour, first: Recipe, available: int) -> list[Attempt]:
+        o = self.job.options
+        edges = edge_nodes(onnx.load(str(self.pre)))
+        return run_ladder(lambda r: self.attempt(flavour, r), first, available, edges,
+                          lambda r: self.sensitive(flavour, r), o.max_excluded, o.remedies)
+
+
+class OnnxInt8:
+    name = "int8"
+
+    def wanted(self, options: ExportOptions) -> bool:
+        return options.int8
+
+    def build(self, job: ExportJob) -> list[dict[str, Any]]:
+        o = job.options
+        available, images = len(job.calibration_source), job.calibration_images
+        with tempfile.TemporaryDirectory(prefix="int8-", dir=job.dir) as tmp:
+            work = Path(tmp)
+            pre = work / "preprocessed.onnx"
+            preprocess(job.dir / FP32_FILE, pre)
+            quantizer = Int8Quantizer(job, pre, work, {})
+            entries, first = [], Recipe(o.calib_method, images)
+            for flavour in (CPU, TENSORRT):
+                attempts = quantizer.ladder(flavour, first, available)
+                if not attempts[-1].within_budget:
+                    table = format_table(attempts, o.max_top1_drop)
+                    raise BudgetError(f"no INT8 recipe for {flavour.file} met the accuracy budget "
+                                      f"(max top-1 drop {o.max_top1_drop:g} points) after {len(attempts)} "
+                                      f"attempts; raise --max-top1-drop, add --calib-images, or export without "
+                                      f"--int8", table)
+                entries.append(self.publish(job, quantizer, flavour, attempts))
+                first = attempts[-1].recipe  # the TensorRT flavour starts from the CPU winner
+        return entries
+
+    def publish(self, job: ExportJob, q: Int8Quantizer, flavour: Flavour, attempts: list[Attempt]) -> dict[str, Any]:
+        win = attempts[-1]
+        path = job.dir / flavour.file
+        q.candidate(flavour, win.recipe).replace(path)
+        set_metadata(path, job.ckpt["class_names"], job.preprocessing)
+        check_self_contained(path)
+        counts = verify_int8(path, flavour)
+        acts = "uint8" if flavour.activations == QuantType.QUInt8 else "int8"
+        quant = {"activations": acts, "weights": "int8", "per_channel": True, "format": "qdq",
+                 "symmetric": flavour is TENSORRT, "method": win.recipe.method,
+                 "calibration_images": win.recipe.images, "calibration_split": "train",
+                 "excluded_nodes": list(win.recipe.excluded), "graph": counts,
+                 "attempts": [a.row() for a in attempts], "remedies_needed": len(attempts) - 1}
+        return {"file": flavour.file, "format": "onnx", "precision": "int8", "target": flavour.target,
+                "quantization": quant, "top1": win.top1, "top1_drop": win.top1_drop, "agreement": win.agreement,
+                "evaluated_with": flavour.evaluated_with}
+
+
+register_backend(OnnxInt8())

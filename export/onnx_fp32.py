@@ -1,0 +1,86 @@
+"""FP32 ONNX: the student traced with a dynamic batch axis into one self-contained file."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from distill.errors import UserError
+from export.backends import ExportJob, log, register_backend
+from export.evaluation import FP32_TOLERANCE, accuracy_entry, ort_runner, parity, parity_ok, predict
+from export.options import ExportOptions
+
+INPUT, OUTPUT = "input", "logits"
+FP32_FILE = "model.onnx"
+
+
+def export_onnx(model: torch.nn.Module, path: Path, input_size: list[int], opset: int) -> None:
+    """Trace ``model`` (B,3,H,W) -> (B,C) to ``path`` with a symbolic batch dimension.
+
+    The TorchScript exporter (dynamo=False) is used on purpose: it names nodes after the module
+    path (``/backbone/conv1/Conv``), which makes the INT8 recipe's excluded nodes readable, and it
+    emits GlobalAveragePool/Gemm, which onnxruntime's quantizer handles natively.
+    """
+    dummy = torch.zeros(2, 3, *input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, not broken
+        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, do_constant_folding=True)
+
+
+def set_metadata(path: Path, class_names: list[str], preprocessing: dict) -> None:
+    """Store labels and preprocessing in the graph so a lone model file is self-describing."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({"class_names": json.dumps(class_names), "preprocessing": json.dumps(preprocessing),
+                  "producer": "vl2lite-edge export"})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    check_self_contained(path)
+
+
+def check_self_contained(path: Path) -> None:
+    """A bundle ships single files: no initializer may live in an external data file."""
+    model = onnx.load(str(path), load_external_data=False)
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise RuntimeError(f"{path.name} references external data for {len(external)} tensors")
+    onnx.checker.check_model(str(path))
+
+
+def batch_dim(path: Path) -> str:
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_param or str(dim.dim_value)
+
+
+class OnnxFP32:
+    name = "onnx"
+
+    def wanted(self, options: ExportOptions) -> bool:
+        return True
+
+    def build(self, job: ExportJob) -> list[dict[str, Any]]:
+        path = job.dir / FP32_FILE
+        export_onnx(job.student, path, job.preprocessing["input_size"], job.options.opset)
+        set_metadata(path, job.ckpt["class_names"], job.preprocessing)
+        if not batch_dim(path).isidentifier():
+            raise RuntimeError(f"{FP32_FILE} has a fixed batch dimension ({batch_dim(path)})")
+        pred = predict(ort_runner(path), job.eval_batches)
+        par = parity(pred, job.reference, job.options.parity_images)
+        if not parity_ok(par, job.reference, FP32_TOLERANCE):
+            raise UserError(f"ONNX parity check failed: {FP32_FILE} differs from PyTorch (max |logit diff| "
+                            f"{par['max_abs_logit_diff']:.3g}, top-1 agreement {par['top1_agreement']:.3f}); "
+                            f"the bundle was not written — report this with the checkpoint's arch")
+        log(f"onnx fp32: parity max|diff| {par['max_abs_logit_diff']:.2e}, agreement {par['top1_agreement']:.3f}")
+        return [{"file": FP32_FILE, "format": "onnx", "precision": "fp32", "target": "any",
+                 **accuracy_entry(pred, job.reference), "parity": par}]
+
+
+register_backend(OnnxFP32())

@@ -1,0 +1,71 @@
+"""Export settings: one frozen dataclass, range-checked on construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.errors import UserError
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+EVAL_SPLITS = ("test", "val")
+RECOMMENDED_CALIBRATION_IMAGES = 300  # fewer draws a warning (too few images under-sample the ranges)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"--{key} {message}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how strictly to check it. Defaults: FP32 ONNX only."""
+
+    int8: bool = False  # model.int8.onnx (U8S8, onnxruntime CPU) + model.int8.trt.onnx (S8S8, TensorRT)
+    fp16: bool = False  # model.fp16.onnx (FP16 weights and compute, float32 inputs and outputs)
+    trt: bool = False  # TensorRT engines from the ONNX files (needs the tensorrt package)
+    triton: bool = False  # also write a Triton model repository under <bundle>/triton
+    calib_images: int = 300  # calibration images drawn from the training split (seeded)
+    calib_method: str = "minmax"  # first method tried: minmax | entropy | percentile
+    min_calib_images: int = 16  # fewer available training images is an error
+    max_top1_drop: float = 1.0  # accuracy budget: top-1 points an artifact may lose vs PyTorch
+    min_agreement: float = 0.0  # optional: fraction of images where INT8 top-1 must equal PyTorch's
+    remedies: bool = True  # when INT8 misses the budget, try other recipes before failing
+    max_excluded: int = 6  # most nodes the remedies may keep in float
+    eval_split: str = "test"  # split every artifact is evaluated on: test | val
+    eval_images: int = 0  # evaluate on the first N images of the split (0: all)
+    parity_images: int = 64  # images for the ONNX vs PyTorch logit comparison
+    min_batch: int = 1  # dynamic batch limits (TensorRT profile, Triton max_batch_size)
+    opt_batch: int = 8
+    max_batch: int = 32
+    opset: int = 17
+    workspace_gib: float = 2.0  # TensorRT builder workspace limit
+    batch_size: int = 32  # batch size for calibration and evaluation
+    data_root: str | None = None  # where the dataset lives, if not where training found it
+    name: str | None = None  # bundle name (default: the output folder's name)
+    overwrite: bool = False  # replace an existing bundle folder (atomically)
+    seed: int = 0  # calibration sample
+    triton_queue_delay_us: int = 100
+
+    def __post_init__(self) -> None:
+        _check(self.calib_method in CALIBRATION_METHODS, "calib-method",
+               f"must be one of {', '.join(CALIBRATION_METHODS)} (got {self.calib_method!r})")
+        _check(self.eval_split in EVAL_SPLITS, "eval-split", f"must be test or val (got {self.eval_split!r})")
+        _check(self.min_calib_images >= 1, "min-calib-images", "must be >= 1")
+        _check(self.calib_images >= self.min_calib_images, "calib-images",
+               f"must be >= --min-calib-images ({self.min_calib_images})")
+        _check(0.0 <= self.max_top1_drop <= 100.0, "max-top1-drop", "must be in [0, 100] percentage points")
+        _check(0.0 <= self.min_agreement <= 1.0, "min-agreement", "must be in [0, 1]")
+        _check(self.max_excluded >= 0, "max-excluded", "must be >= 0")
+        _check(self.eval_images >= 0, "eval-images", "must be >= 0 (0 means the whole split)")
+        _check(self.parity_images >= 1, "parity-images", "must be >= 1")
+        _check(1 <= self.min_batch <= self.opt_batch <= self.max_batch, "max-batch",
+               f"needs 1 <= min_batch <= opt_batch <= max_batch (got {self.min_batch}, "
+               f"{self.opt_batch}, {self.max_batch})")
+        _check(13 <= self.opset <= 21, "opset", "must be in [13, 21]")
+        _check(self.workspace_gib > 0, "workspace-gib", "must be > 0")
+        _check(self.batch_size >= 1, "batch-size", "must be >= 1")
+        _check(self.triton_queue_delay_us >= 0, "triton-queue-delay-us", "must be >= 0")
+
+    @property
+    def wants_fp16_onnx(self) -> bool:
+        """TensorRT 11 builds FP16 engines only from an FP16 graph, so --trt needs it too."""
+        return self.fp16 or self.trt

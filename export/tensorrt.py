@@ -1,0 +1,141 @@
+"""TensorRT engines from the bundle's ONNX files (TensorRT 10.x and 11.x Python API).
+
+UNTESTED HERE: TensorRT cannot be installed on the development machines. This module follows
+NVIDIA's documented Python API (Builder, OnnxParser, optimisation profiles, memory pool limits,
+timing caches, build_serialized_network) and the 10.x -> 11.x migration guide:
+
+- TensorRT 11 is strongly typed only: precision comes from the graph. FP16 engines are built from
+  ``model.fp16.onnx``, INT8 engines from the symmetric Q/DQ ``model.int8.trt.onnx``.
+- TensorRT 10 FP16 uses the classic weakly typed path (``model.onnx`` + ``BuilderFlag.FP16``);
+  INT8 uses the same Q/DQ graph with a STRONGLY_TYPED network (flag required on 10.x, ignored
+  on 11.x). No calibrator is ever used (deprecated in 10.1, removed in 11).
+
+The pure parts (which file and flags per version, the sidecar) are tested here; the build is not.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export.backends import ExportJob, log, register_backend
+from export.fp16 import FP16_FILE
+from export.int8 import TENSORRT
+from export.onnx_fp32 import FP32_FILE, INPUT
+from export.options import ExportOptions
+
+TIMING_CACHE = "timing.cache"
+NOT_INSTALLED = ("TensorRT is not installed: engines skipped; build them on the device with "
+                 "`python -m export <checkpoint> --trt` (the rest of the bundle is written)")
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """How one engine is built on one TensorRT major version."""
+
+    precision: str  # fp16 | int8
+    source: str  # ONNX file in the bundle
+    strongly_typed: bool
+    fp16_flag: bool  # BuilderFlag.FP16 (weak typing; TensorRT 10 only)
+
+    @property
+    def file(self) -> str:
+        return f"model.{self.precision}.engine"
+
+
+def engine_plans(trt_major: int, has_int8: bool) -> list[EnginePlan]:
+    """The engines to build: FP16 always, INT8 when the bundle holds the TensorRT Q/DQ graph."""
+    if trt_major >= 11:
+        plans = [EnginePlan("fp16", FP16_FILE, strongly_typed=True, fp16_flag=False)]
+    else:
+        plans = [EnginePlan("fp16", FP32_FILE, strongly_typed=False, fp16_flag=True)]
+    if has_int8:
+        plans.append(EnginePlan("int8", TENSORRT.file, strongly_typed=True, fp16_flag=False))
+    return plans
+
+
+def tensorrt_version() -> str | None:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    return str(trt.__version__)
+
+
+def device_info() -> dict[str, str]:
+    """CUDA version and the GPU the engine is built on (through torch, which export needs anyway)."""
+    import torch
+    if not torch.cuda.is_available():
+        return {"cuda": str(torch.version.cuda), "gpu": "none", "compute_capability": "none"}
+    major, minor = torch.cuda.get_device_capability(0)
+    return {"cuda": str(torch.version.cuda), "gpu": torch.cuda.get_device_name(0),
+            "compute_capability": f"{major}.{minor}"}
+
+
+def engine_sidecar(plan: EnginePlan, trt_version: str, device: dict[str, str],
+                   batch: tuple[int, int, int], workspace_gib: float) -> dict[str, Any]:
+    """What an engine needs to be loaded safely: it only runs where these match."""
+    return {"tensorrt": trt_version, **device, "precision": plan.precision, "source": plan.source,
+            "strongly_typed": plan.strongly_typed, "min_batch": batch[0], "opt_batch": batch[1],
+            "max_batch": batch[2], "workspace_gib": workspace_gib, "timing_cache": TIMING_CACHE}
+
+
+def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan, input_shape: list[int],
+                 batch: tuple[int, int, int], workspace_gib: float, cache_path: Path) -> None:
+    """Parse, configure and build one serialized engine (TensorRT Python API)."""
+    import tensorrt as trt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if plan.fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT, *[(b, *input_shape) for b in batch])  # min, opt, max
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build {engine_path.name} (see the TensorRT log above)")
+    engine_path.write_bytes(bytes(serialized))
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+
+class TensorRTEngines:
+    name = "tensorrt"
+
+    def wanted(self, options: ExportOptions) -> bool:
+        return options.trt
+
+    def build(self, job: ExportJob) -> list[dict[str, Any]]:
+        version = tensorrt_version()
+        if version is None:
+            log(f"WARNING: {NOT_INSTALLED}")
+            job.notes["tensorrt"] = "not installed"
+            return []
+        o = job.options
+        batch, device = (o.min_batch, o.opt_batch, o.max_batch), device_info()
+        shape = [3, *job.preprocessing["input_size"]]
+        entries = []
+        for plan in engine_plans(int(version.split(".")[0]), o.int8):
+            build_engine(job.dir / plan.source, job.dir / plan.file, plan, shape, batch, o.workspace_gib,
+                         job.dir / TIMING_CACHE)
+            sidecar = f"{plan.file}.json"
+            (job.dir / sidecar).write_text(json.dumps(engine_sidecar(plan, version, device, batch, o.workspace_gib),
+                                                      indent=2) + "\n")
+            log(f"tensorrt {version}: built {plan.file} from {plan.source}")
+            entries.append({"file": plan.file, "format": "tensorrt", "precision": plan.precision,
+                            "target": "tensorrt", "sidecar": sidecar, "source": plan.source})
+        job.notes["tensorrt"] = version
+        return entries
+
+
+register_backend(TensorRTEngines())

@@ -1,0 +1,12 @@
+"""Torch-free inference for vl2lite bundles: predict, bench and serve on the device.
+
+Imports numpy, Pillow and onnxruntime (or TensorRT) only; never torch or distill, so a Jetson or
+an edge box installs the light base package. Entry points::
+
+    python -m runtime.predict <bundle> <image>...
+    python -m runtime.bench <bundle> [--backend ...] [--batch 1,8,32] [--data DIR]
+    python -m runtime.serve <bundle> [--host 127.0.0.1] [--port 8000]
+
+Library use: ``runtime.bundle.load_bundle``, ``runtime.model.open_classifier``,
+``runtime.preprocess.preprocess_image``, ``runtime.bench.run_bench``, ``runtime.serve.create_app``.
+"""

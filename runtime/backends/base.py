@@ -1,0 +1,77 @@
+"""The one small interface every backend implements, and the registry that names them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
+
+import numpy as np
+
+from runtime.errors import RuntimeUserError
+
+if TYPE_CHECKING:
+    from runtime.bundle import Artifact
+
+
+class Session(Protocol):
+    """A loaded model: float32 (N, 3, H, W) in, float32 (N, C) logits out, on the host.
+
+    ``run`` returns only when the result is on the host, so a wall-clock timer around it measures
+    the whole inference (on a GPU it synchronises).
+    """
+
+    backend: str
+    device: str  # what actually runs it, e.g. "CPUExecutionProvider" or the GPU name
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    threads: int = 0  # intra-op threads; 0 lets the backend decide
+    device_id: int = 0
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A named way to run artifacts of some formats and targets."""
+
+    name: str
+    description: str
+    formats: frozenset[str]
+    targets: frozenset[str]
+    unavailable_reason: Callable[[], str | None]  # None when usable here, else why not and the fix
+    open: Callable[["Artifact", SessionOptions], Session]
+
+    def accepts(self, artifact: "Artifact") -> bool:
+        return artifact.format in self.formats and artifact.target in self.targets
+
+
+_REGISTRY: dict[str, BackendSpec] = {}
+
+
+def register_backend(spec: BackendSpec) -> None:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backend {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+
+
+def list_backends() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_backend(name: str) -> BackendSpec:
+    if name not in _REGISTRY:
+        raise RuntimeUserError(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def require_available(spec: BackendSpec) -> BackendSpec:
+    """The backend, or a clear error saying why it cannot run here (never a silent fallback)."""
+    reason = spec.unavailable_reason()
+    if reason is not None:
+        raise RuntimeUserError(f"backend {spec.name} is not usable here: {reason}")
+    return spec
+
+
+def available_backends() -> list[str]:
+    return [name for name, spec in _REGISTRY.items() if spec.unavailable_reason() is None]

@@ -1,0 +1,75 @@
+"""A bundle artifact opened on a backend: images in, top-k labels out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from runtime.backends import SessionOptions, get_backend, require_available
+from runtime.backends.base import Session
+from runtime.bundle import Artifact, Bundle, load_bundle
+from runtime.errors import RuntimeUserError
+from runtime.preprocess import preprocess_batch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    probability: float
+
+
+@dataclass
+class Classifier:
+    bundle: Bundle
+    artifact: Artifact
+    session: Session
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, H, W) -> (N, C), split into chunks of the bundle's max batch."""
+        step = self.bundle.max_batch
+        return np.concatenate([self.session.run(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def predict(self, images: list[Image.Image], top_k: int = 5) -> list[list[Prediction]]:
+        logits = self.logits(preprocess_batch(images, self.bundle.preprocessing))
+        return top_k_predictions(logits, self.bundle.labels, top_k)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)  # stable: exp never overflows
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k_predictions(logits: np.ndarray, labels: tuple[str, ...], k: int) -> list[list[Prediction]]:
+    probs = softmax(logits.astype(np.float64))
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[Prediction(labels[i], int(i), float(p[i])) for i in row] for p, row in zip(probs, order)]
+
+
+def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None) -> Artifact:
+    """The named artifact (checked against the backend), else the first one the backend accepts."""
+    spec = get_backend(backend)
+    if artifact is not None:
+        art = bundle.artifact(artifact)
+        if not spec.accepts(art):
+            raise RuntimeUserError(f"backend {backend} cannot run {art.file} (format {art.format}, target "
+                                   f"{art.target}): pick another --backend or --artifact")
+        return art
+    for art in bundle.artifacts:
+        if spec.accepts(art):
+            return art
+    raise RuntimeUserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
+
+
+def open_classifier(bundle: str | Path | Bundle, backend: str = "onnxruntime", artifact: str | None = None,
+                    options: SessionOptions = SessionOptions()) -> Classifier:
+    """Load a bundle (checksums verified) and open one artifact on one backend."""
+    spec = require_available(get_backend(backend))  # first: "not installed" beats "no artifact for it"
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    art = select_artifact(b, backend, artifact)
+    session = spec.open(art, options)
+    return Classifier(b, art, session)

@@ -1,0 +1,62 @@
+"""Benchmark plots as PNG: latency against batch size, and accuracy against latency.
+
+matplotlib is optional on a device: it is imported here, when plots are drawn, and an ImportError
+tells the caller to skip them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on a device or in CI
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['artifact']} / {row['backend']}"
+
+
+def plot_latency_vs_batch(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Per-batch p50 latency (ms) against batch size, one line per artifact and backend."""
+    measured = [r for r in rows if r["status"] == "ok"]
+    if not measured:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in measured:
+        points = [(o["batch"], o["p50_ms"]) for o in r["offline"] if "p50_ms" in o]
+        ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=_label(r))
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency per batch, p50 (ms)",
+           title="Latency against batch size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Top-1 against SingleStream p90 latency; only rows that have a top-1 (bench --data)."""
+    scored = [r for r in rows if r["status"] == "ok" and r.get("top1") is not None]
+    if not scored:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in scored:
+        ax.scatter(r["single_stream"]["p90_ms"], r["top1"], s=40)
+        ax.annotate(_label(r), (r["single_stream"]["p90_ms"], r["top1"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set(xlabel="SingleStream latency, p90 (ms)", ylabel="top-1", title="Accuracy against latency")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, plt, path)
+
+
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a reader never sees half a PNG
+    return path

@@ -1,0 +1,140 @@
+"""The training evaluation transform in numpy and Pillow (no torch), plus safe image decoding.
+
+Reproduces ``distill.transforms.eval_transform`` step by step, using the same PIL calls that
+torchvision makes on PIL images, so the result matches it to float32 rounding (the parity test
+holds it to 1e-5):
+
+1. convert to RGB (``Image.convert``; alpha is dropped, not composited, as in training);
+2. resize so the shorter side is ``resize_size``; the longer side becomes
+   ``int(resize_size * long / short)`` (torchvision's rule), with PIL's antialiased filter;
+3. centre crop to ``input_size``: top = ``int(round((h - H) / 2))``; a crop larger than the image
+   is zero-padded the way torchvision pads (``(H - h) // 2`` before);
+4. float32 ``pixel / scale``, then ``(x - mean) / std`` per channel, HWC -> CHW.
+
+EXIF orientation is not applied, because the training transform does not apply it either.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from runtime.errors import RuntimeUserError
+
+_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they are decoded
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """``preprocessing.json`` of a bundle, checked."""
+
+    input_size: tuple[int, int]  # (H, W)
+    resize_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float = 255.0
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _FILTERS:
+            raise RuntimeUserError(f"preprocessing.json: interpolation {self.interpolation!r} is not one of "
+                                   f"{', '.join(_FILTERS)}: re-export the bundle")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise RuntimeUserError("preprocessing.json: mean and std need 3 values each, std > 0: re-export the bundle")
+        if min(self.input_size) <= 0 or self.resize_size <= 0 or self.scale <= 0:
+            raise RuntimeUserError("preprocessing.json: sizes and scale must be positive: re-export the bundle")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+        expected = {"resize_policy": "shorter_side", "crop": "center", "color": "RGB", "layout": "NCHW"}
+        for key, value in expected.items():
+            if d.get(key, value) != value:
+                raise RuntimeUserError(f"preprocessing.json: {key}={d[key]!r} is not supported by this runtime "
+                                       f"(only {value!r}): re-export the bundle or upgrade the runtime")
+        try:
+            size = d["input_size"]
+            hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+            return cls(input_size=hw, resize_size=int(d["resize_size"]), interpolation=str(d["interpolation"]),
+                       mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
+                       scale=float(d.get("scale", 255.0)))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RuntimeUserError(f"preprocessing.json is malformed ({exc!r}): re-export the bundle") from None
+
+
+def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One PIL image -> float32 array (3, H, W), exactly as the training evaluation transform."""
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    img = _resize_shorter(img, spec.resize_size, _FILTERS[spec.interpolation])
+    img = _center_crop(img, spec.input_size)
+    x = np.asarray(img, dtype=np.float32) / np.float32(spec.scale)  # (H, W, 3)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
+
+
+def preprocess_batch(images: list[Image.Image], spec: PreprocessSpec) -> np.ndarray:
+    """Images -> float32 (N, 3, H, W)."""
+    return np.stack([preprocess_image(img, spec) for img in images])
+
+
+def _resize_shorter(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return img  # torchvision skips the resize as well
+    return img.resize((new_w, new_h), resample)
+
+
+def _center_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    crop_h, crop_w = size
+    w, h = img.size
+    # torchvision pads a too-small image by (crop - size) // 2 before; PIL's crop outside the
+    # image fills zeros, which is the same padding.
+    top = -((crop_h - h) // 2) if crop_h > h else int(round((h - crop_h) / 2.0))
+    left = -((crop_w - w) // 2) if crop_w > w else int(round((w - crop_w) / 2.0))
+    return img.crop((left, top, left + crop_w, top + crop_h))
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image fully, refusing non-images, truncated files and decompression bombs.
+
+    Raises ``ImageError`` with an HTTP-style status (400 bad image, 413 too many pixels).
+    """
+    name = "request body" if isinstance(source, bytes) else str(source)
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise ImageError(f"image {name} not found: pass an existing image file", 400) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to decode safely ({exc})", 413) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"{name} is not an image Pillow can read ({exc.__class__.__name__}): "
+                         f"send a JPEG, PNG, BMP, GIF or WebP file", 400) from None
+    # The header gives the size before any pixel is decoded: refuse bombs here.
+    pixels = img.size[0] * img.size[1]
+    if pixels > max_pixels:
+        raise ImageError(f"{name} has {img.size[0]}x{img.size[1]} = {pixels} pixels, over the limit of "
+                         f"{max_pixels}: resize it before sending", 413)
+    try:
+        img.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name} could not be decoded ({exc}): the file is truncated or corrupt", 400) from None
+    return img
+
+
+class ImageError(RuntimeUserError):
+    """An input that is not a usable image; ``status`` is the HTTP status the server answers."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,187 @@
+"""export: a complete bundle from the tiny trained student (FP32, FP16, both INT8 flavours, Triton)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from export.api import export_bundle
+from export.bundle import MANIFEST, file_hashes, sha256_file, verify_bundle
+from export.evaluation import ort_session
+from export.int8 import CPU, TENSORRT, verify_int8
+from export.options import ExportOptions
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "demo"
+    opts = ExportOptions(int8=True, fp16=True, trt=True, triton=True, calib_images=64, max_batch=16)
+    return export_bundle(trained_checkpoint, out, opts)
+
+
+@pytest.fixture(scope="session")
+def manifest(bundle):
+    return json.loads((bundle / MANIFEST).read_text())
+
+
+def _artifact(manifest, file):
+    return next(a for a in manifest["artifacts"] if a["file"] == file)
+
+
+def test_bundle_layout_and_manifest_contract(bundle, manifest, trained_checkpoint):
+    assert manifest["schema"] == "vl2lite-bundle" and manifest["schema_version"] == 1
+    assert [a["file"] for a in manifest["artifacts"]] == [
+        "model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.trt.onnx"]
+    assert manifest["source_checkpoint"] == {"file": "best.pt", "sha256": sha256_file(trained_checkpoint),
+                                             "epoch": manifest["source_checkpoint"]["epoch"]}
+    assert manifest["input"] == {"name": "input", "shape": [-1, 3, 32, 32], "dtype": "float32"}
+    assert manifest["output"]["shape"] == [-1, 10] and manifest["max_batch"] == 16
+    assert manifest["reference"]["split"] == "test" and manifest["reference"]["images"] == 80
+    assert manifest["tensorrt"] == "not installed"  # --trt without TensorRT: said, not hidden
+    assert {"torch", "onnx", "onnxruntime", "export"} <= set(manifest["versions"])
+    assert not list(bundle.parent.glob(".demo.*"))  # no staging folder left behind
+
+
+def test_every_file_is_hashed_and_verifies(bundle, manifest):
+    assert manifest["files"] == file_hashes(bundle)
+    assert "triton/demo_int8/1/model.onnx" in manifest["files"]
+    for art in manifest["artifacts"]:
+        assert art["sha256"] == manifest["files"][art["file"]] == sha256_file(bundle / art["file"])
+        assert art["size_bytes"] == (bundle / art["file"]).stat().st_size
+    assert verify_bundle(bundle)["name"] == "demo"
+
+
+def test_verify_bundle_detects_tampering(bundle, tmp_path):
+    import shutil
+    from distill.errors import UserError
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    (copy / "labels.txt").write_text("tampered\n")
+    with pytest.raises(UserError, match="does not match its manifest"):
+        verify_bundle(copy)
+
+
+def test_labels_preprocessing_and_onnx_metadata(bundle, trained_checkpoint):
+    from distill.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(trained_checkpoint)
+    assert (bundle / "labels.txt").read_text().splitlines() == ckpt["class_names"]
+    assert json.loads((bundle / "preprocessing.json").read_text()) == ckpt["preprocessing"]
+    for name in ("model.onnx", "model.int8.onnx", "model.int8.trt.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(bundle / name)).metadata_props}
+        assert json.loads(props["class_names"]) == ckpt["class_names"]
+        assert json.loads(props["preprocessing"]) == ckpt["preprocessing"]
+
+
+def test_onnx_is_self_contained_with_dynamic_batch_and_matches_pytorch(bundle, manifest, trained_checkpoint):
+    import torch
+    from distill.checkpoint import load_student
+    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert not [p for p in bundle.iterdir() if p.suffix == ".data"]
+    student, _ = load_student(trained_checkpoint)
+    session = ort_session(bundle / "model.onnx")
+    for batch in (1, 5, 16):  # dynamic batch axis
+        x = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
+        with torch.inference_mode():
+            ref = student(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], ref, atol=1e-4, rtol=1e-4)
+    fp32 = _artifact(manifest, "model.onnx")
+    assert fp32["parity"]["max_abs_logit_diff"] < 1e-3 and fp32["parity"]["top1_agreement"] == 1.0
+    assert fp32["top1_drop"] == 0.0 and fp32["agreement"] == 1.0
+
+
+def test_fp16_keeps_float32_interface(bundle, manifest):
+    model = onnx.load(str(bundle / "model.fp16.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    fp16 = _artifact(manifest, "model.fp16.onnx")
+    assert fp16["precision"] == "fp16" and fp16["target"] == "gpu"
+    assert 0 < fp16["parity"]["max_abs_logit_diff"] < 0.1
+
+
+def test_int8_flavours_are_really_int8_and_within_budget(bundle, manifest):
+    cpu, trt = _artifact(manifest, "model.int8.onnx"), _artifact(manifest, "model.int8.trt.onnx")
+    assert cpu["quantization"]["activations"] == "uint8" and trt["quantization"]["activations"] == "int8"
+    assert trt["quantization"]["symmetric"] and trt["evaluated_with"] == "onnxruntime-cpu emulation"
+    for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
+        counts = verify_int8(bundle / art["file"], flavour)  # re-counted from the written graph
+        assert counts == art["quantization"]["graph"] and counts["int8_initializers"] >= 20
+        assert art["top1_drop"] <= manifest["budget"]["max_top1_drop"]
+        assert art["quantization"]["calibration_images"] == 64
+    # int8 weights: about a quarter of the fp32 file
+    assert cpu["size_bytes"] < 0.3 * _artifact(manifest, "model.onnx")["size_bytes"]
+
+
+def test_int8_graph_of_the_wrong_flavour_is_refused(bundle):
+    with pytest.raises(RuntimeError, match="not an INT8"):
+        verify_int8(bundle / "model.int8.onnx", TENSORRT)  # uint8 activations are not the S8S8 flavour
+    with pytest.raises(RuntimeError, match="not an INT8"):
+        verify_int8(bundle / "model.onnx", CPU)
+
+
+def parse_pbtxt(text: str) -> dict:
+    """A minimal protobuf text-format parser (scalars, messages, lists): enough for config.pbtxt."""
+    tokens = re.findall(r'"[^"]*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', text)
+    pos = 0
+
+    def value():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "{":
+            return message("}")
+        if tok == "[":
+            items = []
+            while tokens[pos] != "]":
+                items.append(value())
+                if tokens[pos] == ",":
+                    pos += 1
+            pos += 1
+            return items
+        return tok.strip('"') if tok.startswith('"') else (int(tok) if tok.lstrip("-").isdigit() else tok)
+
+    def message(end):
+        nonlocal pos
+        out = {}
+        while pos < len(tokens) and tokens[pos] != end:
+            key = tokens[pos]
+            pos += 1
+            if tokens[pos] == ":":
+                pos += 1
+            assert key not in out, f"duplicate field {key}"
+            out[key] = value()
+        pos += 1
+        return out
+
+    return message(None)
+
+
+def test_triton_repository(bundle, manifest):
+    models = manifest["triton"]["models"]
+    assert models == ["demo_fp32", "demo_fp16", "demo_int8", "demo_int8_trt"]
+    for name, art in zip(models, manifest["artifacts"]):
+        cfg = parse_pbtxt((bundle / "triton" / name / "config.pbtxt").read_text())
+        assert cfg["name"] == name and cfg["platform"] == "onnxruntime_onnx"
+        assert cfg["max_batch_size"] == 16
+        assert cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [3, 32, 32]}
+        assert cfg["output"][0]["dims"] == [10]
+        assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 100
+        kind = "KIND_CPU" if art["target"] == "onnxruntime-cpu" else "KIND_GPU"
+        assert cfg["instance_group"][0]["kind"] == kind
+        assert sha256_file(bundle / "triton" / name / "1" / "model.onnx") == art["sha256"]
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(bundle, trained_checkpoint, tmp_path):
+    from distill.errors import UserError
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(UserError, match="already exists: pass --overwrite"):
+        export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16))
+    export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=True))
+    assert not (out / "old.txt").exists() and (out / MANIFEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]

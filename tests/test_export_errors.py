@@ -1,0 +1,105 @@
+"""export: every bad input is one clear line and a non-zero exit, never a traceback or a bundle."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.errors import UserError
+from export.api import export_bundle
+from export.options import ExportOptions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RunsCode:
+    """Unpickling this would run a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_checkpoint_cli(tmp_path):
+    assert_one_error_line(run_cli(str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")), "not found")
+    assert not (tmp_path / "b").exists()
+
+
+def test_malicious_pickle_is_refused_and_never_executed_cli(tmp_path):
+    marker, ckpt = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"schema": "vl2lite-student", "payload": RunsCode(marker)}, ckpt)
+    proc = run_cli(str(ckpt), "--out", str(tmp_path / "b"))
+    assert_one_error_line(proc, "cannot be loaded safely")
+    assert not marker.exists() and not (tmp_path / "b").exists()
+
+
+def test_corrupt_checkpoint(trained_checkpoint, tmp_path):
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(trained_checkpoint.read_bytes()[:5000])
+    with pytest.raises(UserError, match="cannot be loaded safely"):
+        export_bundle(bad, tmp_path / "b", ExportOptions())
+    assert not (tmp_path / "b").exists()
+
+
+def test_not_a_student_artifact(tmp_path):
+    other = tmp_path / "weights.pt"
+    torch.save({"a": torch.zeros(3)}, other)
+    with pytest.raises(UserError, match="not a student artifact"):
+        export_bundle(other, tmp_path / "b", ExportOptions())
+
+
+def test_unwritable_output_folder_cli(trained_checkpoint, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a folder cannot be created under a regular file (even as root)
+    proc = run_cli(str(trained_checkpoint), "--out", str(blocker / "bundle"), "--eval-images", "8")
+    assert_one_error_line(proc, "cannot write the bundle")
+
+
+def test_too_few_calibration_images(trained_checkpoint, tmp_path):
+    # the synthetic training split holds 10 classes x (24 - 3 carved for validation) = 210 images
+    with pytest.raises(UserError, match=r"only 210 training images .* at least 300"):
+        export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, min_calib_images=300))
+    assert not (tmp_path / "b").exists()
+
+
+def test_fewer_than_recommended_calibration_images_warns(trained_checkpoint, tmp_path, capsys):
+    from export.int8 import check_calibration_count
+    assert check_calibration_count(216, ExportOptions(int8=True)) == 216
+    assert "WARNING: INT8 calibration uses only 216 images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("calib_method", "median", "--calib-method must be one of minmax, entropy, percentile"),
+    ("max_top1_drop", -1.0, "--max-top1-drop must be in [0, 100]"),
+    ("max_batch", 0, "needs 1 <= min_batch"),
+    ("calib_images", 4, "--calib-images must be >= --min-calib-images"),
+    ("eval_split", "train", "--eval-split must be test or val"),
+])
+def test_option_range_checks(field, value, fragment):
+    with pytest.raises(UserError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        ExportOptions(**{field: value})
+
+
+def test_cli_type_errors_and_unknown_options(tmp_path):
+    assert_one_error_line(run_cli("x.pt", "--calib-images", "many"), "--calib-images expects a int")
+    assert_one_error_line(run_cli("x.pt", "--int9"), "unknown option --int9")
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0 and "--max-top1-drop (float) = 1.0" in help_text.stdout

@@ -1,0 +1,87 @@
+"""INT8 accuracy budget: the remedy ladder (logic and a real forced run) and the failure path."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.api import export_bundle
+from export.int8 import Attempt, BudgetError, Recipe, format_table, run_ladder
+from export.options import ExportOptions
+
+REPO = Path(__file__).resolve().parents[1]
+# A first recipe that is deliberately poor (2 calibration images) and a strict criterion (INT8 must
+# agree with PyTorch on every test image): the first attempt misses it on the tiny student.
+FORCED = dict(int8=True, calib_images=2, min_calib_images=1, calib_method="entropy", min_agreement=1.0)
+
+
+def fake_attempts(good: set[Recipe]):
+    """An evaluator that accepts only the recipes in ``good``; records the order it was asked."""
+    asked = []
+
+    def attempt(r: Recipe) -> Attempt:
+        asked.append(r)
+        ok = r in good
+        return Attempt(r, 0.9 if ok else 0.8, 0.0 if ok else 10.0 - len(asked) * 0.1, 1.0, ok)
+    return attempt, asked
+
+
+def test_ladder_stops_at_first_recipe_within_budget():
+    attempt, asked = fake_attempts({Recipe("minmax", 100)})
+    done = run_ladder(attempt, Recipe("minmax", 100), 500, ["conv1", "fc"], lambda r: [], 6, True)
+    assert asked == [Recipe("minmax", 100)] and done[-1].within_budget
+
+
+def test_ladder_order_methods_then_images_then_float_nodes():
+    winner = Recipe("percentile", 200, ("conv1", "fc", "s1", "s2"))
+    attempt, asked = fake_attempts({winner})
+    done = run_ladder(attempt, Recipe("minmax", 100), 200, ["conv1", "fc"], lambda r: ["fc", "s1", "s2", "s3"], 6, True)
+    assert asked == [
+        Recipe("minmax", 100), Recipe("entropy", 100), Recipe("percentile", 100),
+        Recipe("percentile", 200),  # the best so far (the fake improves with each attempt) with 2x images
+        Recipe("percentile", 200, ("conv1", "fc")), winner]
+    assert done[-1].recipe == winner and [a.within_budget for a in done] == [False] * 5 + [True]
+
+
+def test_ladder_without_remedies_or_beyond_the_cap_fails():
+    attempt, asked = fake_attempts(set())
+    assert len(run_ladder(attempt, Recipe("minmax", 100), 100, ["a", "b"], lambda r: [], 6, False)) == 1
+    done = run_ladder(attempt, Recipe("minmax", 100), 100, ["a", "b"], lambda r: ["c", "d", "e", "f", "g"], 4, True)
+    assert not any(a.within_budget for a in done)
+    assert max(len(a.recipe.excluded) for a in done) == 4  # never more than max_excluded in float
+    assert len(set(a.recipe for a in done)) == len(done)  # no recipe evaluated twice
+    table = format_table(done, 1.0)
+    assert table.count("\n") == len(done) + 2 and "| no |" in table
+
+
+def test_remedy_path_on_real_student(trained_checkpoint, tmp_path):
+    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(**FORCED))
+    manifest = json.loads((out / "manifest.json").read_text())
+    cpu = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.onnx")
+    q = cpu["quantization"]
+    assert q["remedies_needed"] >= 1 and len(q["attempts"]) == q["remedies_needed"] + 1
+    assert not q["attempts"][0]["within_budget"] and q["attempts"][-1]["within_budget"]
+    assert cpu["agreement"] == 1.0
+    last = q["attempts"][-1]
+    assert (q["method"], q["calibration_images"], q["excluded_nodes"]) == \
+        (last["method"], last["images"], last["excluded_nodes"])
+
+
+def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(trained_checkpoint, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(BudgetError) as err:
+        export_bundle(trained_checkpoint, out, ExportOptions(**FORCED, remedies=False))
+    assert "| 1 | entropy | 2 |" in err.value.table
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    cmd = [sys.executable, "-m", "export", str(trained_checkpoint), "--out", str(out), "--int8",
+           "--calib-images", "2", "--min-calib-images", "1", "--calib-method", "entropy",
+           "--min-agreement", "1.0", "--remedies", "False"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert "INT8 attempts (budget" in proc.stderr and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")][0].startswith(
+        "error: no INT8 recipe for model.int8.onnx met the accuracy budget")
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -1,0 +1,66 @@
+"""TensorRT: the version-dependent plan and the sidecar (pure, tested here); the build needs TensorRT."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.options import ExportOptions
+from export.tensorrt import (NOT_INSTALLED, TensorRTEngines, engine_plans, engine_sidecar, device_info,
+                             tensorrt_version)
+
+
+def test_tensorrt_11_takes_precision_from_the_graph():
+    plans = engine_plans(11, has_int8=True)
+    assert [(p.file, p.source, p.strongly_typed, p.fp16_flag) for p in plans] == [
+        ("model.fp16.engine", "model.fp16.onnx", True, False),
+        ("model.int8.engine", "model.int8.trt.onnx", True, False)]
+
+
+def test_tensorrt_10_uses_fp16_flag_and_qdq_for_int8():
+    plans = engine_plans(10, has_int8=False)
+    assert [(p.source, p.strongly_typed, p.fp16_flag) for p in plans] == [("model.onnx", False, True)]
+    int8 = engine_plans(10, has_int8=True)[1]
+    assert (int8.source, int8.strongly_typed, int8.fp16_flag) == ("model.int8.trt.onnx", True, False)
+
+
+def test_sidecar_records_what_the_engine_depends_on():
+    plan = engine_plans(10, has_int8=True)[1]
+    device = {"cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7"}
+    side = engine_sidecar(plan, "10.3.0", device, (1, 8, 32), 2.0)
+    assert side["tensorrt"] == "10.3.0" and side["compute_capability"] == "8.7" and side["gpu"] == "Orin"
+    assert side["precision"] == "int8" and side["source"] == "model.int8.trt.onnx"
+    assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (1, 8, 32)
+    json.dumps(side)  # must be JSON-serialisable as written beside the engine
+
+
+def test_device_info_without_gpu_is_explicit():
+    info = device_info()
+    assert set(info) == {"cuda", "gpu", "compute_capability"}
+
+
+def test_trt_wanted_only_with_flag_and_fp16_graph_follows():
+    assert TensorRTEngines().wanted(ExportOptions(trt=True)) and not TensorRTEngines().wanted(ExportOptions())
+    assert ExportOptions(trt=True).wants_fp16_onnx
+
+
+@pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed")
+def test_without_tensorrt_the_message_is_clear():
+    assert "TensorRT is not installed" in NOT_INSTALLED and "--trt" in NOT_INSTALLED
+
+
+@pytest.mark.tensorrt
+def test_engines_build_with_tensorrt(trained_checkpoint, tmp_path):
+    pytest.importorskip("tensorrt")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs a CUDA GPU")
+    from export.api import export_bundle
+    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, trt=True, calib_images=64))
+    manifest = json.loads((out / "manifest.json").read_text())
+    engines = [a for a in manifest["artifacts"] if a["format"] == "tensorrt"]
+    assert {a["precision"] for a in engines} == {"fp16", "int8"}
+    for art in engines:
+        side = json.loads((out / art["sidecar"]).read_text())
+        assert side["tensorrt"] == manifest["tensorrt"] and side["precision"] == art["precision"]
+    assert (out / "timing.cache").is_file()

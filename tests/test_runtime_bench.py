@@ -1,0 +1,103 @@
+"""runtime.bench: the JSON report, the table, skipped rows, top-1 on data, the PyTorch reference row."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.runtime_helpers import LABELS, REPO, shared_bundle
+
+from runtime.backends import available_backends
+from runtime.bench import BenchSettings, plan, run_bench
+from runtime.bundle import load_bundle
+from runtime.dataset import load_labelled_images
+from runtime.errors import RuntimeUserError
+from runtime.model import open_classifier
+from runtime.preprocess import open_image, preprocess_batch
+
+FAST = dict(batches=(1, 4), seconds=0.15, warmup=1, min_iters=3)
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(tmp_path_factory) -> Path:
+    return shared_bundle(tmp_path_factory, "tiny-int8", int8=True)
+
+
+@pytest.fixture(scope="session")
+def birds(tmp_path_factory) -> Path:
+    from distill.synthetic import generate
+    return generate(tmp_path_factory.mktemp("data") / "birds", num_classes=len(LABELS), train_per_class=1,
+                    test_per_class=4, size_range=(40, 64))
+
+
+def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: Path, capsys) -> None:
+    report = run_bench(int8_bundle, BenchSettings(data=birds, out=tmp_path, **FAST))
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["results"] == report["results"]
+    assert saved["device"]["cpu_cores"] >= 1 and "onnxruntime" in saved["software"]
+    rows = {r["artifact"]: r for r in saved["results"]}
+    assert set(rows) == {"model.onnx", "model.int8.onnx"}
+    for file, row in rows.items():
+        assert row["status"] == "ok" and row["backend"] == "onnxruntime-cpu"
+        s = row["single_stream"]
+        assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["iterations"] >= 3
+        assert [o["batch"] for o in row["offline"]] == [1, 4] and row["best_fps"] > 0
+        assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0 and row["images"] == 20
+        assert row["top1"] == pytest.approx(_top1(int8_bundle, file, birds))
+    assert (tmp_path / "latency_vs_batch.png").stat().st_size > 0
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
+    table = capsys.readouterr().out
+    assert "p90 ms" in table and "model.int8.onnx" in table and "onnxruntime-cpu" in table
+
+
+def _top1(bundle: Path, artifact: str, data: Path) -> float:
+    """Independent top-1: predict the same test images one by one through the library."""
+    clf = open_classifier(bundle, "onnxruntime-cpu", artifact)
+    items = load_labelled_images(data, clf.bundle.labels)
+    hits = [int(clf.logits(preprocess_batch([open_image(p)], clf.bundle.preprocessing))[0].argmax()) == y
+            for p, y in items]
+    return float(np.mean(hits))
+
+
+def test_plan_skips_artifacts_with_a_note(int8_bundle: Path) -> None:
+    b = load_bundle(int8_bundle)
+    # A GPU-targeted entry (as export writes for FP16); planning looks at the manifest only.
+    gpu = dataclasses.replace(b.artifacts[0], file="model.fp16.onnx", precision="fp16", target="gpu")
+    jobs, notes = plan(dataclasses.replace(b, artifacts=b.artifacts + (gpu,)), BenchSettings(backends=("onnxruntime-cpu",)))
+    assert [(j.artifact, j.backend) for j in jobs] == [("model.onnx", "onnxruntime-cpu"), ("model.int8.onnx", "onnxruntime-cpu")]
+    assert len(notes) == 1 and notes[0]["artifact"] == "model.fp16.onnx" and "skipped: target gpu" in notes[0]["note"]
+
+
+def test_bench_refuses_unusable_or_unknown_backend(int8_bundle: Path) -> None:
+    with pytest.raises(RuntimeUserError, match="unknown backend 'onnx'.*onnxruntime-cpu"):
+        BenchSettings(backends=("onnx",))
+    if "tensorrt" not in available_backends():
+        with pytest.raises(RuntimeUserError, match="TensorRT is not installed"):
+            plan(load_bundle(int8_bundle), BenchSettings(backends=("tensorrt",)))
+
+
+def test_bench_cli_with_torch_reference(int8_bundle: Path, tmp_path: Path) -> None:
+    """The CLI end to end, with the optional PyTorch eager reference row from a student checkpoint."""
+    from distill.checkpoint import atomic_save, student_artifact
+    from distill.students import create_student
+    student = create_student("resnet18", len(LABELS), weights="none")
+    ckpt = tmp_path / "best.pt"
+    atomic_save(student_artifact(student, "resnet18", LABELS, {}, {}, {}, 0), ckpt)
+    cmd = [sys.executable, "-m", "runtime.bench", str(int8_bundle), "--artifact", "model.onnx", "--batch", "1,2",
+           "--seconds", "0.1", "--warmup", "1", "--noplots", "--out", str(tmp_path / "out"),
+           "--reference-checkpoint", str(ckpt)]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torch-eager" in out.stdout and "FPS (batch)" in out.stdout
+    rows = json.loads((tmp_path / "out" / "bench.json").read_text())["results"]
+    assert [(r["artifact"], r["backend"], r["status"]) for r in rows] == [
+        ("model.onnx", "onnxruntime-cpu", "ok"), ("best.pt", "torch-eager", "ok")]
+    assert not (tmp_path / "out" / "latency_vs_batch.png").exists()
+    bad = subprocess.run([sys.executable, "-m", "runtime.bench", str(int8_bundle), "--batch", "0"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --batch") and "Traceback" not in bad.stderr

@@ -1,0 +1,269 @@
+"""Runtime library: torch-free import, preprocessing parity, bundle checks, backends, predict, batcher."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.runtime_helpers import PRE, REPO, make_images, shared_bundle
+
+from runtime.backends import available_backends, get_backend, list_backends
+from runtime.backends.tensorrt import engine_problems
+from runtime.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from runtime.bundle import load_bundle
+from runtime.dataset import clean_class_name, load_labelled_images
+from runtime.device import parse_tegrastats
+from runtime.errors import RuntimeUserError
+from runtime.metrics import Metrics
+from runtime.model import open_classifier, softmax
+from runtime.predict import predict_files
+from runtime.preprocess import PreprocessSpec, open_image, preprocess_image
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory) -> Path:
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> list[Path]:
+    return make_images(tmp_path_factory.mktemp("images"))
+
+
+# --------------------------------------------------------------------------- torch-free
+
+def test_runtime_imports_without_torch_or_distill() -> None:
+    code = ("import sys, runtime, runtime.predict, runtime.bench, runtime.serve, runtime.backends.tensorrt\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'distill'))\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"runtime loaded {out.stdout.strip()}"
+
+
+def test_no_source_line_imports_torch_or_distill() -> None:
+    pattern = re.compile(r"^\s*(import torch|from torch|import distill|from distill)", re.M)
+    offenders = [str(p) for p in (REPO / "runtime").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- preprocessing parity
+
+SPECS = [
+    PRE,
+    {**PRE, "input_size": [56, 48], "resize_size": 61, "interpolation": "bicubic",
+     "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.3]},
+    {**PRE, "input_size": [64, 64], "resize_size": 50, "interpolation": "nearest"},  # crop larger than image: padding
+]
+
+
+@pytest.mark.parametrize("pre", SPECS, ids=["default", "bicubic-rect", "pad"])
+def test_preprocessing_matches_torchvision_eval_transform(pre: dict, images: list[Path]) -> None:
+    """numpy/Pillow vs distill.transforms.eval_transform (torchvision) on real files: |diff| <= 1e-5."""
+    from distill.transforms import eval_transform
+    reference = eval_transform(pre)
+    spec = PreprocessSpec.from_dict(pre)
+    for path in images:
+        ours = preprocess_image(open_image(path), spec)
+        theirs = reference(Image.open(path)).numpy()
+        assert ours.shape == theirs.shape == (3, *pre["input_size"])
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5, err_msg=str(path))
+
+
+def test_open_image_refuses_bad_input(tmp_path: Path, images: list[Path]) -> None:
+    data = images[0].read_bytes()
+    with pytest.raises(RuntimeUserError, match="not an image") as e:
+        open_image(b"not an image at all")
+    assert e.value.status == 400
+    with pytest.raises(RuntimeUserError, match="truncated") as e:
+        open_image(data[: len(data) // 2])
+    assert e.value.status == 400
+    with pytest.raises(RuntimeUserError, match="over the limit") as e:
+        open_image(data, max_pixels=100)
+    assert e.value.status == 413
+
+
+# --------------------------------------------------------------------------- bundle
+
+def _copy_bundle(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f) if f.suffix == ".onnx" else shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
+    b = load_bundle(bundle)
+    assert b.num_classes == 5 and b.input_name == "input" and b.artifacts[0].file == "model.onnx"
+    incomplete = _copy_bundle(bundle, tmp_path / "incomplete")
+    (incomplete / "manifest.json").unlink()
+    with pytest.raises(RuntimeUserError, match="not a complete bundle \\(no manifest.json\\): run python -m export"):
+        load_bundle(incomplete)
+    corrupt = _copy_bundle(bundle, tmp_path / "corrupt")
+    (corrupt / "labels.txt").write_text("tampered\n")
+    with pytest.raises(RuntimeUserError, match="labels.txt is corrupt.*python -m export"):
+        load_bundle(corrupt)
+    with pytest.raises(RuntimeUserError, match="has no artifact 'model.int8.onnx'"):
+        b.artifact("model.int8.onnx")
+
+
+# --------------------------------------------------------------------------- backends
+
+def test_backend_registry_names_and_errors(bundle: Path) -> None:
+    assert {"onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"} <= set(list_backends())
+    with pytest.raises(RuntimeUserError, match="unknown backend 'tflite'.*onnxruntime-cpu"):
+        get_backend("tflite")
+    for name in set(list_backends()) - set(available_backends()):
+        with pytest.raises(RuntimeUserError, match="not usable here"):
+            open_classifier(bundle, name, "model.onnx" if get_backend(name).formats == {"onnx"} else None)
+
+
+@pytest.mark.skipif("tensorrt" in available_backends(), reason="TensorRT is installed here")
+def test_tensorrt_missing_is_a_clear_error() -> None:
+    assert get_backend("tensorrt").unavailable_reason().startswith("TensorRT is not installed")
+
+
+@pytest.mark.parametrize("backend", [b for b in available_backends() if b != "tensorrt"])
+def test_every_available_backend_agrees_with_cpu(backend: str, bundle: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64), dtype=np.float32)
+    ref = open_classifier(bundle, "onnxruntime-cpu").logits(x)
+    out = open_classifier(bundle, backend).logits(x)
+    assert out.shape == (3, 5)
+    np.testing.assert_allclose(out, ref, atol=1e-2 if "cuda" in backend or "tensorrt" in backend else 1e-5)
+
+
+def test_engine_sidecar_check_is_strict() -> None:
+    built = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7",
+             "precision": "fp16", "source": "model.fp16.onnx"}
+    assert engine_problems(built, {"tensorrt": "10.3.0.30", "cuda": "12.6", "gpu": "Orin",
+                                   "compute_capability": "8.7"}) == ([], [])
+    errors, _ = engine_problems(built, {"tensorrt": "10.7.0", "cuda": "12.8", "gpu": "Orin", "compute_capability": "8.7"})
+    assert any("TensorRT 10.3.0" in e for e in errors) and any("CUDA 12.6" in e for e in errors)
+    errors, _ = engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "RTX 4090", "compute_capability": "8.9"})
+    assert errors == ["built with compute capability 8.7, this device has 8.9"]
+    errors, warnings = engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Jetson AGX Orin",
+                                               "compute_capability": "8.7"})
+    assert errors == [] and "rebuild on this GPU" in warnings[0]
+    errors, _ = engine_problems({"gpu": "Orin"}, {"tensorrt": "10.3.0", "cuda": "12.6", "compute_capability": "8.7"})
+    assert len(errors) == 3
+
+
+# --------------------------------------------------------------------------- predict
+
+def test_predict_files_top_k(bundle: Path, images: list[Path]) -> None:
+    results = predict_files(bundle, images[:3], top_k=3)
+    clf = open_classifier(bundle, "onnxruntime-cpu")
+    for path, r in zip(images, results):
+        probs = [p["probability"] for p in r["predictions"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        expected = softmax(clf.logits(preprocess_image(open_image(path), clf.bundle.preprocessing)[None]))[0]
+        assert r["predictions"][0]["index"] == int(expected.argmax())
+        assert r["predictions"][0]["label"] == clf.bundle.labels[int(expected.argmax())]
+        assert abs(probs[0] - float(expected.max())) < 1e-5
+
+
+def test_predict_cli_json_and_errors(bundle: Path, images: list[Path]) -> None:
+    cmd = [sys.executable, "-m", "runtime.predict", str(bundle), str(images[0]), str(images[2]), "--top-k", "2", "--json"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+    results = json.loads(out.stdout)
+    assert [r["image"] for r in results] == [str(images[0]), str(images[2])]
+    assert all(len(r["predictions"]) == 2 for r in results)
+    bad = subprocess.run([sys.executable, "-m", "runtime.predict", str(bundle / "nope"), str(images[0])],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: bundle folder") and "Traceback" not in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "runtime.predict", str(bundle), str(images[0]), "--backend", "tensorrt"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- evaluation data
+
+def test_labelled_images_from_class_folders(tmp_path: Path, images: list[Path]) -> None:
+    labels = ("Black footed Albatross", "Laysan Albatross")
+    for folder, src in (("001.Black_footed_Albatross", images[0]), ("Laysan Albatross", images[1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(src, tmp_path / folder / src.name)
+    items = load_labelled_images(tmp_path, labels)
+    assert [y for _, y in items] == [0, 1]
+    (tmp_path / "003.Sooty_Albatross").mkdir()
+    with pytest.raises(RuntimeUserError, match="'003.Sooty_Albatross'.*matches no label"):
+        load_labelled_images(tmp_path, labels)
+
+
+def test_labelled_images_cub_test_split(tmp_path: Path) -> None:
+    from distill.synthetic import generate, species
+    root = generate(tmp_path / "birds", num_classes=3, train_per_class=2, test_per_class=2, size_range=(32, 40))
+    labels = tuple(sorted(clean_class_name(name) for name, _ in species(3)))  # another order than classes.txt
+    items = load_labelled_images(root, labels)
+    assert len(items) == 6 and all("_000" in p.name and p.stem[-1] in "23" for p, _ in items)
+    for path, y in items:  # the folder name (CUB class) must agree with the label index by name
+        assert labels[y].replace(" ", "_") in path.parent.name
+
+
+# --------------------------------------------------------------------------- batcher, metrics, tegrastats
+
+def test_batcher_batches_bounds_and_drains() -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        calls.append(len(x))
+        return x.reshape(len(x), -1)[:, :2] * 2
+
+    b = DynamicBatcher(run, max_batch=4, max_delay_s=0.2, max_queue=3)
+    xs = [np.full((1, 3, 2, 2), i, np.float32) for i in range(3)]
+    futures = [b.submit(x) for x in xs]
+    with pytest.raises(QueueFull):
+        b.submit(xs[0])  # three requests wait: the queue is full
+    gate.set()
+    outs = [f.result(5) for f in futures]
+    assert calls == [3] and [float(o[0, 0]) for o in outs] == [0.0, 2.0, 4.0]
+    gate.clear()
+    late = b.submit(np.ones((2, 3, 2, 2), np.float32))
+    threading.Timer(0.05, gate.set).start()
+    b.close()  # accepted requests are finished before close returns
+    assert late.done() and late.result().shape == (2, 2)
+    with pytest.raises(ShuttingDown):
+        b.submit(xs[0])
+
+
+def test_batcher_splits_at_max_batch() -> None:
+    seen: list[int] = []
+    b = DynamicBatcher(lambda x: (seen.append(len(x)), x[:, 0, 0, :1])[1], max_batch=4, max_delay_s=0.1, max_queue=10)
+    futures = [b.submit(np.zeros((n, 3, 1, 1), np.float32)) for n in (3, 2, 1)]
+    assert [f.result(5).shape[0] for f in futures] == [3, 2, 1]
+    b.close()
+    assert sorted(seen) == [3, 3] and sum(seen) == 6
+
+
+def test_metrics_prometheus_text() -> None:
+    m = Metrics()
+    m.describe("requests_total", "counter", "requests")
+    m.describe("latency_seconds", "histogram", "latency", (0.1, 1.0))
+    m.inc("requests_total", endpoint="/predict", status="200")
+    m.inc("requests_total", endpoint="/predict", status="200")
+    m.observe("latency_seconds", 0.5)
+    text = m.render()
+    assert 'vl2lite_requests_total{endpoint="/predict",status="200"} 2' in text
+    assert '# TYPE vl2lite_latency_seconds histogram' in text
+    assert 'vl2lite_latency_seconds_bucket{le="0.1"} 0' in text and 'vl2lite_latency_seconds_bucket{le="1"} 1' in text
+    assert 'vl2lite_latency_seconds_bucket{le="+Inf"} 1' in text and "vl2lite_latency_seconds_count 1" in text
+
+
+def test_parse_tegrastats_lines() -> None:
+    orin = ("RAM 2448/30536MB (lfb 6815x4MB) CPU [0%@729,0%@729] GR3D_FREQ 0% cpu@44.5C "
+            "VDD_GPU_SOC 1596mW/1596mW VDD_CPU_CV 399mW/399mW VIN_SYS_5V0 2718mW/2718mW VDD_IN 5123mW/5001mW")
+    assert parse_tegrastats(orin)["VDD_IN"] == 5123 and parse_tegrastats(orin)["VDD_GPU_SOC"] == 1596
+    nano = "RAM 1000/3964MB CPU [5%@1479] EMC_FREQ 0% GR3D_FREQ 0% POM_5V_IN 3107/3107 POM_5V_GPU 0/0"
+    assert parse_tegrastats(nano) == {"POM_5V_IN": 3107, "POM_5V_GPU": 0}
+    assert parse_tegrastats("RAM 1/2MB") == {}

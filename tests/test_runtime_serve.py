@@ -1,0 +1,142 @@
+"""runtime.serve as a real process on loopback: /predict, KServe v2, metrics, bad input, load, 503, shutdown."""
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.runtime_helpers import make_images, shared_bundle, start_server
+
+from runtime.model import open_classifier
+from runtime.preprocess import open_image, preprocess_image
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    return make_images(tmp_path_factory.mktemp("serve-images"))
+
+
+@pytest.fixture(scope="module")
+def server(bundle: Path):
+    """Limits made small so the tests can cross them cheaply: 1 MB bodies, 100k-pixel images."""
+    proc, url = start_server(bundle, "--max-body-mb", "1", "--max-pixels", "100000", "--max-batch", "8")
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_predict_raw_and_multipart(server: str, bundle: Path, images: list[Path]) -> None:
+    clf = open_classifier(bundle, "onnxruntime-cpu")
+    expected = clf.logits(preprocess_image(open_image(images[1]), clf.bundle.preprocessing)[None])[0]
+    raw = httpx.post(f"{server}/predict?top_k=3", content=images[1].read_bytes())
+    form = httpx.post(f"{server}/predict", files={"file": (images[1].name, images[1].read_bytes(), "image/png")})
+    assert raw.status_code == 200 and form.status_code == 200
+    assert len(raw.json()["predictions"]) == 3 and len(form.json()["predictions"]) == 5
+    assert raw.json()["predictions"][0]["index"] == int(expected.argmax())
+    assert raw.json()["predictions"] == form.json()["predictions"][:3]
+    assert raw.json()["model"] == bundle.name and raw.json()["artifact"] == "model.onnx"
+
+
+def test_kserve_v2_protocol(server: str, bundle: Path) -> None:
+    name = bundle.name
+    assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{server}/v2/models/{name}/ready").status_code == 200
+    meta = httpx.get(f"{server}/v2/models/{name}").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 5]}]
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    body = {"id": "r1", "inputs": [{"name": "input", "shape": [2, 3, 64, 64], "datatype": "FP32", "data": x.tolist()}]}
+    r = httpx.post(f"{server}/v2/models/{name}/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert r.json()["id"] == "r1" and out["name"] == "logits" and out["shape"] == [2, 5]
+    ref = open_classifier(bundle, "onnxruntime-cpu").logits(x)
+    np.testing.assert_allclose(np.array(out["data"], np.float32).reshape(2, 5), ref, atol=1e-4)
+    flat = {"inputs": [{**body["inputs"][0], "data": x.ravel().tolist()}]}
+    assert httpx.post(f"{server}/v2/models/{name}/infer", json=flat).json()["outputs"][0]["data"] == out["data"]
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, images: list[Path]) -> None:
+    infer = f"{server}/v2/models/{bundle.name}/infer"
+    good = {"name": "input", "shape": [1, 3, 64, 64], "datatype": "FP32", "data": [0.0] * (3 * 64 * 64)}
+    jpeg = images[0].read_bytes()
+    cases = [
+        (httpx.post(f"{server}/predict", content=b"%PDF-1.4 not an image"), 400, "not an image"),
+        (httpx.post(f"{server}/predict", content=jpeg[: len(jpeg) // 2]), 400, "truncated"),
+        (httpx.post(f"{server}/predict", content=b""), 400, "empty"),
+        (httpx.post(f"{server}/predict", content=_png((400, 300))), 413, "over the limit of 100000"),
+        (httpx.post(f"{server}/predict", content=b"\0" * 1_100_000), 413, "over the limit"),
+        (httpx.post(f"{server}/predict?top_k=9", content=jpeg), 400, "top_k"),
+        (httpx.post(f"{server}/predict", files={"other": ("x.txt", b"hi", "text/plain")}, data={"a": "b"}), 400, "file"),
+        (httpx.post(infer, json={"inputs": [{**good, "shape": [1, 3, 32, 32]}]}), 400, "shape"),
+        (httpx.post(infer, json={"inputs": [{**good, "datatype": "INT8"}]}), 400, "datatype"),
+        (httpx.post(infer, json={"inputs": [{**good, "data": [0.0] * 10}]}), 400, "values"),
+        (httpx.post(infer, json={"inputs": [{**good, "name": "pixels"}]}), 400, "unknown input"),
+        (httpx.post(infer, content=b"{not json"), 400, "not JSON"),
+        (httpx.post(f"{server}/v2/models/nope/infer", json={"inputs": [good]}), 404, "unknown model"),
+        (httpx.get(f"{server}/v2/models/nope"), 404, "unknown model"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, (words, response.text)
+        assert words in response.json()["error"], response.text
+    assert httpx.get(f"{server}/v2/health/ready").status_code == 200
+    assert httpx.post(f"{server}/predict", content=jpeg).status_code == 200
+
+
+async def _load(url: str, payload: bytes, total: int, concurrency: int) -> list[httpx.Response]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one() -> httpx.Response:
+            async with limit:
+                return await client.post(url, content=payload)
+        return await asyncio.gather(*(one() for _ in range(total)))
+
+
+def test_load_no_5xx_no_lost_answers(server: str, images: list[Path]) -> None:
+    responses = asyncio.run(_load(f"{server}/predict", images[0].read_bytes(), total=64, concurrency=16))
+    assert len(responses) == 64 and [r.status_code for r in responses] == [200] * 64
+    top = {r.json()["predictions"][0]["index"] for r in responses}
+    assert len(top) == 1  # the same image gets the same answer whatever batch it rode in
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'vl2lite_requests_total{endpoint="/predict",status="200"}' in metrics
+    assert "vl2lite_batch_size_bucket" in metrics and "vl2lite_queue_depth" in metrics
+
+
+def test_full_queue_503_and_graceful_shutdown(bundle: Path, images: list[Path]) -> None:
+    """Queue of 3 held for 1.5 s: extra requests get 503 at once; SIGTERM still answers the 3."""
+    proc, url = start_server(bundle, "--max-queue", "3", "--max-batch", "16", "--max-delay-ms", "1500")
+    payload = images[0].read_bytes()
+
+    async def scenario() -> list[httpx.Response]:
+        task = asyncio.create_task(_load(f"{url}/predict", payload, total=8, concurrency=8))
+        await asyncio.sleep(0.7)  # all eight have arrived; three wait in the batcher
+        proc.send_signal(signal.SIGTERM)
+        return await task
+
+    start = time.monotonic()
+    responses = asyncio.run(scenario())
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 3 + [503] * 5, [r.text for r in responses]
+    assert all("busy" in r.json()["error"] for r in responses if r.status_code == 503)
+    # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done.
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM) and time.monotonic() - start < 10
+    assert "Traceback" not in proc.stdout.read()
