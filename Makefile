@@ -17,9 +17,14 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q -x
 
+# The whole path offline on 2 CPU cores: synthetic data -> distill -> export --int8 -> bench.
+# runs/demo and bundles/demo belong to the demo and are rebuilt every time.
 demo: install
 	$(PY) -m distill synthetic data/synthetic-birds
+	rm -rf runs/demo bundles/demo
 	$(PY) -m distill --config configs/demo.yaml
+	$(PY) -m export runs/demo/best.pt --int8 --out bundles/demo
+	$(PY) -m runtime.bench bundles/demo --data data/synthetic-birds --out runs/demo/bench
 
 clean:
-	rm -rf $(VENV) runs bundles data/synthetic-birds
+	rm -rf $(VENV) runs/demo bundles/demo data/synthetic-birds

@@ -16,10 +16,8 @@ from export.options import ExportOptions
 
 
 @pytest.fixture(scope="session")
-def bundle(trained_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "demo"
-    opts = ExportOptions(int8=True, fp16=True, trt=True, triton=True, calib_images=64, max_batch=16)
-    return export_bundle(trained_checkpoint, out, opts)
+def bundle(exported_bundle):
+    return exported_bundle
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime_helpers import PRE, REPO, make_images, shared_bundle
+from tests.runtime_helpers import PRE, REPO, make_images
 
 from runtime.backends import available_backends, get_backend, list_backends
 from runtime.backends.tensorrt import engine_problems
@@ -30,8 +30,8 @@ from runtime.preprocess import PreprocessSpec, open_image, preprocess_image
 
 
 @pytest.fixture(scope="session")
-def bundle(tmp_path_factory) -> Path:
-    return shared_bundle(tmp_path_factory)
+def bundle(exported_bundle) -> Path:
+    return exported_bundle
 
 
 @pytest.fixture(scope="session")
@@ -97,13 +97,16 @@ def test_open_image_refuses_bad_input(tmp_path: Path, images: list[Path]) -> Non
 def _copy_bundle(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for f in src.iterdir():
-        (dst / f.name).symlink_to(f) if f.suffix == ".onnx" else shutil.copy(f, dst / f.name)
+        if f.is_dir():
+            shutil.copytree(f, dst / f.name)
+        else:
+            (dst / f.name).symlink_to(f) if f.suffix == ".onnx" else shutil.copy(f, dst / f.name)
     return dst
 
 
 def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
     b = load_bundle(bundle)
-    assert b.num_classes == 5 and b.input_name == "input" and b.artifacts[0].file == "model.onnx"
+    assert b.num_classes == 10 and b.input_name == "input" and b.artifacts[0].file == "model.onnx"
     incomplete = _copy_bundle(bundle, tmp_path / "incomplete")
     (incomplete / "manifest.json").unlink()
     with pytest.raises(RuntimeUserError, match="not a complete bundle \\(no manifest.json\\): run python -m export"):
@@ -112,8 +115,8 @@ def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
     (corrupt / "labels.txt").write_text("tampered\n")
     with pytest.raises(RuntimeUserError, match="labels.txt is corrupt.*python -m export"):
         load_bundle(corrupt)
-    with pytest.raises(RuntimeUserError, match="has no artifact 'model.int8.onnx'"):
-        b.artifact("model.int8.onnx")
+    with pytest.raises(RuntimeUserError, match="has no artifact 'model.int4.onnx'"):
+        b.artifact("model.int4.onnx")
 
 
 # --------------------------------------------------------------------------- backends
@@ -134,10 +137,10 @@ def test_tensorrt_missing_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("backend", [b for b in available_backends() if b != "tensorrt"])
 def test_every_available_backend_agrees_with_cpu(backend: str, bundle: Path) -> None:
-    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32), dtype=np.float32)
     ref = open_classifier(bundle, "onnxruntime-cpu").logits(x)
     out = open_classifier(bundle, backend).logits(x)
-    assert out.shape == (3, 5)
+    assert out.shape == (3, 10)
     np.testing.assert_allclose(out, ref, atol=1e-2 if "cuda" in backend or "tensorrt" in backend else 1e-5)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import io
 import signal
 import time
@@ -12,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime_helpers import make_images, shared_bundle, start_server
+from tests.runtime_helpers import make_images, start_server
 
 from runtime.model import open_classifier
 from runtime.preprocess import open_image, preprocess_image
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return shared_bundle(tmp_path_factory)
+def bundle(exported_bundle) -> Path:
+    return exported_bundle
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,11 @@ def server(bundle: Path):
     yield url
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
+
+
+def _input_size(bundle: Path) -> tuple[int, int]:
+    h, w = json.loads((bundle / "preprocessing.json").read_text())["input_size"]
+    return h, w
 
 
 def test_predict_raw_and_multipart(server: str, bundle: Path, images: list[Path]) -> None:
@@ -55,16 +61,17 @@ def test_kserve_v2_protocol(server: str, bundle: Path) -> None:
     assert httpx.get(f"{server}/v2/health/ready").json() == {"ready": True}
     assert httpx.get(f"{server}/v2/models/{name}/ready").status_code == 200
     meta = httpx.get(f"{server}/v2/models/{name}").json()
-    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]}]
-    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 5]}]
-    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
-    body = {"id": "r1", "inputs": [{"name": "input", "shape": [2, 3, 64, 64], "datatype": "FP32", "data": x.tolist()}]}
+    h, w = _input_size(bundle)
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, h, w]}]
+    assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    x = np.random.default_rng(0).standard_normal((2, 3, h, w), dtype=np.float32)
+    body = {"id": "r1", "inputs": [{"name": "input", "shape": [2, 3, h, w], "datatype": "FP32", "data": x.tolist()}]}
     r = httpx.post(f"{server}/v2/models/{name}/infer", json=body)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
-    assert r.json()["id"] == "r1" and out["name"] == "logits" and out["shape"] == [2, 5]
+    assert r.json()["id"] == "r1" and out["name"] == "logits" and out["shape"] == [2, 10]
     ref = open_classifier(bundle, "onnxruntime-cpu").logits(x)
-    np.testing.assert_allclose(np.array(out["data"], np.float32).reshape(2, 5), ref, atol=1e-4)
+    np.testing.assert_allclose(np.array(out["data"], np.float32).reshape(2, 10), ref, atol=1e-4)
     flat = {"inputs": [{**body["inputs"][0], "data": x.ravel().tolist()}]}
     assert httpx.post(f"{server}/v2/models/{name}/infer", json=flat).json()["outputs"][0]["data"] == out["data"]
 
@@ -77,7 +84,9 @@ def _png(size: tuple[int, int]) -> bytes:
 
 def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, images: list[Path]) -> None:
     infer = f"{server}/v2/models/{bundle.name}/infer"
-    good = {"name": "input", "shape": [1, 3, 64, 64], "datatype": "FP32", "data": [0.0] * (3 * 64 * 64)}
+    h, w = _input_size(bundle)
+    classes = len((bundle / "labels.txt").read_text().splitlines())
+    good = {"name": "input", "shape": [1, 3, h, w], "datatype": "FP32", "data": [0.0] * (3 * h * w)}
     jpeg = images[0].read_bytes()
     cases = [
         (httpx.post(f"{server}/predict", content=b"%PDF-1.4 not an image"), 400, "not an image"),
@@ -85,9 +94,9 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
         (httpx.post(f"{server}/predict", content=b""), 400, "empty"),
         (httpx.post(f"{server}/predict", content=_png((400, 300))), 413, "over the limit of 100000"),
         (httpx.post(f"{server}/predict", content=b"\0" * 1_100_000), 413, "over the limit"),
-        (httpx.post(f"{server}/predict?top_k=9", content=jpeg), 400, "top_k"),
+        (httpx.post(f"{server}/predict?top_k={classes + 1}", content=jpeg), 400, "top_k"),
         (httpx.post(f"{server}/predict", files={"other": ("x.txt", b"hi", "text/plain")}, data={"a": "b"}), 400, "file"),
-        (httpx.post(infer, json={"inputs": [{**good, "shape": [1, 3, 32, 32]}]}), 400, "shape"),
+        (httpx.post(infer, json={"inputs": [{**good, "shape": [1, 3, h + 1, w + 1]}]}), 400, "shape"),
         (httpx.post(infer, json={"inputs": [{**good, "datatype": "INT8"}]}), 400, "datatype"),
         (httpx.post(infer, json={"inputs": [{**good, "data": [0.0] * 10}]}), 400, "values"),
         (httpx.post(infer, json={"inputs": [{**good, "name": "pixels"}]}), 400, "unknown input"),
