@@ -81,7 +81,7 @@ class ServerState:
 
 def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """Load the model now (so the process is ready as soon as it listens) and build the app."""
-    clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads))
+    clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads, spin=False))
     if settings.max_batch > clf.bundle.max_batch:
         raise RuntimeUserError(f"--max-batch {settings.max_batch} is over the bundle's max_batch "
                                f"{clf.bundle.max_batch}: pass --max-batch {clf.bundle.max_batch} or less")

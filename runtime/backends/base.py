@@ -28,6 +28,7 @@ class Session(Protocol):
 @dataclass(frozen=True)
 class SessionOptions:
     threads: int = 0  # intra-op threads; 0 lets the backend decide
+    spin: bool = True  # let idle worker threads spin (lowest latency); a server turns it off
     device_id: int = 0
 
 

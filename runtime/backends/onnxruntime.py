@@ -43,6 +43,9 @@ class OrtSession:
         so.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
         if options.threads > 0:
             so.intra_op_num_threads = options.threads
+        if not options.spin:  # spinning threads would take the CPU that decodes the next requests
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = [(provider, _provider_options(provider, artifact, options))]
         if provider != CPU:
             providers.append((CPU, {}))  # nodes the GPU provider cannot run; the main provider is checked below
