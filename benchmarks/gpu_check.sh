@@ -7,7 +7,7 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#     open_clip_torch==3.3.0 ftfy regex wcwidth timm fire pyyaml tqdm
+#     open_clip_torch==3.3.0 ftfy wcwidth fire termcolor   (the image has torch, timm, regex, tqdm, pyyaml)
 # then run with the device tool: carry [".whl"], command "bash benchmarks/gpu_check.sh".
 set -euo pipefail
 cd "$(dirname "$0")/.."

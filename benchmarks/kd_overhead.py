@@ -13,7 +13,6 @@ Target: (c) within 1.15x of (a). Results: benchmarks/results/kd_overhead.json an
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys

@@ -1,36 +1,19 @@
 """Machine description and atomic JSON output shared by the benchmark scripts."""
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+from distill import files
+from runtime.device import cpu_model, nvidia_smi_gpus
 
 
 def machine_info() -> dict[str, Any]:
+    gpus = nvidia_smi_gpus()
     info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version(), "gpu": gpu_name()}
+                            "python": platform.python_version(), "gpu": gpus[0]["name"] if gpus else None}
     try:
         import torch
         info["torch"] = str(torch.__version__)
@@ -44,6 +27,4 @@ def machine_info() -> dict[str, Any]:
 
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    files.write_json(path, obj)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.config import Config
 from distill.data import PROMPTS, ImageSource, SubsetSource, load_dataset
 from distill.errors import UserError
+from distill.files import atomic_write, sha256_file, write_json
 from distill.transforms import TargetSpec, ViewSampler
 
 FORMAT_VERSION = 1
@@ -145,7 +146,7 @@ def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> S
         raise UserError(f"teacher cache {root} is incomplete (shard {s} of {meta['num_shards']} missing): "
                         f"resume the build with the same command: {rebuild}")
     record = json.loads(record_path.read_text())
-    if npy.stat().st_size != record["bytes"] or (verify and _sha256_file(npy) != record["sha256"]):
+    if npy.stat().st_size != record["bytes"] or (verify and sha256_file(npy) != record["sha256"]):
         raise UserError(f"teacher cache file {npy} is corrupt (size or checksum differs from its record): "
                         f"delete {npy.name} and {record_path.name} and resume the build: {rebuild}")
     array = np.load(npy, mmap_mode="r")
@@ -153,14 +154,6 @@ def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> S
     if array.shape != expected_shape or array.dtype != np.float16:
         raise UserError(f"teacher cache file {npy} has shape {array.shape}, expected {expected_shape}: {rebuild}")
     return Shard(record["start"], record["stop"], array)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- building
@@ -199,7 +192,7 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
     if rank == 0:
         text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
         _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
-        _write_json(root / "meta.json", {"fingerprint": fingerprint(fields), "fields": fields, "num_images": n,
+        write_json(root / "meta.json", {"fingerprint": fingerprint(fields), "fields": fields, "num_images": n,
                                          "num_views": k, "dim": teacher.embed_dim, "shard_size": size,
                                          "num_shards": num_shards, "teacher_input": teacher.target.__dict__})
     sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
@@ -239,18 +232,9 @@ def _build_shard(root: Path, s: int, start: int, stop: int, k: int, teacher, sou
         out[idx.numpy() - start, view.numpy()] = emb
     npy = root / f"shard_{s:05d}.npy"
     _save_npy(npy, out)
-    _write_json(root / f"shard_{s:05d}.json", {"start": start, "stop": stop, "bytes": npy.stat().st_size,
-                                               "sha256": _sha256_file(npy), "seconds": time.perf_counter() - t0})
+    write_json(root / f"shard_{s:05d}.json", {"start": start, "stop": stop, "bytes": npy.stat().st_size,
+                                               "sha256": sha256_file(npy), "seconds": time.perf_counter() - t0})
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    atomic_write(path, lambda f: np.save(f, array))

@@ -19,15 +19,14 @@ the epoch counter under ``train_state``.
 """
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from distill.errors import UserError
+from distill.files import atomic_write
 from distill.students import Student, create_student
 
 SCHEMA = "vl2lite-student"
@@ -50,17 +49,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def student_artifact(student: Student, arch: str, class_names: list[str], preprocessing: dict,

@@ -29,6 +29,7 @@ from distill.config import Config, MethodConfig, dump_yaml, to_dict
 from distill.data import PROMPTS, DatasetSplits, EvalImages, TrainViews, ViewSchedule, load_dataset
 from distill.dist import DistContext, all_reduce_sum, barrier, init_distributed
 from distill.errors import UserError
+from distill.files import write_text
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
 from distill.students import Student, create_student, list_students
@@ -263,7 +264,7 @@ def fit(cfg: Config) -> Path:
     run = setup(cfg)
     if run.ctx.is_main:
         run.dir.mkdir(parents=True, exist_ok=True)
-        _write_text(run.dir / "config.yaml", dump_yaml(cfg))
+        write_text(run.dir / "config.yaml", dump_yaml(cfg))
     for epoch in range(run.start_epoch, cfg.train.epochs):
         stats = train_one_epoch(run, epoch)
         val = _evaluate(run, run.splits.val)
@@ -290,7 +291,7 @@ def finish(run: Run) -> Path:
     best["metrics"]["test"] = _evaluate(run, run.splits.test)
     if run.ctx.is_main:
         atomic_save(best, best_path)
-        _write_text(run.dir / "results.json", json.dumps({"best_epoch": best["epoch"], **best["metrics"]}, indent=2))
+        write_text(run.dir / "results.json", json.dumps({"best_epoch": best["epoch"], **best["metrics"]}, indent=2))
     barrier(run.ctx)
     return best_path
 
@@ -340,18 +341,12 @@ def _truncate_jsonl(path: Path, last_epoch: int) -> None:
     """Drop records of epochs after ``last_epoch`` (written just before an interruption)."""
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= last_epoch]
-        _write_text(path, "".join(ln + "\n" for ln in keep))
+        write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _report(cfg: Config, r: dict) -> None:

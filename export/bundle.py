@@ -1,7 +1,6 @@
 """Bundle files: hashes, the manifest, and the atomic publish (temporary sibling, then rename)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,17 +11,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from distill.errors import UserError
+from distill.files import sha256_file
 
 SCHEMA, SCHEMA_VERSION = "vl2lite-bundle", 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

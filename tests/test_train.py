@@ -50,7 +50,7 @@ def test_baseline_trains_without_teacher(synthetic_root, tmp_path):
 
 
 def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, monkeypatch):
-    full = fit(demo(synthetic_root, tmp_path, **{"train.name": "full"}))
+    fit(demo(synthetic_root, tmp_path, **{"train.name": "full"}))
     calls = {"n": 0}
     real_epoch = train_mod.train_one_epoch
 
