@@ -102,7 +102,7 @@ def test_cli_trains_and_prints_checkpoint(synthetic_root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"best checkpoint: {tmp_path / 'demo' / 'best.pt'}" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "distill", "--config", "configs/demo.yaml",
-                           f"data.root={tmp_path / 'missing'}"], cwd=REPO, capture_output=True, text=True,
+                           f"data.root={tmp_path / 'missing'}", f"train.out_dir={tmp_path / 'other'}"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().endswith("not found: set data.root to where the dataset lives")
