@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class Teacher:
         open_clip = _open_clip()
         weights = resolve_weights(model_name, pretrained)
         try:
-            model = open_clip.create_model(model_name, pretrained=weights, device=device)
+            with _quiet_root_logger(weights is None):  # "No pretrained weights loaded" is the intent
+                model = open_clip.create_model(model_name, pretrained=weights, device=device)
         except RuntimeError as exc:  # open_clip wraps download failures in RuntimeError
             raise UserError(f"teacher {model_name}/{pretrained} could not be loaded ({str(exc)[:300]}): "
                             f"pass teacher.pretrained=<local checkpoint file>") from None
@@ -72,6 +74,18 @@ class Teacher:
                 emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)  # (P, D)
             rows.append(F.normalize(emb.mean(dim=0), dim=-1))
         return torch.stack(rows)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger(quiet: bool):
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def resolve_weights(model_name: str, pretrained: str) -> str | None:

@@ -188,9 +188,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     run.train_set.set_view(ViewSchedule(cfg.train.seed, epoch, run.num_views))
     loader = _train_loader(run, epoch)
     names = ("loss", "cls", "vis", "ling")
-    sums = [0.0] * len(names)
+    sums = torch.zeros(len(names), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
     seen, start = 0, time.perf_counter()
-    for x_s, x_t, y, idx, view in _progress(loader, run, epoch):
+    for step, (x_s, x_t, y, idx, view) in enumerate(_progress(loader, run, epoch)):
         x_s, y = x_s.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         t = run.targets(x_t, idx, view) if run.targets else None  # (B, D)
         with _autocast(dev, cfg.train.amp):
@@ -199,16 +199,17 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         losses["loss"].backward()
         run.optimizer.step()
         seen += len(y)
-        for j, k in enumerate(names):
-            if k in losses:
-                sums[j] += float(losses[k].detach()) * len(y)
-        _postfix(loader, losses["loss"], seen / (time.perf_counter() - start))
+        zero = torch.zeros((), device=dev)
+        sums += torch.stack([losses.get(k, zero).detach().double() for k in names]) * len(y)
+        if step % 10 == 0:  # reading the loss waits for the GPU: only now and then
+            _postfix(loader, losses["loss"], seen / (time.perf_counter() - start))
     if run.scheduler:
         run.scheduler.step()
+    local = sums.tolist()  # waits for the GPU, so the epoch time below is complete
     elapsed = time.perf_counter() - start
-    *sums, seen = all_reduce_sum([*sums, float(seen)], run.ctx, dev)
+    *totals, seen = all_reduce_sum([*local, float(seen)], run.ctx, dev)
     present = names if run.targets else names[:2]
-    stats = {f"train_{k}": s / max(seen, 1) for k, s in zip(names, sums) if k in present}
+    stats = {f"train_{k}": s / max(seen, 1) for k, s in zip(names, totals) if k in present}
     return {**stats, "w_cls": w_cls, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
 
 
