@@ -196,11 +196,9 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
                                          "num_views": k, "dim": teacher.embed_dim, "shard_size": size,
                                          "num_shards": num_shards, "teacher_input": teacher.target.__dict__})
     sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
-    for s in range(rank, num_shards, world):
-        if _shard_done(root, s):
-            continue
-        start, stop = s * size, min((s + 1) * size, n)
-        _build_shard(root, s, start, stop, k, teacher, splits.train, sampler, cfg)
+    todo = [s for s in range(rank, num_shards, world) if not _shard_done(root, s)]
+    if todo:
+        _build_shards(root, todo, n, size, k, teacher, splits.train, sampler, cfg)
     return root
 
 
@@ -220,20 +218,39 @@ def _shard_done(root: Path, s: int) -> bool:
     return record.is_file() and npy.is_file() and npy.stat().st_size == json.loads(record.read_text())["bytes"]
 
 
-def _build_shard(root: Path, s: int, start: int, stop: int, k: int, teacher, source: ImageSource,
-                 sampler: ViewSampler, cfg: Config) -> None:
-    items = [(i, v) for i in range(start, stop) for v in range(k)]
+def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teacher, source: ImageSource,
+                  sampler: ViewSampler, cfg: Config) -> None:
+    """One DataLoader over every view of the shards in ``todo``; each shard is saved once complete.
+
+    A loader per shard would start its workers again for every shard and, with batches as large as
+    a shard, keep only a couple of them busy; one loader keeps all of them busy throughout.
+    """
+    bounds = {s: (s * size, min((s + 1) * size, n)) for s in todo}
+    items = [(i, v) for s in todo for i in range(*bounds[s]) for v in range(k)]
     loader = DataLoader(CacheViews(source, sampler, teacher.target, items), batch_size=cfg.teacher.cache_batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=teacher.device.type == "cuda")
-    out = np.zeros((stop - start, k, teacher.embed_dim), dtype=np.float16)  # (n, K, D)
+    open_shards: dict[int, tuple[np.ndarray, list[int]]] = {}  # s -> ((n_s, K, D) buffer, [views filled])
     t0 = time.perf_counter()
     for x, idx, view in loader:
         emb = teacher.encode_images(x).cpu().numpy().astype(np.float16)  # (B, D)
-        out[idx.numpy() - start, view.numpy()] = emb
+        idx, view = idx.numpy(), view.numpy()
+        for s in np.unique(idx // size).tolist():
+            start, stop = bounds[s]
+            buf, filled = open_shards.setdefault(s, (np.zeros((stop - start, k, teacher.embed_dim), np.float16), [0]))
+            mask = idx // size == s
+            buf[idx[mask] - start, view[mask]] = emb[mask]
+            filled[0] += int(mask.sum())
+            if filled[0] == (stop - start) * k:  # items arrive in order: shards complete one by one
+                _save_shard(root, s, start, stop, open_shards.pop(s)[0], time.perf_counter() - t0)
+                t0 = time.perf_counter()
+
+
+def _save_shard(root: Path, s: int, start: int, stop: int, out: np.ndarray, seconds: float) -> None:
+    """The shard's array first, then its record: a shard without a record is redone on resume."""
     npy = root / f"shard_{s:05d}.npy"
     _save_npy(npy, out)
     write_json(root / f"shard_{s:05d}.json", {"start": start, "stop": stop, "bytes": npy.stat().st_size,
-                                               "sha256": sha256_file(npy), "seconds": time.perf_counter() - t0})
+                                               "sha256": sha256_file(npy), "seconds": seconds})
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -40,7 +40,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     student, ckpt = load_student(checkpoint)
     splits = load_splits(ckpt, options.data_root)
     calib = check_calibration_count(len(splits.train), options) if options.int8 else 0
-    with staging(out, options.overwrite) as tmp:
+    with staging(out, options.overwrite, keep=checkpoint) as tmp:
         job = make_job(options, tmp, student, ckpt, splits, calib)
         write_sidecars(tmp, ckpt)
         artifacts = []
@@ -84,7 +84,14 @@ def make_job(options: ExportOptions, tmp: Path, student: torch.nn.Module, ckpt: 
     reference = predict(torch_runner(student), batches)
     log(f"pytorch reference: top-1 {100 * reference.accuracy():.2f}% on {batches.images} "
         f"{options.eval_split} images")
-    return ExportJob(options, tmp, student, ckpt, batches, reference, splits.train, calib)
+    job = ExportJob(options, tmp, student, ckpt, batches, reference, splits.train, calib,
+                    select_split=options.eval_split)
+    if options.int8 and options.eval_split == "test" and len(splits.val) > 0:
+        job.select_batches = ImageBatches(splits.val, ckpt["preprocessing"], options.batch_size, options.eval_images)
+        job.select_reference = predict(torch_runner(student), job.select_batches)
+        job.select_split = "val"
+        log(f"int8 recipes are chosen on {job.select_batches.images} val images, then reported on test")
+    return job
 
 
 def write_sidecars(folder: Path, ckpt: dict[str, Any]) -> None:

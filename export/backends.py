@@ -30,7 +30,16 @@ class ExportJob:
     reference: Predictions  # PyTorch FP32 logits on eval_batches
     calibration_source: Any  # the training split (an image source)
     calibration_images: int  # how many to draw (checked against the minimum before any work)
+    select_batches: ImageBatches | None = None  # the split that chooses among INT8 recipes (val) ...
+    select_reference: Predictions | None = None  # ... and the PyTorch logits on it; None: eval_batches
+    select_split: str = ""
     notes: dict[str, Any] = field(default_factory=dict)  # top-level manifest additions
+
+    def selection(self) -> tuple[ImageBatches, Predictions]:
+        """Where remedies are judged: the validation split, so the reported test figure stays unbiased."""
+        if self.select_batches is None or self.select_reference is None:
+            return self.eval_batches, self.reference
+        return self.select_batches, self.select_reference
 
     @property
     def preprocessing(self) -> dict:

@@ -44,17 +44,39 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
+def _check_target(out: Path, overwrite: bool, keep: Path | None) -> None:
+    """``out`` must be new, or with ``overwrite`` an empty folder or a bundle not holding ``keep``."""
+    if not out.exists():
+        return
+    if not overwrite:
         raise UserError(f"output folder {out} already exists: pass --overwrite to replace it, or choose another --out")
-    if out.exists() and not out.is_dir():
+    if not out.is_dir():
         raise UserError(f"output path {out} exists and is not a folder: choose another --out")
+    if not any(out.iterdir()):
+        return
+    if _schema(out / MANIFEST) != SCHEMA:
+        raise UserError(f"--overwrite replaces bundles only, and {out} is not one (no {MANIFEST} of schema "
+                        f"{SCHEMA}): choose another --out, or remove the folder yourself")
+    if keep is not None and keep.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"the checkpoint {keep} lies inside {out}, which --overwrite would delete: "
+                        f"move the checkpoint out or choose another --out")
+
+
+def _schema(manifest: Path) -> str | None:
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("schema") if isinstance(data, dict) else None
 
 
 @contextmanager
-def staging(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty sibling folder; on success the caller publishes it, on failure it is deleted."""
-    _check_target(out, overwrite)
+def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Path]:
+    """Yield an empty sibling folder; on success the caller publishes it, on failure it is deleted.
+
+    ``keep`` (the source checkpoint) must not lie inside an ``out`` that would be replaced.
+    """
+    _check_target(out, overwrite, keep)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

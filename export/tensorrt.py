@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.errors import UserError
 from export.backends import ExportJob, log, register_backend
 from export.fp16 import FP16_FILE
 from export.int8 import TENSORRT
@@ -92,7 +93,8 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan, input_sha
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+        raise UserError(f"TensorRT could not parse {onnx_path.name} ({errors}): export without --trt, or build "
+                        f"the engine on the device with a newer TensorRT (trtexec --onnx={onnx_path.name})")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if plan.fp16_flag:
@@ -104,7 +106,8 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan, input_sha
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build {engine_path.name} (see the TensorRT log above)")
+        raise UserError(f"TensorRT failed to build {engine_path.name} (its log above says why): raise "
+                        f"--workspace-gib, lower --max-batch, or export without --trt")
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
 

@@ -9,6 +9,7 @@ requests and finishes every accepted one before returning.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -97,16 +98,26 @@ class DynamicBatcher:
             self._execute(batch)
 
     def _execute(self, batch: list[_Request]) -> None:
+        """Run one batch; whatever happens, every request gets an answer and the worker lives on."""
+        batch = [r for r in batch if r.future.set_running_or_notify_cancel()]  # drop cancelled requests
+        if not batch:
+            return
         start = time.perf_counter()
         try:
-            out = self._run(np.concatenate([r.x for r in batch]))
-        except Exception as exc:  # the model failed: every request of the batch gets the error
+            out = self._run(np.concatenate([r.x for r in batch]))  # (rows, C)
+            if len(out) != sum(len(r.x) for r in batch):
+                raise RuntimeError(f"the model returned {len(out)} rows for a batch of "
+                                   f"{sum(len(r.x) for r in batch)}")
+        except BaseException as exc:  # the model failed: every request of the batch gets the error
             for r in batch:
                 r.future.set_exception(exc)
             return
-        if self._on_batch:
-            self._on_batch(len(out), time.perf_counter() - start)
         offset = 0
         for r in batch:
             r.future.set_result(out[offset:offset + len(r.x)])
             offset += len(r.x)
+        if self._on_batch:
+            try:
+                self._on_batch(len(out), time.perf_counter() - start)
+            except Exception as exc:  # a metrics hook must never stop the worker
+                print(f"warning: the batch hook failed ({exc!r}); batching goes on", file=sys.stderr)

@@ -63,10 +63,18 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     """Load and check a bundle folder; ``verify`` compares every listed file with its sha256."""
     root = Path(root)
     manifest = _read_manifest(root)
+    try:
+        return _load(root, manifest, verify)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field missing or of the wrong type
+        raise RuntimeUserError(f"{root / 'manifest.json'} is malformed ({type(exc).__name__}: {exc}): "
+                               f"{REBUILD}") from None
+
+
+def _load(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
     if verify:
         verify_checksums(root, manifest)
-    labels = _read_labels(root / manifest.get("labels", "labels.txt"))
-    pre = PreprocessSpec.from_dict(_read_json(root / manifest.get("preprocessing", "preprocessing.json")))
+    labels = _read_labels(inside(root, manifest.get("labels", "labels.txt")))
+    pre = PreprocessSpec.from_dict(_read_json(inside(root, manifest.get("preprocessing", "preprocessing.json"))))
     if len(labels) != manifest["num_classes"]:
         raise RuntimeUserError(f"bundle {root}: labels.txt has {len(labels)} names but the manifest says "
                                f"{manifest['num_classes']} classes; {REBUILD}")
@@ -74,6 +82,17 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
                   labels=tuple(labels), preprocessing=pre, input_name=manifest["input"]["name"],
                   output_name=manifest["output"]["name"], max_batch=int(manifest.get("max_batch", 64)),
                   artifacts=tuple(_artifact(root, a) for a in manifest["artifacts"]), manifest=manifest)
+
+
+def inside(root: Path, name: str) -> Path:
+    """``root / name`` for a relative path that stays inside the bundle; anything else is refused."""
+    if not isinstance(name, str) or not name:
+        raise RuntimeUserError(f"{root / 'manifest.json'} names a file {name!r}: {REBUILD}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:  # lexical: a bundle may hold links the user made
+        raise RuntimeUserError(f"{root / 'manifest.json'} names {name!r}, a path outside the bundle: a bundle "
+                               f"only refers to its own files; {REBUILD}")
+    return root / rel
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -116,9 +135,9 @@ def _read_labels(path: Path) -> list[str]:
 def _artifact(root: Path, entry: dict[str, Any]) -> Artifact:
     sidecar = entry.get("sidecar")
     return Artifact(file=entry["file"], format=entry["format"], precision=entry.get("precision", "fp32"),
-                    target=entry.get("target", "any"), path=root / entry["file"],
+                    target=entry.get("target", "any"), path=inside(root, entry["file"]),
                     size_bytes=int(entry.get("size_bytes", 0)),
-                    top1=entry.get("top1"), sidecar=root / sidecar if sidecar else None)
+                    top1=entry.get("top1"), sidecar=inside(root, sidecar) if sidecar else None)
 
 
 def verify_checksums(root: Path, manifest: dict[str, Any]) -> None:
@@ -128,7 +147,7 @@ def verify_checksums(root: Path, manifest: dict[str, Any]) -> None:
         if "sha256" in art:
             expected[art["file"]] = art["sha256"]
     for name, digest in expected.items():
-        path = root / name
+        path = inside(root, name)
         if not path.is_file():
             raise RuntimeUserError(f"bundle file {name} is missing from {root}: rebuild with python -m export")
         if sha256_file(path) != digest:

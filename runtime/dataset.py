@@ -55,8 +55,16 @@ def load_labelled_images(root: str | Path, labels: tuple[str, ...], limit: int |
 def _table(path: Path) -> dict[int, str]:
     if not path.is_file():
         raise RuntimeUserError(f"{path} is missing: a CUB-layout root needs {', '.join(CUB_FILES)} and images/")
-    rows = (line.split(maxsplit=1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return {int(key): value.strip() for key, value in rows}
+    table: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise RuntimeUserError(f"{path} line {n} is {line[:80]!r}: each line must be '<id> <value>' as in "
+                                   f"CUB-200-2011; restore the file from the dataset archive")
+        table[int(parts[0])] = parts[1].strip()
+    return table
 
 
 def _cub_test_split(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int]]:
@@ -64,8 +72,12 @@ def _cub_test_split(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int
     class_of, split = _table(root / "image_class_labels.txt"), _table(root / "train_test_split.txt")
     index = label_index(labels)
     to_label = {cid: _lookup(name, index, root / "classes.txt") for cid, name in classes.items()}
-    items = [(root / "images" / images[i], to_label[int(class_of[i])])
-             for i in sorted(images) if split.get(i) == "0"]  # 0 = test image in CUB's split file
+    test_ids = [i for i in sorted(images) if split.get(i) == "0"]  # 0 = test image in CUB's split file
+    unlabelled = [i for i in test_ids if not class_of.get(i, "").isdigit() or int(class_of[i]) not in to_label]
+    if unlabelled:
+        raise RuntimeUserError(f"{len(unlabelled)} test images of {root} (first: id {unlabelled[0]}) have no class "
+                               f"in image_class_labels.txt that classes.txt lists: restore both files")
+    items = [(root / "images" / images[i], to_label[int(class_of[i])]) for i in test_ids]
     missing = [p for p, _ in items if not p.is_file()]
     if missing:
         raise RuntimeUserError(f"{len(missing)} test images listed in {root / 'images.txt'} are missing "

@@ -23,8 +23,10 @@ def predict_files(bundle: str | Path, images: list[str | Path], top_k: int = 5, 
     if top_k < 1:
         raise RuntimeUserError(f"--top-k must be at least 1, got {top_k}")
     clf = open_classifier(bundle, backend, artifact)
-    decoded = [open_image(Path(p)) for p in images]
-    results = clf.predict(decoded, top_k)
+    step, results = clf.bundle.max_batch, []
+    for start in range(0, len(images), step):  # decode one batch at a time: memory stays bounded
+        chunk = images[start:start + step]
+        results += clf.predict([open_image(Path(p)) for p in chunk], top_k)
     return [{"image": str(p), "artifact": clf.artifact.file, "backend": clf.session.device,
              "predictions": [asdict(pred) for pred in preds]} for p, preds in zip(images, results)]
 

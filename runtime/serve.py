@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -77,6 +77,7 @@ class ServerState:
     metrics: Metrics
     settings: ServeSettings
     ready: bool = False
+    inflight: int = 0  # requests being read, decoded, queued or run (touched on the event loop only)
 
 
 def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
@@ -119,13 +120,17 @@ def _metrics() -> Metrics:
     return m
 
 
+ROUTES = ("/predict", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+          "/v2/models/{name}/ready", "/v2/models/{name}/infer")
+
+
 def _endpoint(path: str) -> str:
-    """Route template for metric labels, so model names do not create unbounded series."""
+    """The route template for metric labels: a fixed set, so no request can create new series."""
     parts = path.split("/")
     if path.startswith("/v2/models/") and len(parts) > 3:
         parts[3] = "{name}"
-    known = path in ("/predict", "/metrics", "/v2") or path.startswith("/v2/")
-    return "/".join(parts) if known else "other"
+    template = "/".join(parts)
+    return template if template in ROUTES else "other"
 
 
 def _add_handlers(app: FastAPI, state: ServerState) -> None:
@@ -173,6 +178,23 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return await upload.read()
 
 
+@contextmanager
+def _admitted(state: ServerState) -> Iterator[None]:
+    """Bound the requests in flight (bodies and decoded images in memory) before any is read.
+
+    The batcher's queue bounds the requests waiting for the model; this bounds those still being
+    read and decoded too, so memory stays within about (max_queue + max_batch) x (body + image).
+    """
+    limit = state.settings.max_queue + state.settings.max_batch
+    if state.inflight >= limit:
+        raise HttpError(503, f"server busy: {limit} requests are in flight; retry later")
+    state.inflight += 1
+    try:
+        yield
+    finally:
+        state.inflight -= 1
+
+
 async def _infer(state: ServerState, x: np.ndarray) -> np.ndarray:
     try:
         future = state.batcher.submit(x)
@@ -215,8 +237,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         top_k = _query_int(request, "top_k", state.settings.top_k, 1, bundle.num_classes)
-        x = await run_in_threadpool(_decode, await _image_bytes(request, limit), state)
-        logits = await _infer(state, x)
+        with _admitted(state):
+            x = await run_in_threadpool(_decode, await _image_bytes(request, limit), state)
+            logits = await _infer(state, x)
         preds = top_k_predictions(logits, bundle.labels, top_k)[0]
         return {"model": bundle.name, "artifact": state.clf.artifact.file,
                 "predictions": [{"label": p.label, "index": p.index, "probability": p.probability} for p in preds]}
@@ -251,9 +274,10 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request) -> dict[str, Any]:
         _model_or_404(state, name)
-        body = await read_body(request, limit)
-        req, x = await run_in_threadpool(parse_infer_request, body, state)
-        logits = await _infer(state, x)
+        with _admitted(state):
+            body = await read_body(request, limit)
+            req, x = await run_in_threadpool(parse_infer_request, body, state)
+            logits = await _infer(state, x)
         return {"model_name": name, "model_version": "1", "id": req.get("id", ""),
                 "outputs": [{"name": bundle.output_name, "datatype": "FP32", "shape": list(logits.shape),
                              "data": logits.ravel().tolist()}]}
@@ -275,6 +299,8 @@ def parse_infer_request(body: bytes, state: ServerState) -> tuple[dict[str, Any]
     b, max_rows = state.clf.bundle, state.settings.max_batch
     try:
         req = json.loads(body)
+    except RecursionError:
+        raise HttpError(400, "request body nests JSON too deeply: send a flat KServe v2 inference request")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HttpError(400, f"request body is not JSON ({exc.__class__.__name__}): send a KServe v2 inference request")
     inputs = req.get("inputs") if isinstance(req, dict) else None

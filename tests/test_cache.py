@@ -71,7 +71,7 @@ def test_foreign_cache_is_refused_with_the_difference(built, synthetic_root, tmp
 
 def test_interrupted_build_resumes_without_redoing_shards(synthetic_root, tmp_path, monkeypatch, built):
     cfg = cfg_for(synthetic_root, tmp_path)
-    real, calls, armed = cache_mod._build_shard, [], [True]
+    real, calls, armed = cache_mod._save_shard, [], [True]
 
     def dies_on_second_shard(root, s, *args):
         calls.append(s)
@@ -79,7 +79,7 @@ def test_interrupted_build_resumes_without_redoing_shards(synthetic_root, tmp_pa
             raise Killed
         return real(root, s, *args)
 
-    monkeypatch.setattr(cache_mod, "_build_shard", dies_on_second_shard)
+    monkeypatch.setattr(cache_mod, "_save_shard", dies_on_second_shard)
     torch.manual_seed(0)
     with pytest.raises(Killed):
         build_cache(cfg)

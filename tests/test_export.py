@@ -108,15 +108,36 @@ def test_int8_flavours_are_really_int8_and_within_budget(bundle, manifest):
     for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
         counts = verify_int8(bundle / art["file"], flavour)  # re-counted from the written graph
         assert counts == art["quantization"]["graph"] and counts["int8_initializers"] >= 20
-        assert art["top1_drop"] <= manifest["budget"]["max_top1_drop"]
+        excluded = len(art["quantization"]["excluded_nodes"])
+        assert counts["int8_weighted_ops"] == counts["weighted_ops"] - excluded  # every conv and the fc
+    assert _artifact(manifest, "model.int8.trt.onnx")["quantization"]["graph"]["int32_dequantize"] == 0
+    assert cpu["quantization"]["graph"]["int32_dequantize"] > 0  # onnxruntime's CPU kernels take INT32 biases
+    for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
+        chosen = art["quantization"]["selected_on"]  # the ladder judged on val, never on test
+        assert chosen["split"] == "val" and chosen["images"] == 30
+        assert chosen["top1_drop"] <= manifest["budget"]["max_top1_drop"]
+        assert art["within_budget"] == (art["top1_drop"] <= manifest["budget"]["max_top1_drop"])
         assert art["quantization"]["calibration_images"] == 64
     # int8 weights: about a quarter of the fp32 file
     assert cpu["size_bytes"] < 0.3 * _artifact(manifest, "model.onnx")["size_bytes"]
 
 
+def test_reported_int8_top1_is_the_test_split_figure(bundle, manifest, trained_checkpoint):
+    from distill.checkpoint import read_checkpoint
+    from export.api import load_splits
+    from export.evaluation import ImageBatches, ort_runner, predict
+    ckpt = read_checkpoint(trained_checkpoint)
+    test = ImageBatches(load_splits(ckpt, None).test, ckpt["preprocessing"], 32, 0)
+    for file in ("model.int8.onnx", "model.int8.trt.onnx"):
+        top1 = predict(ort_runner(bundle / file), test).accuracy()
+        assert _artifact(manifest, file)["top1"] == pytest.approx(top1, abs=1e-6)
+
+
 def test_int8_graph_of_the_wrong_flavour_is_refused(bundle):
     with pytest.raises(RuntimeError, match="not an INT8"):
         verify_int8(bundle / "model.int8.onnx", TENSORRT)  # uint8 activations are not the S8S8 flavour
+    with pytest.raises(RuntimeError, match="INT32 DequantizeLinear \\(quantized biases\\)"):
+        verify_int8(bundle / "model.int8.onnx", TENSORRT)
     with pytest.raises(RuntimeError, match="not an INT8"):
         verify_int8(bundle / "model.onnx", CPU)
 
@@ -174,12 +195,25 @@ def test_triton_repository(bundle, manifest):
 
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(bundle, trained_checkpoint, tmp_path):
+    import shutil
+
     from distill.errors import UserError
     out = tmp_path / "b"
     out.mkdir()
     (out / "old.txt").write_text("old")
     with pytest.raises(UserError, match="already exists: pass --overwrite"):
         export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16))
-    export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=True))
-    assert not (out / "old.txt").exists() and (out / MANIFEST).is_file()
+    with pytest.raises(UserError, match="replaces bundles only"):  # never deletes a folder of other files
+        export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=True))
+    assert (out / "old.txt").read_text() == "old"
+    (out / "old.txt").unlink()
+    export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=True))  # empty: allowed
+    (out / "stale.txt").write_text("stale")
+    export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=True))  # a bundle: replaced
+    assert not (out / "stale.txt").exists() and (out / MANIFEST).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    inside = out / "best.pt"
+    shutil.copy(trained_checkpoint, inside)
+    with pytest.raises(UserError, match="lies inside"):
+        export_bundle(inside, out, ExportOptions(eval_images=16, overwrite=True))
+    assert inside.is_file()

@@ -14,8 +14,20 @@ from export.options import ExportOptions
 
 REPO = Path(__file__).resolve().parents[1]
 # A first recipe that is deliberately poor (2 calibration images) and a strict criterion (INT8 must
-# agree with PyTorch on every test image): the first attempt misses it on the tiny student.
+# agree with PyTorch on every validation image): the first attempt misses it on the tiny student.
 FORCED = dict(int8=True, calib_images=2, min_calib_images=1, calib_method="entropy", min_agreement=1.0)
+
+
+@pytest.fixture(scope="module")
+def val_heavy_checkpoint(synthetic_root, tmp_path_factory):
+    """A student whose validation split is half the training split (120 images): recipes are judged
+    there, and 30 images (the default tenth) are too few for the poor first recipe to miss."""
+    from distill.config import load_config
+    from distill.train import fit
+    from tests.conftest import demo_overrides
+    overrides = demo_overrides(synthetic_root, tmp_path_factory.mktemp("runs"),
+                               **{"train.epochs": 6, "train.name": "valheavy", "data.val_fraction": 0.5})
+    return fit(load_config(REPO / "configs" / "demo.yaml", overrides))
 
 
 def fake_attempts(good: set[Recipe]):
@@ -57,26 +69,26 @@ def test_ladder_without_remedies_or_beyond_the_cap_fails():
     assert table.count("\n") == len(done) + 2 and "| no |" in table
 
 
-def test_remedy_path_on_real_student(trained_checkpoint, tmp_path):
-    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(**FORCED))
+def test_remedy_path_on_real_student(val_heavy_checkpoint, tmp_path):
+    out = export_bundle(val_heavy_checkpoint, tmp_path / "b", ExportOptions(**FORCED))
     manifest = json.loads((out / "manifest.json").read_text())
     cpu = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.onnx")
     q = cpu["quantization"]
     assert q["remedies_needed"] >= 1 and len(q["attempts"]) == q["remedies_needed"] + 1
     assert not q["attempts"][0]["within_budget"] and q["attempts"][-1]["within_budget"]
-    assert cpu["agreement"] == 1.0
+    assert q["selected_on"]["split"] == "val" and q["selected_on"]["agreement"] == 1.0
     last = q["attempts"][-1]
     assert (q["method"], q["calibration_images"], q["excluded_nodes"]) == \
         (last["method"], last["images"], last["excluded_nodes"])
 
 
-def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(trained_checkpoint, tmp_path):
+def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_checkpoint, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(BudgetError) as err:
-        export_bundle(trained_checkpoint, out, ExportOptions(**FORCED, remedies=False))
+        export_bundle(val_heavy_checkpoint, out, ExportOptions(**FORCED, remedies=False))
     assert "| 1 | entropy | 2 |" in err.value.table
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    cmd = [sys.executable, "-m", "export", str(trained_checkpoint), "--out", str(out), "--int8",
+    cmd = [sys.executable, "-m", "export", str(val_heavy_checkpoint), "--out", str(out), "--int8",
            "--calib-images", "2", "--min-calib-images", "1", "--calib-method", "entropy",
            "--min-agreement", "1.0", "--remedies", "False"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

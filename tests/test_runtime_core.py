@@ -118,6 +118,24 @@ def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
         b.artifact("model.int4.onnx")
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["artifacts"][0].update(file="../outside.onnx"), "path outside the bundle"),
+    (lambda m: m["artifacts"][0].update(file="/etc/passwd"), "path outside the bundle"),
+    (lambda m: m.update(labels="../labels.txt"), "path outside the bundle"),
+    (lambda m: m["files"].update({"../../secret": "0" * 64}), "path outside the bundle"),
+    (lambda m: m["artifacts"][0].pop("format"), "malformed \\(KeyError: 'format'\\)"),
+    (lambda m: m.update(input=["input"]), "malformed \\(TypeError"),
+    (lambda m: m.update(max_batch="many"), "malformed \\(ValueError"),
+])
+def test_malformed_or_escaping_manifest_is_one_clear_error(bundle: Path, tmp_path: Path, edit, message) -> None:
+    bad = _copy_bundle(bundle, tmp_path / "bad")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    edit(manifest)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeUserError, match=message):
+        load_bundle(bad)
+
+
 # --------------------------------------------------------------------------- backends
 
 def test_backend_registry_names_and_errors(bundle: Path) -> None:
@@ -148,8 +166,11 @@ def test_engine_sidecar_check_is_strict() -> None:
              "precision": "fp16", "source": "model.fp16.onnx"}
     assert engine_problems(built, {"tensorrt": "10.3.0.30", "cuda": "12.6", "gpu": "Orin",
                                    "compute_capability": "8.7"}) == ([], [])
-    errors, _ = engine_problems(built, {"tensorrt": "10.7.0", "cuda": "12.8", "gpu": "Orin", "compute_capability": "8.7"})
+    errors, _ = engine_problems(built, {"tensorrt": "10.7.0", "cuda": "13.0", "gpu": "Orin", "compute_capability": "8.7"})
     assert any("TensorRT 10.3.0" in e for e in errors) and any("CUDA 12.6" in e for e in errors)
+    # torch's CUDA (export) and the CUDA runtime (here) may differ in the minor: compatible
+    assert engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.8", "gpu": "Orin",
+                                   "compute_capability": "8.7"}) == ([], [])
     errors, _ = engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "RTX 4090", "compute_capability": "8.9"})
     assert errors == ["built with compute capability 8.7, this device has 8.9"]
     errors, warnings = engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Jetson AGX Orin",
@@ -209,6 +230,14 @@ def test_labelled_images_cub_test_split(tmp_path: Path) -> None:
     assert len(items) == 6 and all("_000" in p.name and p.stem[-1] in "23" for p, _ in items)
     for path, y in items:  # the folder name (CUB class) must agree with the label index by name
         assert labels[y].replace(" ", "_") in path.parent.name
+    (root / "images.txt").write_text("1 a.jpg\nnot-a-number b.jpg\n")
+    with pytest.raises(RuntimeUserError, match="images.txt line 2 is 'not-a-number b.jpg'"):
+        load_labelled_images(root, labels)
+    (root / "images.txt").write_text("1 a.jpg\n")
+    (root / "train_test_split.txt").write_text("1 0\n")
+    (root / "image_class_labels.txt").write_text("1 99\n")
+    with pytest.raises(RuntimeUserError, match="no class in image_class_labels.txt"):
+        load_labelled_images(root, labels)
 
 
 # --------------------------------------------------------------------------- batcher, metrics, tegrastats
@@ -248,6 +277,35 @@ def test_batcher_splits_at_max_batch() -> None:
     assert sorted(seen) == [3, 3] and sum(seen) == 6
 
 
+def test_batcher_survives_model_errors_cancellation_and_a_failing_hook() -> None:
+    gate, seen = threading.Event(), []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        seen.append(len(x))
+        if x[0, 0, 0, 0] < 0:
+            raise KeyboardInterrupt  # even a BaseException must reach the waiters, not kill the worker
+        return x[:, 0, 0, :1]
+
+    def hook(rows: int, seconds: float) -> None:
+        raise ValueError("metrics broke")
+
+    b = DynamicBatcher(run, max_batch=2, max_delay_s=0.05, max_queue=10, on_batch=hook)
+    failing = [b.submit(np.full((1, 3, 1, 1), -1, np.float32)) for _ in range(2)]  # one batch of 2
+    cancelled = b.submit(np.ones((1, 3, 1, 1), np.float32))
+    kept = b.submit(np.full((1, 3, 1, 1), 7, np.float32))
+    assert cancelled.cancel()  # still queued: the client went away
+    gate.set()
+    for f in failing:
+        with pytest.raises(KeyboardInterrupt):
+            f.result(5)
+    assert float(kept.result(5)[0, 0]) == 7.0  # the worker lived through the error, the hook and the cancel
+    after = b.submit(np.full((1, 3, 1, 1), 3, np.float32))
+    assert float(after.result(5)[0, 0]) == 3.0
+    b.close()
+    assert seen == [2, 1, 1]  # the cancelled request never ran
+
+
 def test_metrics_prometheus_text() -> None:
     m = Metrics()
     m.describe("requests_total", "counter", "requests")
@@ -258,6 +316,8 @@ def test_metrics_prometheus_text() -> None:
     text = m.render()
     assert 'vl2lite_requests_total{endpoint="/predict",status="200"} 2' in text
     assert '# TYPE vl2lite_latency_seconds histogram' in text
+    m.inc("requests_total", endpoint='a"b\\c\nd', status="404")
+    assert 'endpoint="a\\"b\\\\c\\nd"' in m.render()  # quote, backslash and newline escaped
     assert 'vl2lite_latency_seconds_bucket{le="0.1"} 0' in text and 'vl2lite_latency_seconds_bucket{le="1"} 1' in text
     assert 'vl2lite_latency_seconds_bucket{le="+Inf"} 1' in text and "vl2lite_latency_seconds_count 1" in text
 

@@ -101,6 +101,7 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
         (httpx.post(infer, json={"inputs": [{**good, "data": [0.0] * 10}]}), 400, "values"),
         (httpx.post(infer, json={"inputs": [{**good, "name": "pixels"}]}), 400, "unknown input"),
         (httpx.post(infer, content=b"{not json"), 400, "not JSON"),
+        (httpx.post(infer, content=b"[" * 200_000 + b"]" * 200_000), 400, "nests JSON too deeply"),
         (httpx.post(f"{server}/v2/models/nope/infer", json={"inputs": [good]}), 404, "unknown model"),
         (httpx.get(f"{server}/v2/models/nope"), 404, "unknown model"),
     ]
@@ -109,6 +110,10 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
         assert words in response.json()["error"], response.text
     assert httpx.get(f"{server}/v2/health/ready").status_code == 200
     assert httpx.post(f"{server}/predict", content=jpeg).status_code == 200
+    for path in ("/v2/made-up-1", "/v2/made-up-2", '/v2/x"y'):  # unknown routes: one "other" series
+        assert httpx.get(f"{server}{path}").status_code == 404
+    metrics = httpx.get(f"{server}/metrics").text
+    assert "made-up" not in metrics and 'x"y' not in metrics and 'endpoint="other",status="404"' in metrics
 
 
 async def _load(url: str, payload: bytes, total: int, concurrency: int) -> list[httpx.Response]:

@@ -47,8 +47,10 @@ class OrtSession:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = [(provider, _provider_options(provider, artifact, options))]
+        if provider == TRT and CUDA in installed_providers():
+            providers.append((CUDA, _provider_options(CUDA, artifact, options)))  # what TensorRT rejects stays on the GPU
         if provider != CPU:
-            providers.append((CPU, {}))  # nodes the GPU provider cannot run; the main provider is checked below
+            providers.append((CPU, {}))  # nodes no GPU provider can run; the main provider is checked below
         self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
         active = self._sess.get_providers()
         if not active or active[0] != provider:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,12 +54,14 @@ def _version(text: Any, parts: int) -> tuple[str, ...]:
 def engine_problems(sidecar: dict[str, Any], env: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Compare an engine's build environment with this one: (errors, warnings).
 
-    Errors: a different TensorRT version (major.minor.patch), CUDA version (major.minor) or GPU
-    compute capability; any of them makes deserialisation fail or the engine misbehave. A
+    Errors: a different TensorRT version (major.minor.patch), CUDA major version or GPU compute
+    capability; any of them makes deserialisation fail or the engine misbehave. Only the CUDA major
+    is compared: export records the CUDA that PyTorch was built with, this side the CUDA runtime
+    that cuda-python loads, and within a major they are compatible (the TensorRT check is exact). A
     different GPU name with the same compute capability loads but may be slower: a warning.
     """
     errors, warnings = [], []
-    checks = [("tensorrt", "TensorRT", 3), ("cuda", "CUDA", 2), ("compute_capability", "compute capability", 2)]
+    checks = [("tensorrt", "TensorRT", 3), ("cuda", "CUDA", 1), ("compute_capability", "compute capability", 2)]
     for key, label, parts in checks:
         built, here = sidecar.get(key), env.get(key)
         if built is None:
@@ -108,7 +111,7 @@ class TrtSession:
         trt, self._cudart = importlib.import_module("tensorrt"), _cudart_module()
         env = current_environment(options.device_id)
         for warning in check_engine(artifact, env):
-            print(f"warning: {artifact.file}: {warning}")
+            print(f"warning: {artifact.file}: {warning}", file=sys.stderr)
         self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
             Path(artifact.path).read_bytes())
         if self._engine is None:
@@ -120,6 +123,21 @@ class TrtSession:
         self._stream = _cuda_call(self._cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, capacity in bytes)
         self.backend, self.device = "tensorrt", env["gpu"]
+
+    def close(self) -> None:
+        """Free the device buffers and the stream (also on garbage collection); idempotent."""
+        cudart, self._cudart = getattr(self, "_cudart", None), None
+        if cudart is None:
+            return
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            cudart.cudaFree(ptr)
+        self._buffers = {}
+        if getattr(self, "_stream", None) is not None:
+            cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         ptr, capacity = self._buffers.get(name, (0, 0))
