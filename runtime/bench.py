@@ -15,7 +15,8 @@ Every backend returns its result on the host, so on a GPU each timed call ends s
 
 Options: ``--backend a,b`` ``--artifact f1,f2`` ``--batch 1,8,32`` ``--data DIR`` ``--limit N``
 ``--seconds S`` (per measurement) ``--warmup N`` ``--threads N`` ``--out DIR`` ``--noplots``
-``--reference-checkpoint best.pt`` (adds a PyTorch eager row when torch is installed).
+``--reference-checkpoint best.pt`` (adds a PyTorch eager row when torch is installed)
+``--timeout S`` (per artifact and backend; a worker that outlives it becomes a failed row).
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class BenchSettings:
     out: Path | None = None  # default runs/bench/<bundle name>
     plots: bool = True
     reference_checkpoint: Path | None = None
+    timeout_s: float = 1800.0  # per artifact and backend (TensorRT builds engines for minutes)
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -70,6 +72,8 @@ class BenchSettings:
             raise RuntimeUserError("--seconds must be > 0, --warmup and --threads >= 0")
         if self.limit is not None and self.limit < 1:
             raise RuntimeUserError(f"--limit must be at least 1, got {self.limit}")
+        if self.timeout_s <= 0:
+            raise RuntimeUserError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         for name in self.backends:
             get_backend(name)  # an unknown name lists the valid ones
 
@@ -163,9 +167,13 @@ def measure_in_worker(bundle: Bundle, job: Job, settings: BenchSettings, data: d
     result_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-c", "from runtime.bench import _worker; _worker()", str(job_file), str(result_file)]
     print(f"measuring {job.artifact} on {job.backend} ...", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
     row = {"artifact": Path(job.artifact).name, "backend": job.backend, "precision": job.precision,
            "target": job.target, "size_mb": round(job.size_bytes / 1e6, 2)}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": _pythonpath()},
+                              timeout=settings.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {**row, "status": "failed", "note": f"worker timed out after {settings.timeout_s:g} s (raise --timeout)"}
     if proc.returncode != 0 or not result_file.is_file():
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {**row, "status": "failed", "note": f"worker exited with {proc.returncode}: {last}"}
@@ -253,11 +261,15 @@ def timed_runs(call: Callable[[], Any], settings: BenchSettings) -> np.ndarray:
     return np.asarray(times)
 
 
+P99_MIN_ITERATIONS = 100  # fewer runs than this and the 99th percentile is just the slowest run
+
+
 def latency_stats(seconds: np.ndarray) -> dict[str, Any]:
     ms = seconds * 1e3
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3), "p99_ms": round(float(p99), 3),
-            "mean_ms": round(float(ms.mean()), 3), "min_ms": round(float(ms.min()), 3), "iterations": int(len(ms))}
+            "mean_ms": round(float(ms.mean()), 3), "min_ms": round(float(ms.min()), 3), "iterations": int(len(ms)),
+            "p99_reliable": len(ms) >= P99_MIN_ITERATIONS}
 
 
 def top1_accuracy(session: Session, data: dict[str, Any], batch: int) -> dict[str, Any]:
@@ -288,7 +300,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         top1 = f"{r['top1']:.3f}" if r.get("top1") is not None else "-"
         s = r["single_stream"]
         fps = f"{r['best_fps']:.1f} (@{r['best_batch']})" if r.get("best_fps") else "-"
-        lines.append(f"{start} {top1:>6} {s['p50_ms']:>8.2f} {s['p90_ms']:>8.2f} {s['p99_ms']:>8.2f} {fps:>14}")
+        p99 = f"{s['p99_ms']:.2f}" + ("" if s.get("p99_reliable", True) else "*")
+        lines.append(f"{start} {top1:>6} {s['p50_ms']:>8.2f} {s['p90_ms']:>8.2f} {p99:>8} {fps:>14}")
+    if any(r["status"] == "ok" and not r["single_stream"].get("p99_reliable", True) for r in rows):
+        lines.append(f"* p99 from fewer than {P99_MIN_ITERATIONS} runs: the slowest run, not a percentile "
+                     f"(raise --seconds)")
     return "\n".join(lines)
 
 
@@ -331,7 +347,7 @@ def _settings_from_json(d: dict[str, Any]) -> BenchSettings:
 
 def main(bundle: str, backend: Any = None, artifact: Any = None, batch: Any = (1, 8, 32), data: str | None = None,
          limit: int | None = None, seconds: float = 1.5, warmup: int = 5, threads: int = 0, out: str | None = None,
-         plots: bool = True, reference_checkpoint: str | None = None) -> None:
+         plots: bool = True, reference_checkpoint: str | None = None, timeout: float = 1800.0) -> None:
     """CLI: fire turns "1,8,32" into a tuple and "8" into an int, so normalise and check here."""
     def go() -> None:
         settings = BenchSettings(
@@ -341,7 +357,8 @@ def main(bundle: str, backend: Any = None, artifact: Any = None, batch: Any = (1
             data=Path(str(data)) if data is not None else None,
             limit=int(_as_number(limit, "--limit")) if limit is not None else None,
             out=Path(str(out)) if out is not None else None, plots=bool(plots),
-            reference_checkpoint=Path(str(reference_checkpoint)) if reference_checkpoint else None)
+            reference_checkpoint=Path(str(reference_checkpoint)) if reference_checkpoint else None,
+            timeout_s=_as_number(timeout, "--timeout"))
         run_bench(str(bundle), settings)
     run_cli(go)
 

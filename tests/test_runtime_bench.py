@@ -45,6 +45,7 @@ def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: 
         assert row["status"] == "ok" and row["backend"] == "onnxruntime-cpu"
         s = row["single_stream"]
         assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["iterations"] >= 3
+        assert s["p99_reliable"] == (s["iterations"] >= 100)
         assert [o["batch"] for o in row["offline"]] == [1, 4] and row["best_fps"] > 0
         assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0 and row["images"] == 80  # the CUB test split
         assert row["top1"] == pytest.approx(_top1(int8_bundle, file, birds))
@@ -52,6 +53,14 @@ def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: 
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "p90 ms" in table and "model.int8.onnx" in table and "onnxruntime-cpu" in table
+    if not all(r["single_stream"]["p99_reliable"] for r in ran.values()):  # short test runs: flagged
+        assert "p99 from fewer than 100 runs" in table
+
+
+def test_a_worker_that_outlives_its_timeout_is_a_failed_row(int8_bundle: Path, tmp_path: Path) -> None:
+    settings = BenchSettings(out=tmp_path, artifacts=("model.onnx",), timeout_s=0.05, plots=False, **FAST)
+    rows = run_bench(int8_bundle, settings)["results"]
+    assert [(r["status"], r["note"]) for r in rows] == [("failed", "worker timed out after 0.05 s (raise --timeout)")]
 
 
 def _top1(bundle: Path, artifact: str, data: Path) -> float:
