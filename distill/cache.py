@@ -243,6 +243,8 @@ def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teache
             if filled[0] == (stop - start) * k:  # items arrive in order: shards complete one by one
                 _save_shard(root, s, start, stop, open_shards.pop(s)[0], time.perf_counter() - t0)
                 t0 = time.perf_counter()
+    if open_shards:  # every view of every shard was asked for: a gap here is a bug, never a quiet hole
+        raise RuntimeError(f"teacher cache shards {sorted(open_shards)} were left incomplete")
 
 
 def _save_shard(root: Path, s: int, start: int, stop: int, out: np.ndarray, seconds: float) -> None:

@@ -1,7 +1,8 @@
 """Multi-process training under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 
-Without torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-op, so the same
-code runs single-process.
+Without torchrun's environment (RANK and WORLD_SIZE unset) everything here is a no-op, so the
+same code runs single-process. Under torchrun, even with one process, the process group and DDP
+are real (so a one-GPU machine still exercises the nccl path).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group exists, whatever its size
 
     @property
     def is_main(self) -> bool:
@@ -24,21 +26,23 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.launched
 
 
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join torchrun's process group (once); on CUDA each rank takes the GPU of its local rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistContext(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world, local_rank), device
+        if rank == 0:
+            print(f"distributed: {world} process(es), backend {dist.get_backend()}", flush=True)
+    return DistContext(rank, world, local_rank, launched=True), device
 
 
 def all_reduce_sum(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:

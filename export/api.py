@@ -56,7 +56,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
             h, w = ckpt["preprocessing"]["input_size"]
             manifest["triton"] = {"repository": "triton", "models": write_repository(
                 tmp, name, artifacts, [3, h, w], ckpt["num_classes"], options.max_batch, options.triton_queue_delay_us)}
-        publish(tmp, out, manifest)
+        publish(tmp, out, manifest, options.overwrite, keep=checkpoint)
     log(f"bundle written: {out}")
     return out
 

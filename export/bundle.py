@@ -88,8 +88,12 @@ def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after publish renamed it away
 
 
-def publish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Write manifest.json last, then move the folder into place (replacing ``out`` if allowed)."""
+def publish(tmp: Path, out: Path, manifest: dict[str, Any], overwrite: bool = False, keep: Path | None = None) -> None:
+    """Write manifest.json last, then move the folder into place (replacing ``out`` if allowed).
+
+    ``out`` is checked again here: the export took minutes, and something may have appeared there.
+    """
+    _check_target(out, overwrite, keep)
     manifest["files"] = file_hashes(tmp)
     staged = tmp / f".{MANIFEST}.tmp"
     write_json(staged, manifest)

@@ -130,11 +130,12 @@ def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: Bat
                         extra_options=dict(flavour.extra_options))
 
 
-def verify_int8(path: Path, flavour: Flavour) -> dict[str, Any]:
+def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) -> dict[str, Any]:
     """Count what makes the file INT8; raise if it is not (it must never be labelled INT8 otherwise).
 
-    Checked: Q and DQ nodes exist; every weighted op reads its weight through a DequantizeLinear of
-    an INT8 initializer; activation zero points have the flavour's type; and for TensorRT no
+    Checked: Q and DQ nodes exist; every weighted op but the ``excluded`` ones (kept in float on
+    purpose) reads its weight through a DequantizeLinear of an INT8 initializer; activation zero
+    points have the flavour's type; and for TensorRT no
     DequantizeLinear reads an INT32 tensor (a quantized bias, which TensorRT does not accept).
     """
     model = onnx.load(str(path))
@@ -154,6 +155,9 @@ def verify_int8(path: Path, flavour: Flavour) -> dict[str, Any]:
     problems = []
     if counts["quantize_linear"] == 0 or counts["dequantize_linear"] == 0 or int8_weighted == 0:
         problems.append("no INT8 weights behind DequantizeLinear")
+    elif int8_weighted != len(weighted) - len(set(excluded)):
+        problems.append(f"{int8_weighted} of {len(weighted)} weighted ops read INT8 weights, "
+                        f"{len(weighted) - len(set(excluded))} expected")
     if zp_types != {want}:
         problems.append(f"activation zero points {sorted(map(str, zp_types))}, expected {want}")
     if flavour is TENSORRT and int32_dq:
@@ -325,7 +329,7 @@ class OnnxInt8:
         q.candidate(flavour, win.recipe).replace(path)
         set_metadata(path, job.ckpt["class_names"], job.preprocessing)
         check_self_contained(path)
-        counts = verify_int8(path, flavour)
+        counts = verify_int8(path, flavour, win.recipe.excluded)
         final = self.final_accuracy(job, path, flavour, attempts)
         acts = "uint8" if flavour.activations == QuantType.QUInt8 else "int8"
         selection = {"split": job.select_split, "images": job.selection()[0].images, "top1": win.top1,

@@ -109,8 +109,10 @@ class DynamicBatcher:
                 raise RuntimeError(f"the model returned {len(out)} rows for a batch of "
                                    f"{sum(len(r.x) for r in batch)}")
         except BaseException as exc:  # the model failed: every request of the batch gets the error
+            # asyncio lets KeyboardInterrupt/SystemExit escape the awaiting loop: hand waiters an Exception
+            err = exc if isinstance(exc, Exception) else RuntimeError(f"model run aborted: {exc!r}")
             for r in batch:
-                r.future.set_exception(exc)
+                r.future.set_exception(err)
             return
         offset = 0
         for r in batch:

@@ -261,7 +261,7 @@ def timed_runs(call: Callable[[], Any], settings: BenchSettings) -> np.ndarray:
     return np.asarray(times)
 
 
-P99_MIN_ITERATIONS = 100  # fewer runs than this and the 99th percentile is just the slowest run
+P99_MIN_ITERATIONS = 100  # fewer runs than this and the 99th percentile is about the slowest run
 
 
 def latency_stats(seconds: np.ndarray) -> dict[str, Any]:
@@ -303,8 +303,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         p99 = f"{s['p99_ms']:.2f}" + ("" if s.get("p99_reliable", True) else "*")
         lines.append(f"{start} {top1:>6} {s['p50_ms']:>8.2f} {s['p90_ms']:>8.2f} {p99:>8} {fps:>14}")
     if any(r["status"] == "ok" and not r["single_stream"].get("p99_reliable", True) for r in rows):
-        lines.append(f"* p99 from fewer than {P99_MIN_ITERATIONS} runs: the slowest run, not a percentile "
-                     f"(raise --seconds)")
+        lines.append(f"* p99 from fewer than {P99_MIN_ITERATIONS} runs: about the slowest run, not a "
+                     f"percentile (raise --seconds)")
     return "\n".join(lines)
 
 

@@ -63,25 +63,37 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     """Load and check a bundle folder; ``verify`` compares every listed file with its sha256."""
     root = Path(root)
     manifest = _read_manifest(root)
+    fields = _manifest_fields(root, manifest)
+    if verify:
+        verify_checksums(root, manifest)
+    labels = _read_labels(fields["labels"])
+    pre = PreprocessSpec.from_dict(_read_json(fields["preprocessing"]))
+    if len(labels) != fields["num_classes"]:
+        raise RuntimeUserError(f"bundle {root}: labels.txt has {len(labels)} names but the manifest says "
+                               f"{fields['num_classes']} classes; {REBUILD}")
+    return Bundle(root=root, name=fields["name"], arch=fields["arch"], labels=tuple(labels), preprocessing=pre,
+                  input_name=fields["input_name"], output_name=fields["output_name"], max_batch=fields["max_batch"],
+                  artifacts=fields["artifacts"], manifest=manifest)
+
+
+def _manifest_fields(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's fields, typed and checked; a missing or mistyped one is one clear error."""
     try:
-        return _load(root, manifest, verify)
+        fields = {"name": str(manifest["name"]), "arch": str(manifest.get("arch", "unknown")),
+                  "num_classes": int(manifest["num_classes"]),
+                  "input_name": str(manifest["input"]["name"]), "output_name": str(manifest["output"]["name"]),
+                  "max_batch": int(manifest.get("max_batch", 64)),
+                  "labels": inside(root, manifest.get("labels", "labels.txt")),
+                  "preprocessing": inside(root, manifest.get("preprocessing", "preprocessing.json")),
+                  "artifacts": tuple(_artifact(root, a) for a in manifest["artifacts"]),
+                  "files": {inside(root, k): str(v) for k, v in dict(manifest.get("files", {})).items()}}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field missing or of the wrong type
         raise RuntimeUserError(f"{root / 'manifest.json'} is malformed ({type(exc).__name__}: {exc}): "
                                f"{REBUILD}") from None
-
-
-def _load(root: Path, manifest: dict[str, Any], verify: bool) -> Bundle:
-    if verify:
-        verify_checksums(root, manifest)
-    labels = _read_labels(inside(root, manifest.get("labels", "labels.txt")))
-    pre = PreprocessSpec.from_dict(_read_json(inside(root, manifest.get("preprocessing", "preprocessing.json"))))
-    if len(labels) != manifest["num_classes"]:
-        raise RuntimeUserError(f"bundle {root}: labels.txt has {len(labels)} names but the manifest says "
-                               f"{manifest['num_classes']} classes; {REBUILD}")
-    return Bundle(root=root, name=str(manifest["name"]), arch=str(manifest.get("arch", "unknown")),
-                  labels=tuple(labels), preprocessing=pre, input_name=manifest["input"]["name"],
-                  output_name=manifest["output"]["name"], max_batch=int(manifest.get("max_batch", 64)),
-                  artifacts=tuple(_artifact(root, a) for a in manifest["artifacts"]), manifest=manifest)
+    if fields["max_batch"] < 1:
+        raise RuntimeUserError(f"{root / 'manifest.json'} has max_batch {fields['max_batch']}; it must be at "
+                               f"least 1: {REBUILD}")
+    return fields
 
 
 def inside(root: Path, name: str) -> Path:

@@ -339,14 +339,7 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     app = create_app(bundle, settings)
     print(f"serving {app.state.server.clf.bundle.name} ({app.state.server.clf.artifact.file} on "
           f"{app.state.server.clf.session.device}) at http://{settings.host}:{settings.port}", flush=True)
-    state = app.state.server
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            state.ready = False  # draining: readiness answers 503 so balancers stop sending requests
-            super().handle_exit(sig, frame)
-
-    Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)).run()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
 def main(bundle: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "onnxruntime",

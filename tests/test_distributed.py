@@ -31,6 +31,7 @@ def test_two_process_cache_build_and_training(synthetic_root, tmp_path):
     built = torchrun("cache", "--config", "configs/demo.yaml", *args)
     assert built.returncode == 0, built.stderr[-3000:]
     assert built.stdout.count("teacher cache:") == 1  # only rank 0 reports
+    assert "distributed: 2 process(es), backend gloo" in built.stdout
     records = [json.loads((cache / f"shard_{s:05d}.json").read_text()) for s in range(4)]
     assert [r["start"] for r in records] == [0, 60, 120, 180] and records[-1]["stop"] == 210
     assert all(np.load(cache / f"shard_{s:05d}.npy").shape[1:] == (2, 64) for s in range(4))

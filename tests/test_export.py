@@ -106,7 +106,7 @@ def test_int8_flavours_are_really_int8_and_within_budget(bundle, manifest):
     assert cpu["quantization"]["activations"] == "uint8" and trt["quantization"]["activations"] == "int8"
     assert trt["quantization"]["symmetric"] and trt["evaluated_with"] == "onnxruntime-cpu emulation"
     for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
-        counts = verify_int8(bundle / art["file"], flavour)  # re-counted from the written graph
+        counts = verify_int8(bundle / art["file"], flavour, tuple(art["quantization"]["excluded_nodes"]))
         assert counts == art["quantization"]["graph"] and counts["int8_initializers"] >= 20
         excluded = len(art["quantization"]["excluded_nodes"])
         assert counts["int8_weighted_ops"] == counts["weighted_ops"] - excluded  # every conv and the fc
@@ -217,3 +217,22 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(bundle, trained
     with pytest.raises(UserError, match="lies inside"):
         export_bundle(inside, out, ExportOptions(eval_images=16, overwrite=True))
     assert inside.is_file()
+
+
+def test_a_folder_that_appears_during_the_export_is_never_replaced(trained_checkpoint, tmp_path, monkeypatch):
+    import export.api as api
+    from distill.errors import UserError
+    real = api.build_manifest
+    for name, overwrite, message in (("b", False, "already exists"), ("c", True, "replaces bundles only")):
+        out = tmp_path / name
+
+        def someone_writes_there(*args, out=out, **kwargs):  # out was free when the export began
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(api, "build_manifest", someone_writes_there)
+        with pytest.raises(UserError, match=message):
+            export_bundle(trained_checkpoint, out, ExportOptions(eval_images=16, overwrite=overwrite))
+        assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]  # no staging folder left behind

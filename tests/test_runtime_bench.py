@@ -45,7 +45,6 @@ def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: 
         assert row["status"] == "ok" and row["backend"] == "onnxruntime-cpu"
         s = row["single_stream"]
         assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["iterations"] >= 3
-        assert s["p99_reliable"] == (s["iterations"] >= 100)
         assert [o["batch"] for o in row["offline"]] == [1, 4] and row["best_fps"] > 0
         assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0 and row["images"] == 80  # the CUB test split
         assert row["top1"] == pytest.approx(_top1(int8_bundle, file, birds))

@@ -126,6 +126,8 @@ def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
     (lambda m: m["artifacts"][0].pop("format"), "malformed \\(KeyError: 'format'\\)"),
     (lambda m: m.update(input=["input"]), "malformed \\(TypeError"),
     (lambda m: m.update(max_batch="many"), "malformed \\(ValueError"),
+    (lambda m: m.update(max_batch=0), "max_batch 0; it must be at least 1"),
+    (lambda m: m.update(files=["labels.txt"]), "malformed \\(ValueError"),
 ])
 def test_malformed_or_escaping_manifest_is_one_clear_error(bundle: Path, tmp_path: Path, edit, message) -> None:
     bad = _copy_bundle(bundle, tmp_path / "bad")
@@ -290,14 +292,14 @@ def test_batcher_survives_model_errors_cancellation_and_a_failing_hook() -> None
     def hook(rows: int, seconds: float) -> None:
         raise ValueError("metrics broke")
 
-    b = DynamicBatcher(run, max_batch=2, max_delay_s=0.05, max_queue=10, on_batch=hook)
+    b = DynamicBatcher(run, max_batch=2, max_delay_s=1.0, max_queue=10, on_batch=hook)
     failing = [b.submit(np.full((1, 3, 1, 1), -1, np.float32)) for _ in range(2)]  # one batch of 2
     cancelled = b.submit(np.ones((1, 3, 1, 1), np.float32))
     kept = b.submit(np.full((1, 3, 1, 1), 7, np.float32))
     assert cancelled.cancel()  # still queued: the client went away
     gate.set()
     for f in failing:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(RuntimeError, match="model run aborted: KeyboardInterrupt"):
             f.result(5)
     assert float(kept.result(5)[0, 0]) == 7.0  # the worker lived through the error, the hook and the cancel
     after = b.submit(np.full((1, 3, 1, 1), 3, np.float32))
