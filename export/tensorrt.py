@@ -10,7 +10,11 @@ timing caches, build_serialized_network) and the 10.x -> 11.x migration guide:
   INT8 uses the same Q/DQ graph with a STRONGLY_TYPED network (flag required on 10.x, ignored
   on 11.x). No calibrator is ever used (deprecated in 10.1, removed in 11).
 
-The pure parts (which file and flags per version, the sidecar) are tested here; the build is not.
+Each engine is evaluated right after its build on the evaluation split (top-1, drop, parity against
+PyTorch, ``"evaluated_with": "tensorrt"``), running on the build GPU with torch tensors as buffers.
+
+The pure parts (which file and flags per version, the sidecar, batch chunking) are tested here; the
+build and the engine evaluation are not.
 """
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill.errors import UserError
 from export.backends import ExportJob, log, register_backend
+from export.evaluation import Runner, accuracy_entry, parity, predict
 from export.fp16 import FP16_FILE
 from export.int8 import TENSORRT
 from export.onnx_fp32 import FP32_FILE, INPUT
@@ -112,6 +119,54 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan, input_sha
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
 
 
+def in_chunks(run: Runner, max_batch: int) -> Runner:
+    """``run`` on batches of at most ``max_batch`` rows (the engine's optimisation profile)."""
+    def chunked(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([run(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+    return chunked
+
+
+def engine_runner(path: Path) -> Runner:
+    """Run a serialized engine on the GPU with torch tensors as its buffers (TensorRT Python API)."""
+    import tensorrt as trt
+    import torch
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise UserError(f"TensorRT could not load the engine it just built ({path.name}): export without --trt")
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inp = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    if engine.get_tensor_dtype(inp) != trt.float32 or engine.get_tensor_dtype(out) != trt.float32:
+        raise UserError(f"{path.name} does not take and return float32 as its ONNX source does: report this")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        stream = torch.cuda.current_stream()  # the copy to the GPU was queued on it too
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()  # (B, 3, H, W)
+        context.set_input_shape(inp, tuple(xt.shape))
+        yt = torch.empty(tuple(context.get_tensor_shape(out)), dtype=torch.float32, device="cuda")  # (B, C)
+        context.set_tensor_address(inp, xt.data_ptr())
+        context.set_tensor_address(out, yt.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise UserError(f"TensorRT failed to run {path.name}: export without --trt")
+        stream.synchronize()
+        return yt.cpu().numpy()
+    return run
+
+
+def evaluate_engine(job: ExportJob, path: Path) -> dict[str, Any]:
+    """Top-1 and parity of an engine against the PyTorch student, on the evaluation split."""
+    pred = predict(in_chunks(engine_runner(path), job.options.max_batch), job.eval_batches)
+    figures = {**accuracy_entry(pred, job.reference), "parity": parity(pred, job.reference, job.options.parity_images),
+               "evaluated_with": "tensorrt"}
+    log(f"tensorrt: {path.name}: top-1 {100 * figures['top1']:.2f}% (drop {figures['top1_drop']:+.2f} pts, "
+        f"max|diff| {figures['parity']['max_abs_logit_diff']:.2e})")
+    if figures["top1_drop"] > job.options.max_top1_drop:
+        log(f"WARNING: {path.name} loses {figures['top1_drop']:+.2f} top-1 points against PyTorch, over the "
+            f"budget of {job.options.max_top1_drop:g}; the manifest records it")
+    return figures
+
+
 class TensorRTEngines:
     name = "tensorrt"
 
@@ -136,7 +191,8 @@ class TensorRTEngines:
                                                       indent=2) + "\n")
             log(f"tensorrt {version}: built {plan.file} from {plan.source}")
             entries.append({"file": plan.file, "format": "tensorrt", "precision": plan.precision,
-                            "target": "tensorrt", "sidecar": sidecar, "source": plan.source})
+                            "target": "tensorrt", "sidecar": sidecar, "source": plan.source,
+                            **evaluate_engine(job, job.dir / plan.file)})
         job.notes["tensorrt"] = version
         return entries
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from export.options import ExportOptions
-from export.tensorrt import (NOT_INSTALLED, TensorRTEngines, engine_plans, engine_sidecar, device_info,
+from export.tensorrt import (NOT_INSTALLED, TensorRTEngines, device_info, engine_plans, engine_sidecar, in_chunks,
                              tensorrt_version)
 
 
@@ -32,6 +32,19 @@ def test_sidecar_records_what_the_engine_depends_on():
     assert side["precision"] == "int8" and side["source"] == "model.int8.trt.onnx"
     assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (1, 8, 32)
     json.dumps(side)  # must be JSON-serialisable as written beside the engine
+
+
+def test_engine_evaluation_respects_the_profile_max_batch():
+    import numpy as np
+    seen = []
+
+    def run(x):
+        seen.append(len(x))
+        return x[:, :2] * 3
+
+    x = np.arange(70 * 4, dtype=np.float32).reshape(70, 4)
+    np.testing.assert_array_equal(in_chunks(run, 32)(x), x[:, :2] * 3)
+    assert seen == [32, 32, 6]
 
 
 def test_device_info_without_gpu_is_explicit():
@@ -63,4 +76,5 @@ def test_engines_build_with_tensorrt(trained_checkpoint, tmp_path):
     for art in engines:
         side = json.loads((out / art["sidecar"]).read_text())
         assert side["tensorrt"] == manifest["tensorrt"] and side["precision"] == art["precision"]
+        assert art["evaluated_with"] == "tensorrt" and art["parity"]["images"] > 0 and "top1" in art
     assert (out / "timing.cache").is_file()
