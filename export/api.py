@@ -20,7 +20,7 @@ from distill.checkpoint import load_student
 from distill.config import DataConfig, from_dict
 from distill.data import DatasetSplits, load_dataset
 from distill.errors import UserError
-from export.backends import ExportJob, get_backend, list_backends, log
+from export.backends import ExportJob, Selection, get_backend, list_backends, log
 from export.bundle import SCHEMA, SCHEMA_VERSION, publish, sha256_file, staging, utc_now, write_json
 from export.evaluation import ImageBatches, predict, torch_runner
 from export.int8 import check_calibration_count
@@ -84,13 +84,11 @@ def make_job(options: ExportOptions, tmp: Path, student: torch.nn.Module, ckpt: 
     reference = predict(torch_runner(student), batches)
     log(f"pytorch reference: top-1 {100 * reference.accuracy():.2f}% on {batches.images} "
         f"{options.eval_split} images")
-    job = ExportJob(options, tmp, student, ckpt, batches, reference, splits.train, calib,
-                    select_split=options.eval_split)
+    job = ExportJob(options, tmp, student, ckpt, batches, reference, splits.train, calib)
     if options.int8 and options.eval_split == "test" and len(splits.val) > 0:
-        job.select_batches = ImageBatches(splits.val, ckpt["preprocessing"], options.batch_size, options.eval_images)
-        job.select_reference = predict(torch_runner(student), job.select_batches)
-        job.select_split = "val"
-        log(f"int8 recipes are chosen on {job.select_batches.images} val images, then reported on test")
+        val = ImageBatches(splits.val, ckpt["preprocessing"], options.batch_size, options.eval_images)
+        job.held_out = Selection("val", val, predict(torch_runner(student), val))
+        log(f"int8 recipes are chosen on {val.images} val images, then reported on test")
     return job
 
 

@@ -18,6 +18,15 @@ from export.evaluation import ImageBatches, Predictions
 from export.options import ExportOptions
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A split, its evaluation batches and the PyTorch student's predictions on them."""
+
+    split: str
+    batches: ImageBatches
+    reference: Predictions
+
+
 @dataclass
 class ExportJob:
     """Everything a backend may read: the student, its data, the reference predictions."""
@@ -30,16 +39,12 @@ class ExportJob:
     reference: Predictions  # PyTorch FP32 logits on eval_batches
     calibration_source: Any  # the training split (an image source)
     calibration_images: int  # how many to draw (checked against the minimum before any work)
-    select_batches: ImageBatches | None = None  # the split that chooses among INT8 recipes (val) ...
-    select_reference: Predictions | None = None  # ... and the PyTorch logits on it; None: eval_batches
-    select_split: str = ""
+    held_out: Selection | None = None  # where INT8 recipes are judged when it is not eval_batches (val)
     notes: dict[str, Any] = field(default_factory=dict)  # top-level manifest additions
 
-    def selection(self) -> tuple[ImageBatches, Predictions]:
+    def judged_on(self) -> Selection:
         """Where remedies are judged: the validation split, so the reported test figure stays unbiased."""
-        if self.select_batches is None or self.select_reference is None:
-            return self.eval_batches, self.reference
-        return self.select_batches, self.select_reference
+        return self.held_out or Selection(self.options.eval_split, self.eval_batches, self.reference)
 
     @property
     def preprocessing(self) -> dict:

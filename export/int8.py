@@ -276,12 +276,12 @@ class Int8Quantizer:
     def attempt(self, flavour: Flavour, recipe: Recipe) -> Attempt:
         path = self.candidate(flavour, recipe)
         quantize(self.pre, path, flavour, recipe, self.reader(recipe.images))
-        batches, reference = self.job.selection()
-        acc = accuracy_entry(predict(ort_runner(path), batches), reference)
+        judged = self.job.judged_on()
+        acc = accuracy_entry(predict(ort_runner(path), judged.batches), judged.reference)
         o = self.job.options
         ok = acc["top1_drop"] <= o.max_top1_drop and acc["agreement"] >= o.min_agreement
         log(f"int8 {flavour.target}: {recipe.method}, {recipe.images} images, {len(recipe.excluded)} in float: "
-            f"{self.job.select_split} top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts) -> "
+            f"{judged.split} top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts) -> "
             f"{'ok' if ok else 'over budget'}")
         return Attempt(recipe, acc["top1"], acc["top1_drop"], acc["agreement"], ok)
 
@@ -314,7 +314,7 @@ class OnnxInt8:
             for flavour in (CPU, TENSORRT):
                 attempts = quantizer.ladder(flavour, first, available)
                 if not attempts[-1].within_budget:
-                    table = format_table(attempts, o.max_top1_drop, job.select_split)
+                    table = format_table(attempts, o.max_top1_drop, job.judged_on().split)
                     raise BudgetError(f"no INT8 recipe for {flavour.file} met the accuracy budget "
                                       f"(max top-1 drop {o.max_top1_drop:g} points) after {len(attempts)} "
                                       f"attempts; raise --max-top1-drop, add --calib-images, or export without "
@@ -332,7 +332,8 @@ class OnnxInt8:
         counts = verify_int8(path, flavour, win.recipe.excluded)
         final = self.final_accuracy(job, path, flavour, attempts)
         acts = "uint8" if flavour.activations == QuantType.QUInt8 else "int8"
-        selection = {"split": job.select_split, "images": job.selection()[0].images, "top1": win.top1,
+        judged = job.judged_on()
+        selection = {"split": judged.split, "images": judged.batches.images, "top1": win.top1,
                      "top1_drop": win.top1_drop, "agreement": win.agreement}
         quant = {"activations": acts, "weights": "int8", "per_channel": True, "format": "qdq",
                  "symmetric": flavour is TENSORRT, "method": win.recipe.method,
@@ -350,7 +351,7 @@ class OnnxInt8:
         test split a selection criterion. A test drop over the budget is reported, loudly, not hidden.
         """
         win, o = attempts[-1], job.options
-        if job.select_batches is None:  # chosen on the evaluation split itself: the attempt is the figure
+        if job.held_out is None:  # chosen on the evaluation split itself: the attempt is the figure
             return {"top1": win.top1, "top1_drop": win.top1_drop, "agreement": win.agreement, "within_budget": True}
         acc = accuracy_entry(predict(ort_runner(path), job.eval_batches), job.reference)
         within = acc["top1_drop"] <= o.max_top1_drop and acc["agreement"] >= o.min_agreement

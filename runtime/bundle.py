@@ -65,7 +65,7 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     manifest = _read_manifest(root)
     fields = _manifest_fields(root, manifest)
     if verify:
-        verify_checksums(root, manifest)
+        verify_checksums(root, fields["checksums"])
     labels = _read_labels(fields["labels"])
     pre = PreprocessSpec.from_dict(_read_json(fields["preprocessing"]))
     if len(labels) != fields["num_classes"]:
@@ -86,7 +86,7 @@ def _manifest_fields(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                   "labels": inside(root, manifest.get("labels", "labels.txt")),
                   "preprocessing": inside(root, manifest.get("preprocessing", "preprocessing.json")),
                   "artifacts": tuple(_artifact(root, a) for a in manifest["artifacts"]),
-                  "files": {inside(root, k): str(v) for k, v in dict(manifest.get("files", {})).items()}}
+                  "checksums": _checksums(root, manifest)}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field missing or of the wrong type
         raise RuntimeUserError(f"{root / 'manifest.json'} is malformed ({type(exc).__name__}: {exc}): "
                                f"{REBUILD}") from None
@@ -152,14 +152,19 @@ def _artifact(root: Path, entry: dict[str, Any]) -> Artifact:
                     top1=entry.get("top1"), sidecar=inside(root, sidecar) if sidecar else None)
 
 
-def verify_checksums(root: Path, manifest: dict[str, Any]) -> None:
-    """Every file in ``files`` and every artifact must exist and match its sha256."""
-    expected = dict(manifest.get("files", {}))
-    for art in manifest["artifacts"]:
-        if "sha256" in art:
-            expected[art["file"]] = art["sha256"]
-    for name, digest in expected.items():
-        path = inside(root, name)
+def _checksums(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """Relative path -> sha256 for every file in ``files`` and every artifact, each inside the bundle."""
+    expected = {str(k): str(v) for k, v in dict(manifest.get("files", {})).items()}
+    expected.update({a["file"]: str(a["sha256"]) for a in manifest["artifacts"] if "sha256" in a})
+    for name in expected:
+        inside(root, name)
+    return expected
+
+
+def verify_checksums(root: Path, checksums: dict[str, str]) -> None:
+    """Every listed file must exist and match its sha256."""
+    for name, digest in checksums.items():
+        path = root / name
         if not path.is_file():
             raise RuntimeUserError(f"bundle file {name} is missing from {root}: rebuild with python -m export")
         if sha256_file(path) != digest:

@@ -52,6 +52,10 @@ def load_labelled_images(root: str | Path, labels: tuple[str, ...], limit: int |
     return items
 
 
+def _is_id(text: str) -> bool:
+    return text.isascii() and text.isdecimal()  # "12", not "-1", "1.5" or "²"
+
+
 def _table(path: Path) -> dict[int, str]:
     if not path.is_file():
         raise RuntimeUserError(f"{path} is missing: a CUB-layout root needs {', '.join(CUB_FILES)} and images/")
@@ -60,7 +64,7 @@ def _table(path: Path) -> dict[int, str]:
         parts = line.split(maxsplit=1)
         if not parts:
             continue
-        if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdecimal()):
+        if len(parts) != 2 or not _is_id(parts[0]):
             raise RuntimeUserError(f"{path} line {n} is {line[:80]!r}: each line must be '<id> <value>' as in "
                                    f"CUB-200-2011; restore the file from the dataset archive")
         table[int(parts[0])] = parts[1].strip()
@@ -73,8 +77,7 @@ def _cub_test_split(root: Path, labels: tuple[str, ...]) -> list[tuple[Path, int
     index = label_index(labels)
     to_label = {cid: _lookup(name, index, root / "classes.txt") for cid, name in classes.items()}
     test_ids = [i for i in sorted(images) if split.get(i) == "0"]  # 0 = test image in CUB's split file
-    unlabelled = [i for i in test_ids if not (class_of.get(i, "").isascii() and class_of.get(i, "").isdecimal())
-                  or int(class_of[i]) not in to_label]
+    unlabelled = [i for i in test_ids if not _is_id(class_of.get(i, "")) or int(class_of[i]) not in to_label]
     if unlabelled:
         raise RuntimeUserError(f"{len(unlabelled)} test images of {root} (first: id {unlabelled[0]}) have no class "
                                f"in image_class_labels.txt that classes.txt lists: restore both files")
