@@ -2,6 +2,7 @@
 
     python -m distill --config configs/cub.yaml [section.key=value ...]        train
     python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
+    python -m distill compare --config X --seeds 0,1,2 [section.key=value ...] baseline vs KD, seed-paired
     python -m distill synthetic data/synthetic-birds [--num_classes 10]        write the demo dataset
 """
 from __future__ import annotations
@@ -59,11 +60,27 @@ def cache(config: str | None = None, *overrides: str, **dotted: object) -> str:
     barrier(ctx)
     if ctx.is_main:  # verify the whole cache once every rank has finished its shards
         splits = load_dataset(cfg.data)
-        done = open_cache(root, fingerprint_fields(cfg, splits.class_names, splits.train))
+        done = open_cache(root, fingerprint_fields(cfg, splits))
         n, k = done.meta["num_images"], done.num_views
         print(f"teacher cache: {root} ({n} images x {k} views, built in {time.perf_counter() - start:.1f} s)")
     shutdown_ctx()
     return str(root)
+
+
+def compare(config: str | None = None, *overrides: str, seeds: object = "0,1,2", **dotted: object) -> str:
+    """Train the teacher-off baseline and the config's KD recipe on each seed (one shared teacher
+    cache) and print the paired table; writes <out_dir>/<name>/compare.json and prints its path.
+
+    Usage: python -m distill compare --config configs/imagefolder.yaml --seeds 0,1,2 [overrides]
+    """
+    from distill.compare import compare as run_compare, format_table, parse_seeds
+
+    cfg = _load(config, overrides, dotted)
+    summary = run_compare(cfg, parse_seeds(seeds))
+    print(format_table(summary))
+    out = f"{cfg.train.out_dir}/{cfg.train.name}/compare.json"
+    print(f"paired comparison: {out}")
+    return out
 
 
 def synthetic(root: str = "data/synthetic-birds", num_classes: int = 10, train_per_class: int = 40,
@@ -84,7 +101,8 @@ def shutdown_ctx() -> None:
 
 train.__doc__ = (train.__doc__ or "") + _KEYS
 cache.__doc__ = (cache.__doc__ or "") + _KEYS
-COMMANDS = {"cache": cache, "synthetic": synthetic}
+compare.__doc__ = (compare.__doc__ or "") + _KEYS
+COMMANDS = {"cache": cache, "compare": compare, "synthetic": synthetic}
 
 
 def cli(argv: list[str] | None = None) -> None:

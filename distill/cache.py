@@ -10,6 +10,8 @@ Layout of a cache folder::
     text.npy             (C, D) float32 class text embeddings
     shard_00000.npy      (n, K, D) float16 image embeddings of images [start, stop), memory-mapped
     shard_00000.json     {"start", "stop", "bytes", "sha256"}: written after the .npy, marks it done
+    val.npy, val.json    (N_val, D) float32 embeddings of the validation images (centre view at the
+                         teacher's size), and their record: the teacher diagnostics and calibration
 
 A killed build resumes by skipping shards whose record exists and whose size matches. Loading
 checks every shard's size and sha256, so a corrupt file is refused rather than read as garbage.
@@ -32,31 +34,37 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.config import Config
-from distill.data import PROMPTS, ImageSource, SubsetSource, load_dataset
+from distill.data import PROMPTS, DatasetSplits, EvalImages, ImageSource, SubsetSource, load_dataset
 from distill.errors import UserError
 from distill.files import atomic_write, sha256_file, write_json
 from distill.transforms import TargetSpec, ViewSampler
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: views keyed by teacher.cache_seed, val.npy, teacher files identified
 
 
 # --------------------------------------------------------------------------- identity
 
-def fingerprint_fields(cfg: Config, class_names: list[str], train: ImageSource) -> dict[str, Any]:
-    """Everything that determines the cache's contents, as readable data (shown on a mismatch)."""
+def fingerprint_fields(cfg: Config, splits: DatasetSplits) -> dict[str, Any]:
+    """Everything that determines the cache's contents, as readable data (shown on a mismatch).
+
+    Neither the student nor ``train.seed`` is part of it: one cache serves every seed and student.
+    """
+    train, val, class_names = splits.train, splits.val, splits.class_names
     return {
         "format": FORMAT_VERSION,
         "teacher.model": cfg.teacher.model,
         "teacher.pretrained": cfg.teacher.pretrained,
-        "teacher.weights_file": _file_identity(cfg.teacher.pretrained),
+        "teacher.files": [_file_identity(f) for f in teacher_files(cfg.teacher.model, cfg.teacher.pretrained)],
         "data.name": cfg.data.name,
         "data.train_images": len(train),
         "data.train_files_sha256": _source_identity(train, Path(cfg.data.root)),
+        "data.val_images": len(val),
+        "data.val_files_sha256": _source_identity(val, Path(cfg.data.root)),
         "data.classes_sha256": _sha256_text("\n".join(class_names)),
         "data.prompts": list(cfg.data.prompts or PROMPTS[cfg.data.name]),
         "data.crop_scale_min": cfg.data.crop_scale_min,
         "data.hflip": cfg.data.hflip,
-        "train.seed": cfg.train.seed,
+        "teacher.cache_seed": cfg.teacher.cache_seed,
         "teacher.cache_views": cfg.teacher.cache_views,
         "teacher.cache_shard_size": cfg.teacher.cache_shard_size,
     }
@@ -70,16 +78,22 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_identity(path: str) -> dict[str, Any] | None:
+def teacher_files(model: str, pretrained: str) -> list[str]:
+    """The local files that determine the teacher: weights file, config file or local-dir folder."""
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):])
+        return sorted(str(p) for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin", ".pt", ".pth"))
+    return [f for f in (model, pretrained) if os.path.isfile(f)]
+
+
+def _file_identity(path: str) -> dict[str, Any]:
     """Size and hash of the first and last MiB: cheap for multi-GB weights, catches a swap."""
-    if not os.path.isfile(path):
-        return None
     h, size = hashlib.sha256(), os.path.getsize(path)
     with open(path, "rb") as f:
         h.update(f.read(1 << 20))
         f.seek(max(0, size - (1 << 20)))
         h.update(f.read(1 << 20))
-    return {"bytes": size, "sha256_head_tail": h.hexdigest()}
+    return {"name": Path(path).name, "bytes": size, "sha256_head_tail": h.hexdigest()}
 
 
 def _source_identity(source: ImageSource, root: Path) -> str:
@@ -110,10 +124,16 @@ class Shard:
 class TeacherCache:
     """A complete, verified cache: ``lookup(indices, views) -> (B, D)`` float32 embeddings."""
 
-    def __init__(self, root: Path, meta: dict[str, Any], shards: list[Shard], text: np.ndarray) -> None:
+    def __init__(self, root: Path, meta: dict[str, Any], shards: list[Shard], text: np.ndarray,
+                 val: np.ndarray) -> None:
         self.root, self.meta, self.shards = root, meta, shards
         self.text_embeddings = torch.from_numpy(np.array(text, dtype=np.float32))  # (C, D)
+        self.val_embeddings = torch.from_numpy(np.array(val, dtype=np.float32))  # (N_val, D)
         self.num_views, self.shard_size = meta["num_views"], meta["shard_size"]
+
+    def train_embeddings(self) -> torch.Tensor:
+        """Every cached view of every training image: (N, K, D) float32."""
+        return torch.from_numpy(np.concatenate([s.array for s in self.shards]).astype(np.float32))
 
     def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         rows = [self.shards[i // self.shard_size].array[i % self.shard_size, v]
@@ -137,18 +157,29 @@ def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) 
     for s in range(meta["num_shards"]):
         shards.append(_open_shard(root, s, meta, verify, rebuild))
     text = np.load(root / "text.npy")
-    return TeacherCache(root, meta, shards, text)
+    val = _open_record(root, "val", verify, rebuild)
+    return TeacherCache(root, meta, shards, text, val)
 
 
-def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> Shard:
-    record_path, npy = root / f"shard_{s:05d}.json", root / f"shard_{s:05d}.npy"
+def _open_record(root: Path, stem: str, verify: bool, rebuild: str) -> np.ndarray:
+    return np.load(_checked_file(root, stem, verify, rebuild)[1])
+
+
+def _checked_file(root: Path, stem: str, verify: bool, rebuild: str) -> tuple[dict[str, Any], Path]:
+    """The record of ``<stem>.npy`` after checking the file's size (and sha256 when ``verify``)."""
+    record_path, npy = root / f"{stem}.json", root / f"{stem}.npy"
     if not record_path.is_file() or not npy.is_file():
-        raise UserError(f"teacher cache {root} is incomplete (shard {s} of {meta['num_shards']} missing): "
+        raise UserError(f"teacher cache {root} is incomplete ({npy.name} missing): "
                         f"resume the build with the same command: {rebuild}")
     record = json.loads(record_path.read_text())
     if npy.stat().st_size != record["bytes"] or (verify and sha256_file(npy) != record["sha256"]):
         raise UserError(f"teacher cache file {npy} is corrupt (size or checksum differs from its record): "
                         f"delete {npy.name} and {record_path.name} and resume the build: {rebuild}")
+    return record, npy
+
+
+def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> Shard:
+    record, npy = _checked_file(root, f"shard_{s:05d}", verify, rebuild)
     array = np.load(npy, mmap_mode="r")
     expected_shape = (record["stop"] - record["start"], meta["num_views"], meta["dim"])
     if array.shape != expected_shape or array.dtype != np.float16:
@@ -182,10 +213,10 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
         raise UserError("teacher.cache is empty: pass teacher.cache=<folder> for the cache")
     root = Path(cfg.teacher.cache)
     splits = load_dataset(cfg.data)
-    fields = fingerprint_fields(cfg, splits.class_names, splits.train)
+    fields = fingerprint_fields(cfg, splits)
     _check_or_claim(root, fields, rank)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.train.seed)  # random-weight teachers ("none") must agree across ranks
+    torch.manual_seed(cfg.teacher.cache_seed)  # random-weight teachers ("none") must agree across ranks
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     n, k, size = len(splits.train), cfg.teacher.cache_views, cfg.teacher.cache_shard_size
     num_shards = (n + size - 1) // size
@@ -195,7 +226,9 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
         write_json(root / "meta.json", {"fingerprint": fingerprint(fields), "fields": fields, "num_images": n,
                                          "num_views": k, "dim": teacher.embed_dim, "shard_size": size,
                                          "num_shards": num_shards, "teacher_input": teacher.target.__dict__})
-    sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
+        if not _record_done(root, "val"):
+            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
+    sampler = ViewSampler(cfg.teacher.cache_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
     todo = [s for s in range(rank, num_shards, world) if not _shard_done(root, s)]
     if todo:
         _build_shards(root, todo, n, size, k, teacher, splits.train, sampler, cfg)
@@ -214,8 +247,25 @@ def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:
 
 
 def _shard_done(root: Path, s: int) -> bool:
-    record, npy = root / f"shard_{s:05d}.json", root / f"shard_{s:05d}.npy"
+    return _record_done(root, f"shard_{s:05d}")
+
+
+def _record_done(root: Path, stem: str) -> bool:
+    record, npy = root / f"{stem}.json", root / f"{stem}.npy"
     return record.is_file() and npy.is_file() and npy.stat().st_size == json.loads(record.read_text())["bytes"]
+
+
+def teacher_eval_spec(target: TargetSpec) -> dict[str, Any]:
+    """The teacher's own evaluation view: shorter side to its size, centre crop, its normalisation."""
+    return {"input_size": [target.size, target.size], "resize_size": target.size,
+            "interpolation": target.interpolation, "mean": list(target.mean), "std": list(target.std)}
+
+
+def eval_embeddings(teacher, source: ImageSource, cfg: Config) -> np.ndarray:
+    """(N, D) float32 teacher embeddings of the centre view of every image of ``source``."""
+    loader = DataLoader(EvalImages(source, teacher_eval_spec(teacher.target)), batch_size=cfg.teacher.cache_batch_size,
+                        num_workers=cfg.data.num_workers)
+    return np.concatenate([teacher.encode_images(x).cpu().numpy() for x, _ in loader]).astype(np.float32)
 
 
 def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teacher, source: ImageSource,
@@ -248,11 +298,14 @@ def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teache
 
 
 def _save_shard(root: Path, s: int, start: int, stop: int, out: np.ndarray, seconds: float) -> None:
-    """The shard's array first, then its record: a shard without a record is redone on resume."""
-    npy = root / f"shard_{s:05d}.npy"
+    _save_with_record(root, f"shard_{s:05d}", out, {"start": start, "stop": stop, "seconds": seconds})
+
+
+def _save_with_record(root: Path, stem: str, out: np.ndarray, extra: dict[str, Any]) -> None:
+    """The array first, then its record: an array without a record is redone on resume."""
+    npy = root / f"{stem}.npy"
     _save_npy(npy, out)
-    write_json(root / f"shard_{s:05d}.json", {"start": start, "stop": stop, "bytes": npy.stat().st_size,
-                                               "sha256": sha256_file(npy), "seconds": seconds})
+    write_json(root / f"{stem}.json", {**extra, "bytes": npy.stat().st_size, "sha256": sha256_file(npy)})
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

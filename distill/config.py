@@ -78,10 +78,12 @@ class TeacherConfig:
     """The frozen open_clip teacher."""
 
     enabled: bool = True  # false: the CE-only baseline with the same recipe
+    # open_clip registry name, hf-hub:org/repo, local-dir:PATH, or a model config JSON file
     model: str = "convnext_xxlarge"
     pretrained: str = "laion2b_s34b_b82k_augreg_soup"  # open_clip tag, local file, or "none"
     cache: str = ""  # teacher-embedding cache folder (python -m distill cache); empty: teacher online
     cache_views: int = 8  # K augmented views per training image stored in the cache
+    cache_seed: int = 0  # seed of the cached views: one cache serves every train.seed and student
     cache_batch_size: int = 256  # teacher batch size when building the cache
     cache_shard_size: int = 512  # images per cache shard (the unit of resume and of work per rank)
 
@@ -109,9 +111,24 @@ class MethodConfig:
     w_cls_start: float = 0.0  # linear/constant: weight of the CE term at epoch 0
     w_cls_end: float = 1.0  # linear: weight of the CE term once the ramp ends
     ramp_fraction: float = 1.0  # linear: the ramp spans this fraction of the epochs
+    w_vis: float = 1.0  # weight of the visual KD term inside the KD half of the loss
+    w_ling: float = 1.0  # weight of the linguistic KD term inside the KD half of the loss
+    visual: str = "l1"  # l1: the paper's L1(norm(h), norm(M_img(t))) | projected: 1 - cos(M_s(h), t)
+    linguistic: str = "condensed"  # condensed: q from norm(h)·A (paper) | classifier: q from the student's logits
+    anchors: str = "text"  # text: the class prompts (paper) | calibrated: fitted on the teacher's train embeddings
+    calibration_strengths: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)  # candidates, chosen on val
+    calibration_min_per_class: int = 3  # fewer training images in some class: text anchors, with a warning
 
     def __post_init__(self) -> None:
         _one_of(self.schedule, "method.schedule", ("linear", "reference", "constant"))
+        _one_of(self.visual, "method.visual", ("l1", "projected"))
+        _one_of(self.anchors, "method.anchors", ("text", "calibrated"))
+        _one_of(self.linguistic, "method.linguistic", ("condensed", "classifier"))
+        _check(self.w_vis >= 0, "method.w_vis", "must be >= 0")
+        _check(self.w_ling >= 0, "method.w_ling", "must be >= 0")
+        _check(len(self.calibration_strengths) > 0 and all(v > 0 for v in self.calibration_strengths),
+               "method.calibration_strengths", "must be a non-empty list of values > 0")
+        _check(self.calibration_min_per_class >= 1, "method.calibration_min_per_class", "must be >= 1")
         _check(self.temperature > 0, "method.temperature", "must be > 0")
         _check(self.logit_scale > 0, "method.logit_scale", "must be > 0")
         _check(0.0 <= self.w_cls_start <= 1.0, "method.w_cls_start", "must be in [0, 1]")
@@ -182,6 +199,14 @@ def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str,
     if not cfg.train.name and path is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, name=Path(path).stem))
     return cfg
+
+
+def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """``cfg`` with dotted ``key: value`` overrides applied, checked as strictly as a config file."""
+    raw = to_dict(cfg)
+    for key, value in overrides.items():
+        _set_dotted(raw, key, value)
+    return from_dict(Config, raw)
 
 
 def _split_override(text: str) -> tuple[str, Any]:

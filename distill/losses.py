@@ -22,6 +22,16 @@ def visual_kd_loss(h_norm: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(h_norm, a)
 
 
+def projected_kd_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """L_vis (projected) = 1/B Σ_b (1 − cos(p_b, t_b)), with p = M_s(h) the student's features
+    projected into the teacher's space (B, D) and t the teacher's embeddings (B, D).
+
+    The target is the frozen teacher itself, so, unlike the paper's L1 against a condensed
+    (trainable) target, this term cannot be lowered by moving the target.
+    """
+    return (1.0 - F.cosine_similarity(p, t, dim=-1)).mean()
+
+
 def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A: torch.Tensor,
                        temperature: float, scale: float) -> torch.Tensor:
     """L_ling = τ² · 1/B Σ_b KL(p_b ‖ q_b), with the teacher's zero-shot distribution as target:
@@ -39,9 +49,21 @@ def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A
     return temperature ** 2 * kl
 
 
-def vl2lite_loss(l_cls: torch.Tensor, l_vis: torch.Tensor, l_ling: torch.Tensor, w_cls: float) -> torch.Tensor:
-    """L = w_cls · L_cls + (1 − w_cls) · (L_vis + L_ling) / 2."""
-    return w_cls * l_cls + (1.0 - w_cls) * (l_vis + l_ling) / 2
+def classifier_kd_loss(t: torch.Tensor, T: torch.Tensor, logits: torch.Tensor, temperature: float,
+                       scale: float) -> torch.Tensor:
+    """L_ling (classifier) = τ² · 1/B Σ_b KL(p_b ‖ softmax(z_b / τ)), p_b = softmax(s · t_b Tᵀ / τ):
+    the teacher's distribution over the classes distilled into the deployed classifier's logits
+    z (B, C) (Hinton et al., 2015) instead of into a side head.  t (B, D), T (C, D).
+    """
+    log_p = F.log_softmax(scale * t @ T.t() / temperature, dim=-1)  # (B, C)
+    log_q = F.log_softmax(logits / temperature, dim=-1)  # (B, C)
+    return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def vl2lite_loss(l_cls: torch.Tensor, l_vis: torch.Tensor, l_ling: torch.Tensor, w_cls: float,
+                 w_vis: float = 1.0, w_ling: float = 1.0) -> torch.Tensor:
+    """L = w_cls · L_cls + (1 − w_cls) · (w_vis · L_vis + w_ling · L_ling) / 2  (the paper: w_vis = w_ling = 1)."""
+    return w_cls * l_cls + (1.0 - w_cls) * (w_vis * l_vis + w_ling * l_ling) / 2
 
 
 def w_cls_schedule(epoch: int, epochs: int, kind: str, start: float = 0.0, end: float = 1.0,

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.config import MethodConfig
-from distill.losses import classification_loss, linguistic_kd_loss, visual_kd_loss, vl2lite_loss
+from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, projected_kd_loss,
+                            visual_kd_loss, vl2lite_loss)
 from distill.students import Student
 
 
@@ -21,19 +22,37 @@ def condenser(teacher_dim: int, student_dim: int) -> nn.Sequential:
 
 
 class Condensation(nn.Module):
-    """M_img for teacher image embeddings and M_txt for the (fixed) class text embeddings."""
+    """The trainable heads besides the student, discarded at export.
 
-    def __init__(self, text_embeddings: torch.Tensor, student_dim: int) -> None:
+    - ``text``: M_txt condenses the class anchors (C, D) to the student width (``linguistic=condensed``);
+    - ``image``: M_img condenses the teacher embedding to the student width (``visual=l1``, the paper);
+    - ``project``: M_s projects the student features into the teacher's space (``visual=projected``).
+
+    ``text_embeddings`` holds the anchors of the linguistic target: the class prompts (paper) or the
+    calibrated anchors (``distill.calibrate``).
+    """
+
+    def __init__(self, text_embeddings: torch.Tensor, student_dim: int, visual: str = "l1",
+                 linguistic: str = "condensed") -> None:
         super().__init__()
         teacher_dim = text_embeddings.shape[1]
-        self.image = condenser(teacher_dim, student_dim)
-        self.text = condenser(teacher_dim, student_dim)
+        self.visual = visual
+        if linguistic == "condensed":  # a head DDP would see unused is never built
+            self.text = condenser(teacher_dim, student_dim)
+        if visual == "l1":
+            self.image = condenser(teacher_dim, student_dim)
+        else:
+            self.project = nn.Sequential(nn.Linear(student_dim, student_dim), nn.ReLU(inplace=True),
+                                         nn.Linear(student_dim, teacher_dim))
         self.register_buffer("text_embeddings", text_embeddings.clone())  # T, (C, D)
 
-    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = F.normalize(self.image(t), dim=-1)  # (B, d)
-        A = F.normalize(self.text(self.text_embeddings), dim=-1)  # (C, d)
-        return a, A
+    def condensed_text(self) -> torch.Tensor:
+        return F.normalize(self.text(self.text_embeddings), dim=-1)  # A, (C, d)
+
+    def visual_loss(self, h: torch.Tensor, h_norm: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.visual == "l1":
+            return visual_kd_loss(h_norm, F.normalize(self.image(t), dim=-1))  # a = norm(M_img(t)), (B, d)
+        return projected_kd_loss(self.project(h), t)  # M_s(h), (B, D)
 
 
 def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor, y: torch.Tensor,
@@ -44,10 +63,14 @@ def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor, y
     l_cls = classification_loss(logits.float(), y)
     if heads is None or t is None:
         return {"loss": l_cls, "cls": l_cls, "logits": logits}
-    h_norm = F.normalize(h.float(), dim=-1)
-    a, A = heads(t.float())
-    l_vis = visual_kd_loss(h_norm, a.float())
-    l_ling = linguistic_kd_loss(t.float(), heads.text_embeddings.float(), h_norm, A.float(),
-                                method.temperature, method.logit_scale)
-    return {"loss": vl2lite_loss(l_cls, l_vis, l_ling, w_cls), "cls": l_cls, "vis": l_vis,
-            "ling": l_ling, "logits": logits}
+    h32, t = h.float(), t.float()
+    h_norm = F.normalize(h32, dim=-1)
+    l_vis = heads.visual_loss(h32, h_norm, t)
+    if method.linguistic == "classifier":
+        l_ling = classifier_kd_loss(t, heads.text_embeddings.float(), logits.float(), method.temperature,
+                                    method.logit_scale)
+    else:
+        l_ling = linguistic_kd_loss(t, heads.text_embeddings.float(), h_norm, heads.condensed_text().float(),
+                                    method.temperature, method.logit_scale)
+    loss = vl2lite_loss(l_cls, l_vis, l_ling, w_cls, method.w_vis, method.w_ling)
+    return {"loss": loss, "cls": l_cls, "vis": l_vis, "ling": l_ling, "logits": logits}

@@ -1,16 +1,33 @@
 """The frozen open_clip teacher: image embeddings ``t`` and class text embeddings ``T``.
 
-``pretrained`` is an open_clip tag (downloaded by open_clip when online), a local checkpoint
-file, or ``none`` (random weights: the tiny offline teacher, and timing runs). Offline without
-cached weights the load fails at once with a message saying how to supply them.
+``teacher.model`` names the model four ways (``resolve_source``):
+
+- an open_clip registry name (``ViT-B-32``), with ``teacher.pretrained`` an open_clip tag, a local
+  checkpoint file, or ``none`` (random weights: the tiny offline teacher, and timing runs);
+- ``hf-hub:org/repo``: open_clip's config and weights from the Hugging Face Hub;
+- ``local-dir:PATH``: a folder holding ``open_clip_config.json`` and the weights file, as open_clip
+  saves and reads models;
+- a model config JSON file (``{"model_cfg": ..., "preprocess_cfg": ...}``, the same content as
+  ``open_clip_config.json``), with ``teacher.pretrained`` the weights file or ``none``.
+
+For the last three, the teacher's preprocessing (mean, std, interpolation, size) comes from the
+config's ``preprocess_cfg`` and must be complete. Offline without the files the load fails at once
+with a message saying which files to supply.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
+import hashlib
+import json
 import logging
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +38,8 @@ from distill.transforms import TargetSpec
 
 TINY_CONFIG_DIR = Path(__file__).parent / "teacher_configs"
 TINY_TEACHER = "vl2lite-tiny"  # 32-pixel ViT, 64-d embeddings, random weights: tests and demo
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+PREPROCESS_FIELDS = ("mean", "std", "interpolation")
 
 
 def _open_clip():
@@ -30,26 +49,35 @@ def _open_clip():
     return open_clip
 
 
+@dataclass(frozen=True)
+class TeacherSource:
+    """What ``open_clip.create_model`` is called with, and the preprocessing a config fixes."""
+
+    name: str  # registry name (possibly registered from a JSON file), hf-hub:..., local-dir:...
+    weights: str | None  # tag or file for registry names; None: random or taken by the schema
+    preprocess: dict[str, Any] | None  # from preprocess_cfg; None: open_clip's (tag) preprocessing
+    files: tuple[str, ...] = ()  # local files that determine the teacher (config, weights)
+
+
 class Teacher:
     """A frozen open_clip model in eval mode; every call runs under inference mode."""
 
     def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
         open_clip = _open_clip()
-        weights = resolve_weights(model_name, pretrained)
+        source = resolve_source(model_name, pretrained)
         try:
-            with _quiet_root_logger(weights is None):  # "No pretrained weights loaded" is the intent
-                model = open_clip.create_model(model_name, pretrained=weights, device=device)
-        except RuntimeError as exc:  # open_clip wraps download failures in RuntimeError
+            with _quiet_root_logger(source.weights is None):  # "No pretrained weights loaded" is the intent
+                model = open_clip.create_model(source.name, pretrained=source.weights, device=device)
+            self.tokenizer = open_clip.get_tokenizer(source.name)
+        except (RuntimeError, OSError, ValueError) as exc:  # open_clip wraps download failures
             raise UserError(f"teacher {model_name}/{pretrained} could not be loaded ({str(exc)[:300]}): "
-                            f"pass teacher.pretrained=<local checkpoint file>") from None
+                            f"pass teacher.pretrained=<local checkpoint file> or teacher.model=local-dir:<folder>") from None
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
         self.device = device
-        pre = open_clip.get_model_preprocess_cfg(model)
-        size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
+        pre = source.preprocess or _open_clip_preprocess(open_clip, model)
         # The teacher sees every view at its own native size and normalisation.
-        self.target = TargetSpec(int(size), pre.get("interpolation", "bicubic"),
-                                 tuple(pre["mean"]), tuple(pre["std"]))
+        self.target = TargetSpec(pre["size"], pre["interpolation"], tuple(pre["mean"]), tuple(pre["std"]))
+        size = pre["size"]
         self.embed_dim = self.encode_images(torch.zeros(1, 3, size, size)).shape[1]
 
     def _autocast(self):
@@ -76,6 +104,13 @@ class Teacher:
         return torch.stack(rows)
 
 
+def _open_clip_preprocess(open_clip, model) -> dict[str, Any]:
+    pre = open_clip.get_model_preprocess_cfg(model)
+    size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
+    return {"size": int(size), "mean": pre["mean"], "std": pre["std"],
+            "interpolation": pre.get("interpolation", "bicubic")}
+
+
 @contextlib.contextmanager
 def _quiet_root_logger(quiet: bool):
     root = logging.getLogger()
@@ -88,20 +123,33 @@ def _quiet_root_logger(quiet: bool):
         root.setLevel(level)
 
 
+def resolve_source(model: str, pretrained: str) -> TeacherSource:
+    """Check the teacher's name, config and weights before anything is downloaded or built."""
+    if model.startswith("hf-hub:"):
+        return _hf_hub_source(model)
+    if model.startswith("local-dir:"):
+        return _local_dir_source(Path(model[len("local-dir:"):]))
+    if model.endswith(".json"):
+        return _json_source(Path(model), pretrained)
+    return TeacherSource(model, resolve_weights(model, pretrained), None, _local_files(pretrained))
+
+
 def resolve_weights(model_name: str, pretrained: str) -> str | None:
-    """Check the model name and weights source before any download is attempted."""
+    """Registry names: check the model name and weights source before any download is attempted."""
     open_clip = _open_clip()
     if model_name not in open_clip.list_models():
         close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
         raise UserError(f"unknown teacher model {model_name!r}"
-                        + (f"; did you mean {', '.join(close)}?" if close else "; see open_clip.list_models()"))
+                        + (f"; did you mean {', '.join(close)}?" if close else
+                           "; pass an open_clip model name (open_clip.list_models()), hf-hub:org/repo, "
+                           "local-dir:PATH or a model config .json file"))
     if pretrained in ("", "none"):
         return None
     if os.path.isfile(pretrained):
         return pretrained
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
-        if "/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth")):
+        if "/" in pretrained or pretrained.endswith(WEIGHT_SUFFIXES):
             raise UserError(f"teacher.pretrained file {pretrained} not found: pass an existing checkpoint file")
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise UserError(f"unknown pretrained tag {pretrained!r} for {model_name}; valid tags: "
@@ -113,6 +161,107 @@ def resolve_weights(model_name: str, pretrained: str) -> str | None:
             f"on a machine with internet download them (hf_hub: {source}), copy the file here and pass "
             f"teacher.pretrained=<path to the file>")
     return pretrained
+
+
+def _hf_hub_source(model: str) -> TeacherSource:
+    repo = model[len("hf-hub:"):].strip("/")
+    if not repo:
+        raise UserError("teacher.model=hf-hub: needs a repository, e.g. hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    if not _hub_cached(repo) and not _reachable("huggingface.co"):
+        raise UserError(
+            f"teacher {model} is not cached and the model hub is unreachable: on a machine with internet "
+            f"download open_clip_config.json and open_clip_model.safetensors from https://huggingface.co/{repo} "
+            f"into one folder, copy it here and pass teacher.model=local-dir:<that folder>")
+    return TeacherSource(model, None, None)
+
+
+def _hub_cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo, "open_clip_config.json"), str)
+
+
+def _local_dir_source(folder: Path) -> TeacherSource:
+    config = folder / "open_clip_config.json"
+    if not folder.is_dir() or not config.is_file():
+        raise UserError(f"teacher.model=local-dir:{folder}: {config} not found; the folder must hold "
+                        f"open_clip_config.json and the weights file (open_clip_model.safetensors)")
+    raw = _read_json(config)
+    preprocess = _preprocess(raw, config)
+    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not weights:
+        raise UserError(f"teacher.model=local-dir:{folder} holds no weights file: put the model's "
+                        f"open_clip_model.safetensors (or .bin/.pt) beside open_clip_config.json")
+    return TeacherSource(f"local-dir:{folder}", None, preprocess, (str(config), *map(str, weights)))
+
+
+def _json_source(path: Path, pretrained: str) -> TeacherSource:
+    if not path.is_file():
+        raise UserError(f"teacher.model config file {path} not found: pass an existing open_clip model config "
+                        f"(.json with model_cfg and preprocess_cfg), a registry name, hf-hub:org/repo or local-dir:PATH")
+    raw = _read_json(path)
+    model_cfg = raw.get("model_cfg", raw)
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
+    if missing:
+        raise UserError(f"teacher config {path} is not an open_clip model config: model_cfg.{missing[0]} is missing")
+    preprocess = _preprocess(raw, path)
+    if pretrained not in ("", "none") and not os.path.isfile(pretrained):
+        raise UserError(f"teacher.pretrained file {pretrained} not found: with a config file, pass the weights "
+                        f"file (e.g. open_clip_model.safetensors) or none")
+    name = _register_config(model_cfg, path.stem)
+    weights = None if pretrained in ("", "none") else pretrained
+    return TeacherSource(name, weights, preprocess, (str(path), *_local_files(pretrained)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"teacher config {path} is not valid JSON ({exc}): fix or replace the file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"teacher config {path} must hold a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def _preprocess(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The teacher's own preprocessing from ``preprocess_cfg``: every field named, none defaulted."""
+    pre = raw.get("preprocess_cfg")
+    if not isinstance(pre, dict):
+        raise UserError(f"teacher config {path} has no preprocess_cfg: add "
+                        f'"preprocess_cfg": {{"mean": [..], "std": [..], "interpolation": "bicubic"}} '
+                        f"(the teacher's own normalisation)")
+    for key in PREPROCESS_FIELDS:
+        if key not in pre:
+            raise UserError(f"teacher config {path}: preprocess_cfg.{key} is missing: add the teacher's own "
+                            f"{key} (see the model card or its open_clip_config.json)")
+    size = pre.get("size", raw.get("model_cfg", raw).get("vision_cfg", {}).get("image_size"))
+    if size is None:
+        raise UserError(f"teacher config {path}: preprocess_cfg.size (or model_cfg.vision_cfg.image_size) is missing")
+    size = size if isinstance(size, int) else size[0]
+    return {"size": int(size), "mean": tuple(pre["mean"]), "std": tuple(pre["std"]),
+            "interpolation": pre["interpolation"]}
+
+
+_REGISTERED: dict[str, str] = {}
+
+
+def _register_config(model_cfg: dict[str, Any], stem: str) -> str:
+    """Register a model config with open_clip under a name derived from its content."""
+    text = json.dumps(model_cfg, sort_keys=True)
+    name = f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    if name not in _REGISTERED:
+        folder = tempfile.mkdtemp(prefix="vl2lite-teacher-config-")
+        atexit.register(shutil.rmtree, folder, True)
+        Path(folder, f"{name}.json").write_text(text)
+        _open_clip().add_model_config(folder)  # open_clip rescans this folder whenever configs are added
+        _REGISTERED[name] = folder
+    return name
+
+
+def _local_files(pretrained: str) -> tuple[str, ...]:
+    return (pretrained,) if os.path.isfile(pretrained) else ()
 
 
 def _cached(cfg: dict) -> bool:

@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -23,21 +23,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from distill.cache import TeacherCache, fingerprint_fields, open_cache
 from distill.checkpoint import atomic_save, read_checkpoint, student_artifact
 from distill.config import Config, MethodConfig, dump_yaml, to_dict
-from distill.data import PROMPTS, DatasetSplits, EvalImages, TrainViews, ViewSchedule, load_dataset
+from distill.data import DatasetSplits, EvalImages, TrainViews, ViewSchedule, load_dataset
 from distill.dist import DistContext, all_reduce_sum, barrier, init_distributed
 from distill.errors import UserError
 from distill.files import write_text
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
 from distill.students import Student, create_student, list_students
-from distill.teacher import Teacher, resolve_weights
+from distill.targets import Targets, teacher_side
+from distill.teacher import resolve_source
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
-
-# (x_teacher, indices, views) -> t (B, D) on the training device
-Targets = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Trainable(nn.Module):
@@ -69,6 +66,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     train_set: TrainViews
     preprocessing: dict
+    teacher_diagnostics: dict | None = None  # distill.calibrate.diagnostics; None: the baseline
     start_epoch: int = 0
     best_val: float = -1.0
 
@@ -91,7 +89,7 @@ def check_names(cfg: Config) -> None:
     if cfg.student.arch not in list_students():
         raise UserError(f"unknown student {cfg.student.arch!r}; choose one of: {', '.join(list_students())}")
     if cfg.teacher.enabled and not cfg.teacher.cache:
-        resolve_weights(cfg.teacher.model, cfg.teacher.pretrained)
+        resolve_source(cfg.teacher.model, cfg.teacher.pretrained)
 
 
 def setup(cfg: Config) -> Run:
@@ -108,42 +106,21 @@ def setup(cfg: Config) -> Run:
     seed_everything(cfg.train.seed)
     splits = load_dataset(cfg.data)
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
-    targets, text, teacher_view, num_views = _teacher_targets(cfg, splits, device)
-    heads = Condensation(text, student.feature_dim).to(device) if text is not None else None
+    side = teacher_side(cfg, splits, device)
+    heads = None
+    if side.anchors is not None:
+        heads = Condensation(side.anchors, student.feature_dim, cfg.method.visual, cfg.method.linguistic).to(device)
     model: nn.Module = Trainable(student, heads, cfg.method)
     if ctx.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()))
-    sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
-    train_set = TrainViews(splits.train, sampler, student_target(cfg.data), teacher_view)
-    run = Run(cfg, run_dir, device, ctx, splits, student, heads, model, targets, num_views, optimizer,
-              scheduler, train_set, preprocessing_spec(cfg.data))
+    sampler = ViewSampler(side.view_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
+    train_set = TrainViews(splits.train, sampler, student_target(cfg.data), side.teacher_view)
+    run = Run(cfg, run_dir, device, ctx, splits, student, heads, model, side.targets, side.num_views, optimizer,
+              scheduler, train_set, preprocessing_spec(cfg.data), side.diagnostics)
     if cfg.train.resume:
         restore(run, last)
     return run
-
-
-def _teacher_targets(cfg: Config, splits: DatasetSplits, device: torch.device):
-    """(targets, text embeddings (C, D), teacher view spec, K) for online, cached or no teacher."""
-    if not cfg.teacher.enabled:
-        return None, None, None, 0
-    if cfg.teacher.cache:
-        cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits.class_names, splits.train))
-        return _cached_targets(cache, device), cache.text_embeddings, None, cache.num_views
-    teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
-    text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
-
-    def online(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        # clone(): inference-mode tensors cannot enter autograd (the condensation MLP).
-        return teacher.encode_images(x_t).clone()  # (B, D)
-
-    return online, text.clone(), teacher.target, 0
-
-
-def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
-    def cached(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        return cache.lookup(idx, view).to(device, non_blocking=True)  # (B, D), never runs the teacher
-    return cached
 
 
 def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
@@ -266,6 +243,9 @@ def fit(cfg: Config) -> Path:
     if run.ctx.is_main:
         run.dir.mkdir(parents=True, exist_ok=True)
         write_text(run.dir / "config.yaml", dump_yaml(cfg))
+        if run.start_epoch == 0:
+            write_text(run.dir / "results.json", json.dumps(_results(run, None), indent=2))
+        _report_teacher(cfg, run.teacher_diagnostics)
     for epoch in range(run.start_epoch, cfg.train.epochs):
         stats = train_one_epoch(run, epoch)
         val = _evaluate(run, run.splits.val)
@@ -292,9 +272,18 @@ def finish(run: Run) -> Path:
     best["metrics"]["test"] = _evaluate(run, run.splits.test)
     if run.ctx.is_main:
         atomic_save(best, best_path)
-        write_text(run.dir / "results.json", json.dumps({"best_epoch": best["epoch"], **best["metrics"]}, indent=2))
+        write_text(run.dir / "results.json", json.dumps(_results(run, best), indent=2))
+        _report_student(run.cfg, best["metrics"], run.teacher_diagnostics)
     barrier(run.ctx)
     return best_path
+
+
+def _results(run: Run, best: dict | None) -> dict[str, Any]:
+    """results.json: the teacher's diagnostics (before epoch 1), then the student beside them."""
+    out: dict[str, Any] = {"teacher": run.teacher_diagnostics}
+    if best is not None:
+        out = {"best_epoch": best["epoch"], **best["metrics"], **out}
+    return out
 
 
 def _artifact(run: Run, metrics: dict, epoch: int) -> dict[str, Any]:
@@ -348,6 +337,27 @@ def _truncate_jsonl(path: Path, last_epoch: int) -> None:
 def _append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _report_teacher(cfg: Config, diag: dict | None) -> None:
+    if diag is None or not cfg.train.progress:
+        return
+    print(f"teacher on validation ({diag['val_images']} images): zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, "
+          f"calibrated {100 * diag['calibrated_val_top1']:.1f}%, linear probe {100 * diag['linear_probe_val_top1']:.1f}% "
+          f"(chance {100 * diag['chance']:.1f}%); the linguistic term uses the {diag['anchors']} anchors "
+          f"({diag['calibration_reason']})", flush=True)
+    for warning in diag["warnings"]:
+        print(f"warning: {warning}", flush=True)
+
+
+def _report_student(cfg: Config, metrics: dict, diag: dict | None) -> None:
+    if not cfg.train.progress:
+        return
+    line = f"student: val top-1 {100 * metrics['val']['top1']:.2f}%, test top-1 {100 * metrics['test']['top1']:.2f}%"
+    if diag is not None:
+        line += (f" (teacher on val: zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, "
+                 f"linear probe {100 * diag['linear_probe_val_top1']:.1f}%)")
+    print(line, flush=True)
 
 
 def _report(cfg: Config, r: dict) -> None:

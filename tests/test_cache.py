@@ -38,7 +38,7 @@ def built(synthetic_root, tmp_path_factory):
 
 def test_cached_embedding_equals_fresh_teacher_forward_of_replayed_view(built):
     splits = load_dataset(built.data)
-    cache = open_cache(built.teacher.cache, fingerprint_fields(built, splits.class_names, splits.train))
+    cache = open_cache(built.teacher.cache, fingerprint_fields(built, splits))
     assert cache.meta["num_images"] == len(splits.train) == 210 and cache.num_views == 3
     assert len(cache.shards) == 3 and cache.shards[0].array.dtype == np.float16
     torch.manual_seed(0)
@@ -59,10 +59,10 @@ def test_cached_embedding_equals_fresh_teacher_forward_of_replayed_view(built):
 
 
 def test_foreign_cache_is_refused_with_the_difference(built, synthetic_root, tmp_path):
-    other = cfg_for(synthetic_root, tmp_path, **{"teacher.cache": built.teacher.cache, "train.seed": 5})
+    other = cfg_for(synthetic_root, tmp_path, **{"teacher.cache": built.teacher.cache, "teacher.cache_seed": 5})
     splits = load_dataset(other.data)
-    with pytest.raises(UserError, match=r"another setup .*train.seed: cache 0 vs config 5"):
-        open_cache(other.teacher.cache, fingerprint_fields(other, splits.class_names, splits.train))
+    with pytest.raises(UserError, match=r"another setup .*teacher.cache_seed: cache 0 vs config 5"):
+        open_cache(other.teacher.cache, fingerprint_fields(other, splits))
     with pytest.raises(UserError, match=r"holds a teacher cache for another setup"):
         build_cache(other)
     with pytest.raises(UserError, match="does not exist"):

@@ -41,6 +41,10 @@ def test_overrides_are_typed_and_dotted():
     ("data.mean=[0.5,0.5]", "data.mean: expected 3 values"),
     ("data.prompts=['a photo']", "has no '{}'"),
     ("train.epochs", "is not key=value"),
+    ("method.visual=l2", "method.visual: 'l2' is not one of l1, projected"),
+    ("method.anchors=learned", "method.anchors: 'learned' is not one of text, calibrated"),
+    ("method.w_vis=-1", "method.w_vis: must be >= 0"),
+    ("method.calibration_strengths=[]", "method.calibration_strengths: must be a non-empty list"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

@@ -30,7 +30,7 @@ def test_bf16_cache_on_gpu_agrees_with_fp32_teacher_on_cpu(synthetic_root, tmp_p
     torch.manual_seed(cfg.train.seed)
     build_cache(cfg, device=torch.device("cuda"))
     splits = load_dataset(cfg.data)
-    cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits.class_names, splits.train))
+    cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
     torch.manual_seed(cfg.train.seed)  # build_cache seeds the random-weight teacher the same way
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, torch.device("cpu"))
     sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from distill.losses import (classification_loss, linguistic_kd_loss, visual_kd_loss, vl2lite_loss,
-                            w_cls_schedule)
+from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, projected_kd_loss,
+                            visual_kd_loss, vl2lite_loss, w_cls_schedule)
 
 
 def softmax(xs):
@@ -52,6 +52,33 @@ def test_linguistic_kd_is_zero_when_distributions_match():
 def test_total_loss_weights_terms():
     l_cls, l_vis, l_ling = torch.tensor(2.0), torch.tensor(0.4), torch.tensor(1.0)
     assert vl2lite_loss(l_cls, l_vis, l_ling, 0.25).item() == pytest.approx(0.25 * 2 + 0.75 * 0.7)
+
+
+def test_total_loss_weights_each_kd_term():
+    l_cls, l_vis, l_ling = torch.tensor(2.0), torch.tensor(0.4), torch.tensor(1.0)
+    got = vl2lite_loss(l_cls, l_vis, l_ling, 0.25, w_vis=3.0, w_ling=0.5).item()
+    assert got == pytest.approx(0.25 * 2 + 0.75 * (3.0 * 0.4 + 0.5 * 1.0) / 2)
+
+
+def test_projected_kd_is_one_minus_cosine():
+    p = torch.tensor([[3.0, 4.0], [1.0, 0.0]])  # student projected into the teacher space (B=2, D=2)
+    t = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])  # teacher embeddings
+    hand = ((1 - 4 / 5) + (1 - (-1))) / 2
+    assert projected_kd_loss(p, t).item() == pytest.approx(hand, rel=1e-6)
+    assert projected_kd_loss(2 * t, t).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+
+
+def test_classifier_kd_distils_the_teacher_into_the_logits():
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # teacher image embeddings (B=2, D=2)
+    T = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # anchors (C=3, D=2)
+    z = torch.tensor([[2.0, 1.0, -1.0], [0.0, 0.5, 3.0]])  # student logits (B=2, C=3)
+    tau, s = 2.0, 1 / 0.07
+    kl_sum = 0.0
+    for b in range(2):
+        p = softmax([s * sum(t[b, k] * T[c, k] for k in range(2)).item() / tau for c in range(3)])
+        q = softmax([z[b, c].item() / tau for c in range(3)])
+        kl_sum += sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q))
+    assert classifier_kd_loss(t, T, z, tau, s).item() == pytest.approx(tau ** 2 * kl_sum / 2, rel=1e-5)
 
 
 def test_reference_schedule_reaches_one_eighth():

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from distill.errors import UserError
-from distill.teacher import TINY_TEACHER, Teacher, resolve_weights
+from distill.teacher import TINY_CONFIG_DIR, TINY_TEACHER, Teacher, resolve_source, resolve_weights
+from distill.transforms import TargetSpec
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +60,80 @@ def test_local_checkpoint_file_loads(tmp_path, teacher):
     loaded = Teacher(TINY_TEACHER, str(path), torch.device("cpu"))
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(loaded.encode_images(x), teacher.encode_images(x), atol=1e-6)
+
+
+TINY_PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bilinear", "size": 32}
+
+
+def tiny_model_cfg() -> dict:
+    import json
+    return json.loads((TINY_CONFIG_DIR / f"{TINY_TEACHER}.json").read_text())
+
+
+def test_model_config_json_teacher_takes_its_own_preprocessing_and_weights(tmp_path, teacher):
+    import json
+    config = tmp_path / "my-teacher.json"
+    config.write_text(json.dumps({"model_cfg": tiny_model_cfg(), "preprocess_cfg": TINY_PREPROCESS}))
+    weights = tmp_path / "weights.pt"
+    torch.save(teacher.model.state_dict(), weights)
+    custom = Teacher(str(config), str(weights), torch.device("cpu"))
+    assert custom.target == TargetSpec(32, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(custom.encode_images(x), teacher.encode_images(x), atol=1e-6)
+    random = Teacher(str(config), "none", torch.device("cpu"))
+    assert random.embed_dim == 64
+
+
+def test_local_dir_teacher_loads_like_open_clip_saves(tmp_path, teacher):
+    import json
+    from safetensors.torch import save_file
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": tiny_model_cfg(),
+                                                              "preprocess_cfg": TINY_PREPROCESS}))
+    save_file({k: v.contiguous() for k, v in teacher.model.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    loaded = Teacher(f"local-dir:{folder}", "none", torch.device("cpu"))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(loaded.encode_images(x), teacher.encode_images(x), atol=1e-6)
+    assert loaded.target.std == (0.25, 0.25, 0.25)
+    names = ["Crimson Finch", "Azure Warbler"]
+    assert torch.allclose(loaded.encode_classes(names, ("a photo of {}.",)),
+                          teacher.encode_classes(names, ("a photo of {}.",)), atol=1e-5)
+
+
+@pytest.mark.parametrize("drop, message", [
+    ("mean", "preprocess_cfg.mean is missing"),
+    ("interpolation", "preprocess_cfg.interpolation is missing"),
+    ("preprocess_cfg", "has no preprocess_cfg"),
+])
+def test_teacher_config_without_preprocessing_names_the_field(tmp_path, drop, message):
+    import json
+    raw = {"model_cfg": tiny_model_cfg(), "preprocess_cfg": dict(TINY_PREPROCESS)}
+    if drop == "preprocess_cfg":
+        del raw["preprocess_cfg"]
+    else:
+        del raw["preprocess_cfg"][drop]
+    config = tmp_path / "t.json"
+    config.write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=message):
+        resolve_source(str(config), "none")
+
+
+def test_custom_teacher_sources_fail_fast_and_name_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="download open_clip_config.json and open_clip_model.safetensors .*local-dir"):
+        resolve_source("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "none")
+    assert time.perf_counter() - start < 5
+    with pytest.raises(UserError, match="open_clip_config.json not found"):
+        resolve_source(f"local-dir:{tmp_path}", "none")
+    with pytest.raises(UserError, match="config file .*missing.json not found"):
+        resolve_source(str(tmp_path / "missing.json"), "none")
+    (tmp_path / "open_clip_config.json").write_text('{"model_cfg": {}, "preprocess_cfg": ' +
+                                                    '{"mean": [0], "std": [1], "interpolation": "bicubic", "size": 8}}')
+    with pytest.raises(UserError, match="holds no weights file"):
+        resolve_source(f"local-dir:{tmp_path}", "none")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not valid JSON"):
+        resolve_source(str(tmp_path / "bad.json"), "none")

@@ -1,0 +1,77 @@
+"""Fashion-MNIST (Xiao et al., 2017) written as an image folder for the real-data benchmark.
+
+Real images, offline: Debian's ``dataset-fashion-mnist`` package installs the IDX files under
+/usr/share/datasets/fashion-mnist; online, torchvision downloads the same files. The folder
+holds ``train/<class>/`` with ``per_class`` images per class drawn (seeded) from the 60,000
+training images, and ``test/<class>/`` with ``test_per_class`` images per class from the 10,000
+test images, as 28x28 grey PNGs. The class folders are named so that ``clean_class_name`` gives
+the class name used in the prompts ("07.Sneaker" -> "Sneaker").
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ("T-shirt or top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot")
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+PROMPTS = ("a photo of a {}, a type of clothing.", "a black and white photo of a {}.",
+           "a low resolution photo of a {}.")
+
+
+def find_idx(download_root: Path) -> Path:
+    """The folder holding the four IDX files: Debian's package, or a torchvision download."""
+    if all((DEBIAN_DIR / f).is_file() for pair in FILES.values() for f in pair):
+        return DEBIAN_DIR
+    raw = download_root / "FashionMNIST" / "raw"
+    if not all((raw / f).is_file() for pair in FILES.values() for f in pair):
+        try:
+            from torchvision.datasets import FashionMNIST
+            FashionMNIST(str(download_root), download=True)
+        except Exception as exc:  # offline: say how to get the files instead
+            raise SystemExit(
+                f"Fashion-MNIST not found ({type(exc).__name__}): install Debian's package "
+                f"(apt-get install dataset-fashion-mnist, files in {DEBIAN_DIR}) or put the four IDX .gz "
+                f"files into {raw}") from None
+    return raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _pick(labels: np.ndarray, per_class: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return sorted(i for c in range(len(CLASSES)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class])
+
+
+def write_folder(out: Path, per_class: int, test_per_class: int = 100, seed: int = 0,
+                 download_root: Path = Path("data")) -> Path:
+    """Write ``out/{train,test}/<class>/*.png`` once; an existing complete folder is reused."""
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    idx_dir = find_idx(download_root)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        images, labels = (read_idx(idx_dir / f) for f in FILES[split])
+        for i in _pick(labels, count, seed):
+            folder = tmp / split / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i], mode="L").save(folder / f"{split}_{i:05d}.png")
+    (tmp / ".complete").write_text(f"per_class={per_class} test_per_class={test_per_class} seed={seed}\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,140 @@
+"""Seed-paired comparison: the teacher-off baseline and KD recipes, trained on the same seeds.
+
+    python -m distill compare --config configs/imagefolder.yaml --seeds 0,1,2 [overrides]
+
+Every arm is the config with a few overrides (the baseline: ``teacher.enabled=false``). All KD
+arms read one teacher cache (built once, keyed by ``teacher.cache_seed``, never by ``train.seed``
+or the student), so the comparison costs what training the students costs. For each seed the
+arms share the seed (initialisation, shuffling, views), so the per-seed difference to the
+baseline is paired. Runs land in ``<out_dir>/<name>/<arm>-seed<N>/``; ``compare.json`` beside
+them holds every run and the summary. An interrupted comparison continues where it stopped:
+finished runs are reused, an unfinished one resumes from its ``last.pt``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from distill.config import Config, with_overrides
+from distill.errors import UserError
+from distill.files import write_json
+
+DEFAULT_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False}, "kd": {}}
+
+
+def parse_seeds(seeds: Any) -> list[int]:
+    """``0,1,2`` from the command line (fire gives a tuple, an int or a string)."""
+    items = seeds if isinstance(seeds, (list, tuple)) else str(seeds).split(",")
+    try:
+        out = [int(str(s).strip()) for s in items if str(s).strip() != ""]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r} is not a list of integers: write it like --seeds 0,1,2") from None
+    if not out or len(set(out)) != len(out):
+        raise UserError(f"--seeds {seeds!r} must name at least one seed, each once: e.g. --seeds 0,1,2")
+    return out
+
+
+def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]] = DEFAULT_ARMS) -> dict[str, Any]:
+    """Train every arm on every seed (reusing finished runs); returns and writes the paired summary."""
+    if not cfg.teacher.enabled:
+        raise UserError("compare trains the teacher-off baseline itself: pass a KD config (teacher.enabled=true)")
+    root = Path(cfg.train.out_dir) / cfg.train.name
+    cache = cfg.teacher.cache or str(root / "teacher-cache")
+    shared = with_overrides(cfg, {"teacher.cache": cache, "train.out_dir": str(root)})
+    cache_s = ensure_cache(shared)
+    runs = []
+    for seed in seeds:
+        for arm, overrides in arms.items():
+            arm_cfg = with_overrides(shared, {**overrides, "train.seed": seed, "train.name": f"{arm}-seed{seed}"})
+            runs.append(_train_or_reuse(arm_cfg, arm, seed))
+            summary = summarise(runs, list(arms), seeds, cache_s)
+            write_json(root / "compare.json", summary)  # after every run: progress survives a kill
+    return summary
+
+
+def ensure_cache(cfg: Config) -> float:
+    """Open the shared teacher cache, building (or resuming) it first when needed; returns seconds spent."""
+    from distill.cache import build_cache, fingerprint_fields, open_cache
+    from distill.data import load_dataset
+
+    start = time.perf_counter()
+    splits = load_dataset(cfg.data)
+    try:
+        open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify=False)
+        return 0.0
+    except UserError as exc:
+        if "another setup" in str(exc):
+            raise
+    build_cache(cfg)
+    open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
+    return time.perf_counter() - start
+
+
+def _train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
+    from distill.train import fit
+
+    run_dir = Path(cfg.train.out_dir) / cfg.train.name
+    record_path = run_dir / "compare_run.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    resume = (run_dir / "last.pt").is_file()
+    start = time.perf_counter()
+    fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=resume)))
+    results = json.loads((run_dir / "results.json").read_text())
+    record = {"arm": arm, "seed": seed, "run": str(run_dir), "test_top1": results["test"]["top1"],
+              "val_top1": results["val"]["top1"], "best_epoch": results["best_epoch"],
+              "wall_s": time.perf_counter() - start, "resumed": resume,
+              "epoch_s": _median_epoch_s(run_dir / "metrics.jsonl"), "teacher": results.get("teacher")}
+    write_json(record_path, record)
+    return record
+
+
+def _median_epoch_s(path: Path) -> float:
+    times = [json.loads(line)["epoch_time_s"] for line in path.read_text().splitlines() if line.strip()]
+    return statistics.median(times)
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarise(runs: list[dict], arms: list[str], seeds: list[int], cache_s: float) -> dict[str, Any]:
+    """Mean ± std of test top-1 per arm, and per-seed paired differences to the first arm."""
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    base = arms[0]
+    out: dict[str, Any] = {"seeds": seeds, "baseline": base, "cache_build_s": cache_s, "arms": {}, "runs": runs}
+    for arm in arms:
+        done = [s for s in seeds if (arm, s) in by]
+        if not done:
+            continue
+        row = {"test_top1": _mean_std([by[arm, s]["test_top1"] for s in done]),
+               "val_top1": _mean_std([by[arm, s]["val_top1"] for s in done]),
+               "wall_s": _mean_std([by[arm, s]["wall_s"] for s in done]),
+               "epoch_s": _mean_std([by[arm, s]["epoch_s"] for s in done])}
+        paired = [s for s in done if (base, s) in by]
+        if arm != base and paired:
+            diffs = [by[arm, s]["test_top1"] - by[base, s]["test_top1"] for s in paired]
+            row["diff_to_baseline"] = {**_mean_std(diffs), "per_seed": dict(zip(map(str, paired), diffs))}
+            row["epoch_s_ratio_to_baseline"] = statistics.fmean(
+                by[arm, s]["epoch_s"] / by[base, s]["epoch_s"] for s in paired)
+        out["arms"][arm] = row
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The paired table as text: one line per arm, test top-1 mean ± std, paired difference."""
+    lines = [f"{'arm':<14} {'test top-1 (mean ± std)':>24} {'vs ' + summary['baseline']:>22} "
+             f"{'per seed':>24} {'epoch s':>8} {'run s':>8}"]
+    for arm, row in summary["arms"].items():
+        t, d = row["test_top1"], row.get("diff_to_baseline")
+        diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+        per_seed = " ".join(f"{100 * v:+.1f}" for v in d["per_seed"].values()) if d else ""
+        top1 = f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f} (n={t['n']})"
+        lines.append(f"{arm:<14} {top1:>24} {diff:>22} "
+                     f"{per_seed:>24} {row['epoch_s']['mean']:>8.2f} {row['wall_s']['mean']:>8.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""The teacher's side of a training run: per-batch targets, calibrated anchors and diagnostics.
+
+Targets come from the teacher run online or from a teacher-embedding cache (then the teacher is
+never loaded). Either way, before the first epoch the teacher's embeddings of the training and
+validation splits give the diagnostics (zero-shot, calibrated and linear-probe top-1 on
+validation) and the anchors of the linguistic term (``distill.calibrate``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from distill.cache import TeacherCache, eval_embeddings, fingerprint_fields, open_cache
+from distill.calibrate import Calibration, TeacherEmbeddings, calibrate, diagnostics
+from distill.config import Config
+from distill.data import PROMPTS, DatasetSplits
+from distill.teacher import Teacher
+from distill.transforms import TargetSpec
+
+# (x_teacher, indices, views) -> t (B, D) on the training device
+Targets = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TeacherSide:
+    targets: Targets | None  # None: the CE-only baseline
+    anchors: torch.Tensor | None  # (C, D) anchors of the linguistic term (prompts or calibrated)
+    teacher_view: TargetSpec | None  # online teacher: the view it needs; cached or none: None
+    num_views: int  # 0: a fresh view every epoch (online teacher); K: one of the K cached views
+    view_seed: int  # seed of the training views (the cache's own seed when cached)
+    diagnostics: dict | None
+
+
+def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device) -> TeacherSide:
+    if not cfg.teacher.enabled:
+        return TeacherSide(None, None, None, 0, cfg.train.seed, None)
+    if cfg.teacher.cache:
+        cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
+        emb = _cached_embeddings(cache, splits)
+        calibration = calibrate(emb, cfg.method)
+        return TeacherSide(_cached_targets(cache, device), calibration.anchors, None, cache.num_views,
+                           cfg.teacher.cache_seed, diagnostics(emb, calibration))
+    teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
+    text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()
+    emb = _online_embeddings(teacher, splits, text, cfg)
+    calibration: Calibration = calibrate(emb, cfg.method)
+
+    def online(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        # clone(): inference-mode tensors cannot enter autograd (the condensation MLP).
+        return teacher.encode_images(x_t).clone()  # (B, D)
+
+    return TeacherSide(online, calibration.anchors, teacher.target, 0, cfg.train.seed, diagnostics(emb, calibration))
+
+
+def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
+    def cached(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return cache.lookup(idx, view).to(device, non_blocking=True)  # (B, D), never runs the teacher
+    return cached
+
+
+def _cached_embeddings(cache: TeacherCache, splits: DatasetSplits) -> TeacherEmbeddings:
+    return TeacherEmbeddings(cache.train_embeddings(), torch.tensor(splits.train.labels), cache.val_embeddings,
+                             torch.tensor(splits.val.labels), cache.text_embeddings)
+
+
+def _online_embeddings(teacher: Teacher, splits: DatasetSplits, text: torch.Tensor, cfg: Config) -> TeacherEmbeddings:
+    """One teacher pass over the centre views of train and val (a cache has them already)."""
+    train = torch.from_numpy(eval_embeddings(teacher, splits.train, cfg))[:, None]  # (N, 1, D)
+    val = torch.from_numpy(eval_embeddings(teacher, splits.val, cfg))  # (N_val, D)
+    return TeacherEmbeddings(train, torch.tensor(splits.train.labels), val, torch.tensor(splits.val.labels), text)

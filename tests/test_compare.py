@@ -1,0 +1,89 @@
+"""Seed-paired comparison: one teacher cache for every seed and student, diagnostics in results."""
+import json
+from pathlib import Path
+
+import pytest
+
+import distill.cache as cache_mod
+import distill.train as train_mod
+from distill.__main__ import cli
+from distill.compare import compare, parse_seeds
+from distill.config import load_config, with_overrides
+from distill.errors import UserError
+from tests.conftest import REPO, demo_overrides
+
+
+@pytest.fixture(scope="module")
+def compared(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    cfg = load_config(REPO / "configs" / "demo.yaml", demo_overrides(synthetic_root, out, **{
+        "train.epochs": 1, "teacher.cache_views": 2, "teacher.cache_shard_size": 100, "train.name": "cmp",
+        "method.anchors": "calibrated", "method.visual": "projected"}))
+    builds = []
+    real = cache_mod.build_cache
+    cache_mod.build_cache = lambda c, *a, **k: builds.append(c.teacher.cache) or real(c, *a, **k)
+    try:
+        summary = compare(cfg, [0, 1])
+    finally:
+        cache_mod.build_cache = real
+    return cfg, summary, builds
+
+
+def test_compare_pairs_baseline_and_kd_per_seed_with_one_cache(compared):
+    cfg, summary, builds = compared
+    root = Path(cfg.train.out_dir) / cfg.train.name
+    assert builds == [str(root / "teacher-cache")]  # built once, read by both seeds
+    assert set(summary["arms"]) == {"baseline", "kd"} and summary["seeds"] == [0, 1]
+    kd = summary["arms"]["kd"]
+    runs = {(r["arm"], r["seed"]): r for r in summary["runs"]}
+    for seed in (0, 1):
+        diff = runs["kd", seed]["test_top1"] - runs["baseline", seed]["test_top1"]
+        assert kd["diff_to_baseline"]["per_seed"][str(seed)] == pytest.approx(diff)
+    assert kd["test_top1"]["n"] == 2 and kd["test_top1"]["std"] >= 0
+    assert json.loads((root / "compare.json").read_text())["arms"]["kd"]["test_top1"] == kd["test_top1"]
+
+
+def test_kd_results_hold_the_teacher_diagnostics_beside_the_student(compared):
+    cfg, summary, _ = compared
+    root = Path(cfg.train.out_dir) / cfg.train.name
+    kd = json.loads((root / "kd-seed0" / "results.json").read_text())
+    teacher = kd["teacher"]
+    for key in ("zero_shot_val_top1", "calibrated_val_top1", "linear_probe_val_top1", "anchors",
+                "calibration_strength", "calibration_candidates", "calibration_reason", "chance", "warnings"):
+        assert key in teacher
+    assert teacher["anchors"] in ("text", "calibrated") and len(teacher["calibration_candidates"]) == 6
+    assert "test" in kd and "val" in kd
+    assert json.loads((root / "baseline-seed0" / "results.json").read_text())["teacher"] is None
+
+
+def test_finished_comparison_is_reused_and_the_cli_prints_the_table(compared, monkeypatch, capsys):
+    cfg, summary, _ = compared
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("finished runs must be reused")
+
+    monkeypatch.setattr(train_mod, "fit", no_training)
+    overrides = [f"{k}={v}" for k, v in demo_overrides(cfg.data.root, cfg.train.out_dir, **{
+        "train.epochs": 1, "teacher.cache_views": 2, "teacher.cache_shard_size": 100, "train.name": "cmp",
+        "method.anchors": "calibrated", "method.visual": "projected"}).items()]
+    cli(["compare", "--config", str(REPO / "configs" / "demo.yaml"), "--seeds", "0,1", *overrides])
+    out = capsys.readouterr().out
+    assert "baseline" in out and "vs baseline" in out and "compare.json" in out
+
+
+def test_one_cache_serves_other_seeds_and_students(compared):
+    cfg, _, _ = compared
+    root = Path(cfg.train.out_dir) / cfg.train.name
+    other = with_overrides(cfg, {"teacher.cache": str(root / "teacher-cache"), "train.seed": 7,
+                                 "student.arch": "mobilenet_v3_small", "train.name": "other-student",
+                                 "train.out_dir": str(root)})
+    best = train_mod.fit(other)  # the fingerprint knows neither train.seed nor the student
+    assert json.loads((best.parent / "results.json").read_text())["teacher"]["anchors"] in ("text", "calibrated")
+
+
+def test_seeds_are_parsed_strictly():
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds((3, 4)) == [3, 4] and parse_seeds(5) == [5]
+    with pytest.raises(UserError, match="not a list of integers"):
+        parse_seeds("0,a")
+    with pytest.raises(UserError, match="each once"):
+        parse_seeds("1,1")
