@@ -35,11 +35,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.machine import machine_info, write_json  # noqa: E402
 
-PAPER = {"method.anchors": "text", "method.visual": "l1", "method.w_vis": 1.0, "method.w_ling": 1.0}
+PAPER = {"method.anchors": "text", "method.visual": "l1", "method.linguistic": "condensed", "method.w_vis": 1.0,
+         "method.w_ling": 1.0}
 ARMS = {"baseline": {"teacher.enabled": False}, "paper": PAPER, "recommended": {}}
 
 
-def regime_config(data_root: Path, teacher_dir: Path, work: Path, epochs: int):
+def regime_config(data_root: Path, teacher_dir: Path, work: Path, epochs: int, views: int = 16):
     from benchmarks.fashion_mnist import PROMPTS
     from distill.config import load_config
 
@@ -48,7 +49,7 @@ def regime_config(data_root: Path, teacher_dir: Path, work: Path, epochs: int):
         "data.input_size": 64, "data.resize_size": 72, "data.batch_size": 32, "data.eval_batch_size": 200,
         "data.num_workers": 0, "student.arch": "resnet18", "student.weights": "none",
         "teacher.model": f"local-dir:{teacher_dir}", "teacher.pretrained": "none",
-        "teacher.cache": str(work / f"{data_root.name}-cache"), "teacher.cache_views": 4,
+        "teacher.cache": str(work / f"{data_root.name}-cache-k{views}"), "teacher.cache_views": views,
         "teacher.cache_batch_size": 64, "train.epochs": epochs, "train.lr": 0.001,
         "train.out_dir": str(work / "runs"), "train.name": data_root.name, "train.progress": False,
     })

@@ -82,7 +82,7 @@ def teacher_files(model: str, pretrained: str) -> list[str]:
     """The local files that determine the teacher: weights file, config file or local-dir folder."""
     if model.startswith("local-dir:"):
         folder = Path(model[len("local-dir:"):])
-        return sorted(str(p) for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin", ".pt", ".pth"))
+        return sorted(str(p) for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin", ".pth"))
     return [f for f in (model, pretrained) if os.path.isfile(f)]
 
 

@@ -2,9 +2,10 @@
 
     python -m distill compare --config configs/imagefolder.yaml --seeds 0,1,2 [overrides]
 
-Every arm is the config with a few overrides (the baseline: ``teacher.enabled=false``). All KD
+Every arm is the config with a few overrides (the baseline: ``teacher.enabled=false``). The KD
 arms read one teacher cache (built once, keyed by ``teacher.cache_seed``, never by ``train.seed``
-or the student), so the comparison costs what training the students costs. For each seed the
+or the student; an arm that changes what the cache holds names its own ``teacher.cache``), so
+the comparison costs what training the students costs. For each seed the
 arms share the seed (initialisation, shuffling, views), so the per-seed difference to the
 baseline is paired. Runs land in ``<out_dir>/<name>/<arm>-seed<N>/``; ``compare.json`` beside
 them holds every run and the summary. An interrupted comparison continues where it stopped:
@@ -45,11 +46,13 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
     root = Path(cfg.train.out_dir) / cfg.train.name
     cache = cfg.teacher.cache or str(root / "teacher-cache")
     shared = with_overrides(cfg, {"teacher.cache": cache, "train.out_dir": str(root)})
-    cache_s = ensure_cache(shared)
+    arm_cfgs = {arm: with_overrides(shared, overrides) for arm, overrides in arms.items()}
+    caches = {c.teacher.cache: c for c in arm_cfgs.values() if c.teacher.enabled}  # one build per cache
+    cache_s = sum(ensure_cache(c) for c in caches.values())
     runs = []
     for seed in seeds:
-        for arm, overrides in arms.items():
-            arm_cfg = with_overrides(shared, {**overrides, "train.seed": seed, "train.name": f"{arm}-seed{seed}"})
+        for arm, arm_cfg in arm_cfgs.items():
+            arm_cfg = with_overrides(arm_cfg, {"train.seed": seed, "train.name": f"{arm}-seed{seed}"})
             runs.append(_train_or_reuse(arm_cfg, arm, seed))
             summary = summarise(runs, list(arms), seeds, cache_s)
             write_json(root / "compare.json", summary)  # after every run: progress survives a kill
@@ -66,9 +69,8 @@ def ensure_cache(cfg: Config) -> float:
     try:
         open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify=False)
         return 0.0
-    except UserError as exc:
-        if "another setup" in str(exc):
-            raise
+    except UserError:
+        pass  # missing or incomplete: build or resume it (a cache of another setup is refused there)
     build_cache(cfg)
     open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
     return time.perf_counter() - start
@@ -128,13 +130,14 @@ def summarise(runs: list[dict], arms: list[str], seeds: list[int], cache_s: floa
 
 def format_table(summary: dict[str, Any]) -> str:
     """The paired table as text: one line per arm, test top-1 mean ± std, paired difference."""
-    lines = [f"{'arm':<14} {'test top-1 (mean ± std)':>24} {'vs ' + summary['baseline']:>22} "
-             f"{'per seed':>24} {'epoch s':>8} {'run s':>8}"]
+    width = max([len("arm"), *map(len, summary["arms"])])
+    lines = [f"{'arm':<{width}} {'test top-1 (mean ± std)':>24} {'vs ' + summary['baseline']:>16} "
+             f"{'per seed':>20} {'epoch s':>8} {'run s':>8}"]
     for arm, row in summary["arms"].items():
         t, d = row["test_top1"], row.get("diff_to_baseline")
         diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
         per_seed = " ".join(f"{100 * v:+.1f}" for v in d["per_seed"].values()) if d else ""
         top1 = f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f} (n={t['n']})"
-        lines.append(f"{arm:<14} {top1:>24} {diff:>22} "
-                     f"{per_seed:>24} {row['epoch_s']['mean']:>8.2f} {row['wall_s']['mean']:>8.1f}")
+        lines.append(f"{arm:<{width}} {top1:>24} {diff:>16} {per_seed:>20} "
+                     f"{row['epoch_s']['mean']:>8.2f} {row['wall_s']['mean']:>8.1f}")
     return "\n".join(lines)

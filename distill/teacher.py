@@ -6,7 +6,7 @@
   checkpoint file, or ``none`` (random weights: the tiny offline teacher, and timing runs);
 - ``hf-hub:org/repo``: open_clip's config and weights from the Hugging Face Hub;
 - ``local-dir:PATH``: a folder holding ``open_clip_config.json`` and the weights file, as open_clip
-  saves and reads models;
+  saves and reads models (``teacher.pretrained`` is ignored, as by open_clip; also for hf-hub);
 - a model config JSON file (``{"model_cfg": ..., "preprocess_cfg": ...}``, the same content as
   ``open_clip_config.json``), with ``teacher.pretrained`` the weights file or ``none``.
 
@@ -39,6 +39,7 @@ from distill.transforms import TargetSpec
 TINY_CONFIG_DIR = Path(__file__).parent / "teacher_configs"
 TINY_TEACHER = "vl2lite-tiny"  # 32-pixel ViT, 64-d embeddings, random weights: tests and demo
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+LOCAL_DIR_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a local-dir folder
 PREPROCESS_FIELDS = ("mean", "std", "interpolation")
 
 
@@ -56,7 +57,6 @@ class TeacherSource:
     name: str  # registry name (possibly registered from a JSON file), hf-hub:..., local-dir:...
     weights: str | None  # tag or file for registry names; None: random or taken by the schema
     preprocess: dict[str, Any] | None  # from preprocess_cfg; None: open_clip's (tag) preprocessing
-    files: tuple[str, ...] = ()  # local files that determine the teacher (config, weights)
 
 
 class Teacher:
@@ -131,7 +131,7 @@ def resolve_source(model: str, pretrained: str) -> TeacherSource:
         return _local_dir_source(Path(model[len("local-dir:"):]))
     if model.endswith(".json"):
         return _json_source(Path(model), pretrained)
-    return TeacherSource(model, resolve_weights(model, pretrained), None, _local_files(pretrained))
+    return TeacherSource(model, resolve_weights(model, pretrained), None)
 
 
 def resolve_weights(model_name: str, pretrained: str) -> str | None:
@@ -190,11 +190,10 @@ def _local_dir_source(folder: Path) -> TeacherSource:
                         f"open_clip_config.json and the weights file (open_clip_model.safetensors)")
     raw = _read_json(config)
     preprocess = _preprocess(raw, config)
-    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    if not weights:
+    if not any(p.suffix in LOCAL_DIR_SUFFIXES for p in folder.iterdir()):  # open_clip would stay random
         raise UserError(f"teacher.model=local-dir:{folder} holds no weights file: put the model's "
-                        f"open_clip_model.safetensors (or .bin/.pt) beside open_clip_config.json")
-    return TeacherSource(f"local-dir:{folder}", None, preprocess, (str(config), *map(str, weights)))
+                        f"open_clip_model.safetensors (or .bin/.pth) beside open_clip_config.json")
+    return TeacherSource(f"local-dir:{folder}", None, preprocess)
 
 
 def _json_source(path: Path, pretrained: str) -> TeacherSource:
@@ -212,7 +211,7 @@ def _json_source(path: Path, pretrained: str) -> TeacherSource:
                         f"file (e.g. open_clip_model.safetensors) or none")
     name = _register_config(model_cfg, path.stem)
     weights = None if pretrained in ("", "none") else pretrained
-    return TeacherSource(name, weights, preprocess, (str(path), *_local_files(pretrained)))
+    return TeacherSource(name, weights, preprocess)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -258,10 +257,6 @@ def _register_config(model_cfg: dict[str, Any], stem: str) -> str:
         _open_clip().add_model_config(folder)  # open_clip rescans this folder whenever configs are added
         _REGISTERED[name] = folder
     return name
-
-
-def _local_files(pretrained: str) -> tuple[str, ...]:
-    return (pretrained,) if os.path.isfile(pretrained) else ()
 
 
 def _cached(cfg: dict) -> bool:

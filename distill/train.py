@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,14 +341,15 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def _report_teacher(cfg: Config, diag: dict | None) -> None:
-    if diag is None or not cfg.train.progress:
+    if diag is None:
         return
-    print(f"teacher on validation ({diag['val_images']} images): zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, "
-          f"calibrated {100 * diag['calibrated_val_top1']:.1f}%, linear probe {100 * diag['linear_probe_val_top1']:.1f}% "
-          f"(chance {100 * diag['chance']:.1f}%); the linguistic term uses the {diag['anchors']} anchors "
-          f"({diag['calibration_reason']})", flush=True)
-    for warning in diag["warnings"]:
-        print(f"warning: {warning}", flush=True)
+    if cfg.train.progress:
+        print(f"teacher on validation ({diag['val_images']} images, chance {100 * diag['chance']:.1f}%): "
+              f"zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, with the {diag['anchors']} anchors the "
+              f"linguistic term uses {100 * diag['calibrated_val_top1']:.1f}%, linear probe "
+              f"{100 * diag['linear_probe_val_top1']:.1f}% ({diag['calibration_reason']})", flush=True)
+    for warning in diag["warnings"]:  # shown even without progress output
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _report_student(cfg: Config, metrics: dict, diag: dict | None) -> None:

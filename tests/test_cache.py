@@ -43,7 +43,7 @@ def test_cached_embedding_equals_fresh_teacher_forward_of_replayed_view(built):
     assert len(cache.shards) == 3 and cache.shards[0].array.dtype == np.float16
     torch.manual_seed(0)
     teacher = Teacher(built.teacher.model, built.teacher.pretrained, torch.device("cpu"))
-    sampler = ViewSampler(built.train.seed, (built.data.crop_scale_min, 1.0), built.data.hflip)
+    sampler = ViewSampler(built.teacher.cache_seed, (built.data.crop_scale_min, 1.0), built.data.hflip)
     idx, views = torch.tensor([0, 99, 100, 209]), torch.tensor([0, 2, 1, 2])
     xs = []
     for i, v in zip(idx.tolist(), views.tolist()):

@@ -77,6 +77,8 @@ def test_one_cache_serves_other_seeds_and_students(compared):
     other = with_overrides(cfg, {"teacher.cache": str(root / "teacher-cache"), "train.seed": 7,
                                  "student.arch": "mobilenet_v3_small", "train.name": "other-student",
                                  "train.out_dir": str(root)})
+    run = train_mod.setup(other)
+    assert run.train_set.sampler.seed == cfg.teacher.cache_seed != 7  # the student replays the cached views
     best = train_mod.fit(other)  # the fingerprint knows neither train.seed nor the student
     assert json.loads((best.parent / "results.json").read_text())["teacher"]["anchors"] in ("text", "calibrated")
 
@@ -87,3 +89,9 @@ def test_seeds_are_parsed_strictly():
         parse_seeds("0,a")
     with pytest.raises(UserError, match="each once"):
         parse_seeds("1,1")
+
+
+def test_compare_needs_a_kd_config(compared):
+    cfg, _, _ = compared
+    with pytest.raises(UserError, match="pass a KD config"):
+        compare(with_overrides(cfg, {"teacher.enabled": False}), [0])

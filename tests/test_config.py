@@ -22,6 +22,8 @@ def test_cub_config_is_the_paper_setup():
     assert (cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay) == ("adamw", 1e-4, 0.0)
     assert (cfg.train.scheduler, cfg.train.step_size, cfg.train.gamma, cfg.train.epochs) == ("step", 30, 0.5, 300)
     assert (cfg.method.temperature, cfg.method.schedule, cfg.data.batch_size) == (2.0, "reference", 512)
+    m = cfg.method
+    assert (m.anchors, m.visual, m.linguistic, m.w_vis, m.w_ling) == ("text", "l1", "condensed", 1.0, 1.0)
 
 
 def test_overrides_are_typed_and_dotted():

@@ -27,13 +27,12 @@ def gpu_cfg(root, tmp_path, **extra):
 
 def test_bf16_cache_on_gpu_agrees_with_fp32_teacher_on_cpu(synthetic_root, tmp_path):
     cfg = gpu_cfg(synthetic_root, tmp_path, **{"teacher.cache": str(tmp_path / "cache"), "teacher.cache_views": 2})
-    torch.manual_seed(cfg.train.seed)
     build_cache(cfg, device=torch.device("cuda"))
     splits = load_dataset(cfg.data)
     cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-    torch.manual_seed(cfg.train.seed)  # build_cache seeds the random-weight teacher the same way
+    torch.manual_seed(cfg.teacher.cache_seed)  # build_cache seeds the random-weight teacher the same way
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, torch.device("cpu"))
-    sampler = ViewSampler(cfg.train.seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
+    sampler = ViewSampler(cfg.teacher.cache_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
     idx, views = torch.tensor([0, 57, 209]), torch.tensor([0, 1, 1])
     xs = []
     for i, v in zip(idx.tolist(), views.tolist()):
