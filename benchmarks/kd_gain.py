@@ -104,6 +104,25 @@ def run_regime(per_class: int, epochs: int, seeds: list[int], work: Path, teache
     return {"per_class": per_class, "epochs": epochs, "teacher": teacher, **summary}
 
 
+def markdown(results: dict) -> str:
+    """The README table from the results JSON."""
+    lines = ["| images per class | teacher zero-shot | teacher calibrated | teacher linear probe | arm | test top-1 "
+             "(mean ± std) | vs baseline (mean ± std) | per seed | s/epoch | run s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["regimes"]:
+        t = r["teacher"]
+        teacher = [f"{100 * t[k]:.1f}%" for k in ("zero_shot_test_top1", "calibrated_test_top1", "linear_probe_test_top1")]
+        for i, (arm, row) in enumerate(r["arms"].items()):
+            d = row.get("diff_to_baseline")
+            diff = f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}" if d else ""
+            seeds = " ".join(f"{100 * v:+.1f}" for v in d["per_seed"].values()) if d else ""
+            head = [str(r["per_class"]), *teacher] if i == 0 else ["", "", "", ""]
+            top1 = f"{100 * row['test_top1']['mean']:.2f} ± {100 * row['test_top1']['std']:.2f}"
+            lines.append("| " + " | ".join([*head, arm, top1, diff, seeds, f"{row['epoch_s']['mean']:.2f}",
+                                            f"{row['wall_s']['mean']:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regimes", default="30,200", help="training images per class, comma-separated")
@@ -111,7 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", default=str(REPO / "data" / "kd-gain"), help="data, teacher, caches and runs")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_gain.json"))
+    parser.add_argument("--table", action="store_true", help="print the README table of --out and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        import json
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
     from benchmarks.kd_gain_teacher import build
     from distill.compare import parse_seeds
 
@@ -130,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         results["regimes"].append(run_regime(n, e, seeds, work, teacher_dir))
         results["wall_s"] = time.perf_counter() - start
         write_json(Path(args.out), results)
-    print(f"\nresults: {args.out} ({results['machine']['summary']}, {results['wall_s'] / 60:.1f} min)")
+    print(f"\n{markdown(results)}\n\nresults: {args.out} ({results['machine']['summary']}, "
+          f"{results['wall_s'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -263,8 +263,9 @@ def teacher_eval_spec(target: TargetSpec) -> dict[str, Any]:
 
 def eval_embeddings(teacher, source: ImageSource, cfg: Config) -> np.ndarray:
     """(N, D) float32 teacher embeddings of the centre view of every image of ``source``."""
+    # Its own generator: an evaluation pass must not move the global RNG that initialises the heads.
     loader = DataLoader(EvalImages(source, teacher_eval_spec(teacher.target)), batch_size=cfg.teacher.cache_batch_size,
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers, generator=torch.Generator())
     return np.concatenate([teacher.encode_images(x).cpu().numpy() for x, _ in loader]).astype(np.float32)
 
 

@@ -35,6 +35,11 @@ class TeacherEmbeddings:
     val_labels: torch.Tensor  # (N_val,)
     text: torch.Tensor
 
+    def to(self, device: torch.device) -> "TeacherEmbeddings":
+        """On the training device: calibration and the probe then run on the GPU when there is one."""
+        return TeacherEmbeddings(*(x.to(device) for x in (self.train, self.train_labels, self.val,
+                                                          self.val_labels, self.text)))
+
     def flat_train(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(N·K, D) embeddings and (N·K,) labels: every view is a training row."""
         n, k, d = self.train.shape
@@ -84,7 +89,7 @@ def calibrate(emb: TeacherEmbeddings, method: MethodConfig) -> Calibration:
     text = F.normalize(emb.text, dim=-1)
     if method.anchors == "text":
         return Calibration(text, "text", None, reason="method.anchors=text (the paper)")
-    counts = torch.bincount(emb.train_labels, minlength=text.shape[0])
+    counts = torch.bincount(emb.train_labels.cpu(), minlength=text.shape[0])
     if int(counts.min()) < method.calibration_min_per_class or len(emb.val) == 0:
         worst = int(counts.argmin())
         reason = (f"too few training images to calibrate (class {worst} has {int(counts[worst])}, "
@@ -130,8 +135,8 @@ def linear_probe(emb: TeacherEmbeddings, weight_decays: tuple[float, ...] = (1e-
 
 
 def _fit_probe(t: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, steps: int):
-    W = torch.zeros(t.shape[1], num_classes, requires_grad=True)  # (D, C)
-    b = torch.zeros(num_classes, requires_grad=True)
+    W = torch.zeros(t.shape[1], num_classes, device=t.device, requires_grad=True)  # (D, C)
+    b = torch.zeros(num_classes, device=t.device, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], max_iter=steps, line_search_fn="strong_wolfe")
     scale = 10.0  # unit-norm inputs: a fixed gain keeps the problem well conditioned
 

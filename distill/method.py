@@ -37,11 +37,13 @@ class Condensation(nn.Module):
         super().__init__()
         teacher_dim = text_embeddings.shape[1]
         self.visual = visual
-        if linguistic == "condensed":  # a head DDP would see unused is never built
-            self.text = condenser(teacher_dim, student_dim)
+        # Only the heads the losses use are built (DDP refuses unused parameters), in the paper's
+        # order (M_img, then M_txt), so the paper's method initialises exactly as it always did.
         if visual == "l1":
             self.image = condenser(teacher_dim, student_dim)
-        else:
+        if linguistic == "condensed":
+            self.text = condenser(teacher_dim, student_dim)
+        if visual == "projected":
             self.project = nn.Sequential(nn.Linear(student_dim, student_dim), nn.ReLU(inplace=True),
                                          nn.Linear(student_dim, teacher_dim))
         self.register_buffer("text_embeddings", text_embeddings.clone())  # T, (C, D)

@@ -38,13 +38,13 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device) -> Te
         return TeacherSide(None, None, None, 0, cfg.train.seed, None)
     if cfg.teacher.cache:
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-        emb = _cached_embeddings(cache, splits)
+        emb = _cached_embeddings(cache, splits).to(device)
         calibration = calibrate(emb, cfg.method)
         return TeacherSide(_cached_targets(cache, device), calibration.anchors, None, cache.num_views,
                            cfg.teacher.cache_seed, diagnostics(emb, calibration))
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()
-    emb = _online_embeddings(teacher, splits, text, cfg)
+    emb = _online_embeddings(teacher, splits, text, cfg).to(device)
     calibration: Calibration = calibrate(emb, cfg.method)
 
     def online(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:

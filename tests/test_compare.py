@@ -52,6 +52,12 @@ def test_kd_results_hold_the_teacher_diagnostics_beside_the_student(compared):
                 "calibration_strength", "calibration_candidates", "calibration_reason", "chance", "warnings"):
         assert key in teacher
     assert teacher["anchors"] in ("text", "calibrated") and len(teacher["calibration_candidates"]) == 6
+    # the tiny teacher's anchors were fitted at every strength and the choice is the best on validation
+    best = max(teacher["calibration_candidates"], key=lambda c: (c["val_top1"], -c["val_loss"]))
+    assert teacher["calibration_strength"] == best["strength"]
+    assert teacher["calibrated_val_top1"] == pytest.approx(best["val_top1"])
+    losses = {c["strength"]: c["val_loss"] for c in teacher["calibration_candidates"]}
+    assert losses[0.01] != losses[None]  # the anchors moved
     assert "test" in kd and "val" in kd
     assert json.loads((root / "baseline-seed0" / "results.json").read_text())["teacher"] is None
 
