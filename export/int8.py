@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -82,8 +83,8 @@ class BatchReader(CalibrationDataReader):
     """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches."""
 
     def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
-        self.input_name, self.batches = input_name, batches
-        self._it = iter(batches)
+        self.input_name, self.batches = input_name, _equal_batches(batches)
+        self._it = iter(self.batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
@@ -91,6 +92,16 @@ class BatchReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._it = iter(self.batches)
+
+
+def _equal_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
+    """The same images in batches of one size: onnxruntime's histogram calibrators (entropy,
+    percentile; seen with onnxruntime 1.32) fail on a shorter last batch ("inhomogeneous shape")."""
+    sizes = {len(b) for b in batches}
+    if len(sizes) <= 1:
+        return batches
+    size = math.gcd(*sizes)
+    return [b[i:i + size] for b in batches for i in range(0, len(b), size)]  # (size, 3, H, W) each
 
 
 def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int) -> list[np.ndarray]:
