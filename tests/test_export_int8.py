@@ -107,3 +107,15 @@ def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")][0].startswith(
         "error: no INT8 recipe for model.int8.onnx met the accuracy budget")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_calibration_batches_have_one_size():
+    """onnxruntime's histogram calibrators fail on a shorter last batch: the reader re-chunks."""
+    import numpy as np
+    from export.int8 import BatchReader
+    reader = BatchReader("input", [np.zeros((32, 3, 4, 4), np.float32), np.ones((12, 3, 4, 4), np.float32)])
+    assert {b.shape for b in reader.batches} == {(4, 3, 4, 4)}
+    stacked = np.concatenate(reader.batches)
+    assert stacked.shape[0] == 44 and stacked[:32].sum() == 0 and stacked[32:].min() == 1  # same images, same order
+    same = [np.zeros((8, 3, 4, 4), np.float32)] * 3
+    assert BatchReader("input", same).batches is not None and len(BatchReader("input", same).batches) == 3
