@@ -62,12 +62,12 @@ def teacher_on_test(cfg) -> dict:
     from distill.cache import eval_embeddings, fingerprint_fields, open_cache
     from distill.calibrate import calibrate, linear_probe, top1
     from distill.data import load_dataset
-    from distill.targets import _cached_embeddings
+    from distill.targets import cached_embeddings
     from distill.teacher import Teacher
 
     splits = load_dataset(cfg.data)
     cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-    emb = _cached_embeddings(cache, splits)
+    emb = cached_embeddings(cache, splits)
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, torch.device("cpu"))
     test = torch.from_numpy(eval_embeddings(teacher, splits.test, cfg))  # (N_test, D)
     y = torch.tensor(splits.test.labels)

@@ -38,7 +38,7 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device) -> Te
         return TeacherSide(None, None, None, 0, cfg.train.seed, None)
     if cfg.teacher.cache:
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-        emb = _cached_embeddings(cache, splits).to(device)
+        emb = cached_embeddings(cache, splits).to(device)
         calibration = calibrate(emb, cfg.method)
         return TeacherSide(_cached_targets(cache, device), calibration.anchors, None, cache.num_views,
                            cfg.teacher.cache_seed, diagnostics(emb, calibration))
@@ -60,7 +60,8 @@ def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
     return cached
 
 
-def _cached_embeddings(cache: TeacherCache, splits: DatasetSplits) -> TeacherEmbeddings:
+def cached_embeddings(cache: TeacherCache, splits: DatasetSplits) -> TeacherEmbeddings:
+    """The cache as TeacherEmbeddings: every cached view of the training split, val, text anchors."""
     return TeacherEmbeddings(cache.train_embeddings(), torch.tensor(splits.train.labels), cache.val_embeddings,
                              torch.tensor(splits.val.labels), cache.text_embeddings)
 
