@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from distill.config import Config, with_overrides
+from distill.config import Config, to_dict, with_overrides
 from distill.errors import UserError
 from distill.files import write_json
 
@@ -81,8 +81,13 @@ def _train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
 
     run_dir = Path(cfg.train.out_dir) / cfg.train.name
     record_path = run_dir / "compare_run.json"
+    config = to_dict(cfg)
     if record_path.is_file():
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        if record.get("config") != config:  # never report a run of another setup as this one
+            raise UserError(f"{run_dir} holds a finished run of another setup: pass a new train.name for this "
+                            f"comparison, or delete {run_dir} to train it again")
+        return record
     resume = (run_dir / "last.pt").is_file()
     start = time.perf_counter()
     fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=resume)))
@@ -90,7 +95,8 @@ def _train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
     record = {"arm": arm, "seed": seed, "run": str(run_dir), "test_top1": results["test"]["top1"],
               "val_top1": results["val"]["top1"], "best_epoch": results["best_epoch"],
               "wall_s": time.perf_counter() - start, "resumed": resume,
-              "epoch_s": _median_epoch_s(run_dir / "metrics.jsonl"), "teacher": results.get("teacher")}
+              "epoch_s": _median_epoch_s(run_dir / "metrics.jsonl"), "teacher": results.get("teacher"),
+              "config": config}
     write_json(record_path, record)
     return record
 

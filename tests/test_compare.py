@@ -97,6 +97,12 @@ def test_seeds_are_parsed_strictly():
         parse_seeds("1,1")
 
 
+def test_a_finished_run_of_another_setup_is_never_reused(compared):
+    cfg, _, _ = compared
+    with pytest.raises(UserError, match="holds a finished run of another setup: pass a new train.name"):
+        compare(with_overrides(cfg, {"method.w_ling": 0.5}), [0])
+
+
 def test_compare_needs_a_kd_config(compared):
     cfg, _, _ = compared
     with pytest.raises(UserError, match="pass a KD config"):
