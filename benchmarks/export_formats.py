@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distill.checkpoint import load_student  # noqa: E402
+from students.checkpoint import load_student  # noqa: E402
 from export.api import export_bundle, tool_versions  # noqa: E402
 from export.evaluation import ort_session  # noqa: E402
 from export.options import ExportOptions  # noqa: E402
@@ -112,13 +112,13 @@ def main() -> None:
         ckpt = args.checkpoint or train_student(work, args.size, args.epochs)
         train_s = time.perf_counter() - started
         student, meta = load_student(ckpt)
-        size = meta["preprocessing"]["input_size"][0]
+        size = meta.input_size[0]
         bundle = export_bundle(ckpt, work / "bundle", ExportOptions(int8=True, calib_images=300))
         manifest = json.loads((bundle / "manifest.json").read_text())
         arts = {a["file"]: a for a in manifest["artifacts"]}
         lat = latencies(student, bundle, size, threads)
     result = {
-        "machine": machine(), "threads": threads, "arch": meta["arch"], "input_size": size,
+        "machine": machine(), "threads": threads, "arch": meta.arch, "input_size": size,
         "trained_here": args.checkpoint is None, "train_epochs": None if args.checkpoint else args.epochs,
         "train_seconds": round(train_s, 1),
         "eval": manifest["reference"],
@@ -131,7 +131,7 @@ def main() -> None:
     result["int8_vs_fp32_batch1"] = round(
         result["latency"]["onnxruntime-int8"]["1"]["median_ms"] / result["latency"]["onnxruntime-fp32"]["1"]["median_ms"], 3)
     write_atomic(args.out, result)
-    print(f"{result['machine']['cpu']}, {threads} threads, {meta['arch']} at {size}x{size}, "
+    print(f"{result['machine']['cpu']}, {threads} threads, {meta.arch} at {size}x{size}, "
           f"top-1 on {manifest['reference']['images']} {manifest['reference']['split']} images")
     print(table(result))
     print(f"INT8/FP32 latency at batch 1: {result['int8_vs_fp32_batch1']:.2f}x (target <= 0.5x); "

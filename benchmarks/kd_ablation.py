@@ -7,7 +7,10 @@ the paper's toward the recommended recipe one part at a time; every arm reads th
 cache. The recipe is chosen among the KD arms by the mean best-epoch validation top-1 (the test
 column is printed for the record and plays no part in the choice).
 
-    python benchmarks/kd_ablation.py [--seeds 100,101] [--per-class 30] [--epochs 40]
+    python benchmarks/kd_ablation.py [--round 1|2] [--seeds 100,101] [--per-class 30] [--epochs 40]
+
+Round 1 chose the parts of the recipe; round 2 (``--round 2``, ``kd_ablation_round2.json``) tunes
+the recipe round 1 chose: more cached views and the distillation temperature.
 """
 from __future__ import annotations
 
@@ -48,15 +51,29 @@ ARMS.update({
                                                          "method.linguistic": "classifier"},
 })
 
+# Round 2: the chosen recipe (configs/imagefolder.yaml as shipped) with K and the temperature moved.
+K32 = {"teacher.cache_views": 32, "teacher.cache": "{work}/fmnist-{per_class}-cache-k32"}
+ROUND2 = {
+    "baseline": {"teacher.enabled": False},
+    "recommended, K=16, T=2": {**K16},
+    "recommended, K=32, T=2": {**K32},
+    "recommended, K=16, T=1": {**K16, "method.temperature": 1.0},
+    "recommended, K=16, T=4": {**K16, "method.temperature": 4.0},
+}
+ROUNDS = {1: ("ablation", ARMS, "kd_ablation.json"), 2: ("ablation2", ROUND2, "kd_ablation_round2.json")}
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--round", type=int, choices=sorted(ROUNDS), default=1)
     parser.add_argument("--seeds", default="100,101")
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--work", default=str(REPO / "data" / "kd-gain"))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_ablation.json"))
+    parser.add_argument("--out", help="default: benchmarks/results/kd_ablation[_round2].json")
     args = parser.parse_args(argv)
+    name, arm_overrides, out = ROUNDS[args.round]
+    args.out = args.out or str(REPO / "benchmarks" / "results" / out)
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain_teacher import build
     from distill.compare import compare, format_table, parse_seeds
@@ -65,9 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     work, start = Path(args.work), time.perf_counter()
     data_root = write_folder(work / f"fmnist-{args.per_class}", args.per_class)
     cfg = regime_config(data_root, build(work / "teacher"), work, args.epochs)
-    cfg = with_overrides(cfg, {"train.name": f"ablation-{data_root.name}"})
+    cfg = with_overrides(cfg, {"train.name": f"{name}-{data_root.name}"})
     arms = {arm: {k: v.format(work=work, per_class=args.per_class) if isinstance(v, str) else v for k, v in o.items()}
-            for arm, o in ARMS.items()}
+            for arm, o in arm_overrides.items()}
     summary = compare(cfg, parse_seeds(args.seeds), arms)
     print(format_table(summary))
     ranked = sorted(((row["val_top1"]["mean"], arm) for arm, row in summary["arms"].items()
@@ -75,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     for val, arm in ranked:
         test = summary["arms"][arm]["test_top1"]["mean"]
         print(f"{arm:<40} val {100 * val:6.2f}%   test {100 * test:6.2f}%")
-    summary.update(machine=machine_info(), per_class=args.per_class, epochs=args.epochs, arms_overrides=arms,
+    summary.update(machine=machine_info(), round=args.round, per_class=args.per_class, epochs=args.epochs, arms_overrides=arms,
                    chosen_on_val=ranked[0][1], wall_s=time.perf_counter() - start)
     write_json(Path(args.out), summary)
     print(f"best KD arm on validation: {ranked[0][1]}; results: {args.out}")

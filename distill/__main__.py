@@ -1,4 +1,4 @@
-"""Command line for distill; fire is called only here.
+"""Command line for distill (arguments parsed strictly, before any work).
 
     python -m distill --config configs/cub.yaml [section.key=value ...]        train
     python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
@@ -7,53 +7,85 @@
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 from distill.config import describe_keys
-from distill.errors import UserError, one_line
+from formats.cli import Positional, parser_for, settings_from
+from formats.errors import UserError, one_line
 
-_KEYS = "\n\nSettable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
+KEYS = "Settable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
+OVERRIDES = Positional("overrides", "section.key=value settings over the config file", nargs="*")
 
 
-def _load(config: str | None, overrides: tuple[str, ...], dotted: dict):
+@dataclass(frozen=True)
+class SyntheticSettings:
+    num_classes: int = 10  # classes (bird species)
+    train_per_class: int = 40  # training images per class
+    test_per_class: int = 15  # test images per class
+    seed: int = 0  # the images are a pure function of the seed
+
+
+def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = parser_for(prog, f"{description}\n\n{KEYS}", None, [OVERRIDES])
+    parser.add_argument("--config", required=True, help="the YAML config, e.g. configs/demo.yaml")
+    return parser
+
+
+def _dotted(argv: list[str]) -> list[str]:
+    """``--train.epochs=3`` and ``--train.epochs 3`` mean ``train.epochs=3`` (a config key, not an option)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:].split("=", 1)[0]
+        if arg.startswith("--") and "." in key:
+            if "=" in arg:
+                out.append(arg[2:])
+            elif i + 1 < len(argv):
+                out.append(f"{key}={argv[i + 1]}")
+                i += 1
+            else:
+                raise UserError(f"{arg} needs a value: {key}=VALUE")
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _load(args: argparse.Namespace):
     from distill.config import load_config
 
-    if config is None:
-        raise UserError("no config given: pass --config configs/<name>.yaml (e.g. configs/demo.yaml)")
-    # fire turns `--train.epochs=3` into a keyword; `train.epochs=3` arrives positionally.
-    return load_config(config, [*overrides, *(f"{k}={v}" for k, v in dotted.items())])
+    return load_config(args.config, args.overrides)
 
 
-def train(config: str | None = None, *overrides: str, **dotted: object) -> str:
-    """Train a student with VL2Lite from a YAML config; prints and returns the best checkpoint path.
-
-    Usage: python -m distill --config configs/cub.yaml [train.epochs=20 data.batch_size=64 ...]
-    Multi-process: torchrun --nproc_per_node N -m distill --config ...
-    """
+def train(argv: list[str]) -> str:
+    """Train a student with VL2Lite from a YAML config; prints and returns the best checkpoint path."""
     from distill.train import fit
 
-    best = fit(_load(config, overrides, dotted))
+    args = _config_parser("python -m distill", "Train a student with VL2Lite from a YAML config; prints the best "
+                          "checkpoint.\nMulti-process: torchrun --nproc_per_node N -m distill --config ...")\
+        .parse_args(_dotted(argv))
+    best = fit(_load(args))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best checkpoint: {best}")
     shutdown_ctx()
     return str(best)
 
 
-def cache(config: str | None = None, *overrides: str, **dotted: object) -> str:
-    """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder.
-
-    Usage: python -m distill cache --config configs/cub.yaml teacher.cache=cache/cub [teacher.cache_views=8]
-    Multi-process: torchrun --nproc_per_node N -m distill cache --config ...
-    """
+def cache(argv: list[str]) -> str:
+    """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder."""
     import time
 
-    from distill.cache import build_cache, open_cache, fingerprint_fields
+    from distill.cache import build_cache, fingerprint_fields, open_cache
     from distill.data import load_dataset
     from distill.dist import barrier, init_distributed
     from distill.train import pick_device
 
-    cfg = _load(config, overrides, dotted)
+    args = _config_parser("python -m distill cache", "Build (or resume) the teacher-embedding cache named by "
+                          "teacher.cache; prints its folder.").parse_args(_dotted(argv))
+    cfg = _load(args)
     ctx, device = init_distributed(pick_device(cfg.train.device))
     start = time.perf_counter()
     root = build_cache(cfg, ctx.rank, ctx.world, device)
@@ -67,28 +99,33 @@ def cache(config: str | None = None, *overrides: str, **dotted: object) -> str:
     return str(root)
 
 
-def compare(config: str | None = None, *overrides: str, seeds: object = "0,1,2", **dotted: object) -> str:
-    """Train the teacher-off baseline and the config's KD recipe on each seed (one shared teacher
-    cache) and print the paired table; writes <out_dir>/<name>/compare.json and prints its path.
-
-    Usage: python -m distill compare --config configs/imagefolder.yaml --seeds 0,1,2 [overrides]
-    """
+def compare(argv: list[str]) -> str:
+    """Baseline vs the config's KD recipe on each seed (one shared teacher cache); prints the paired table."""
     from distill.compare import compare as run_compare, format_table, parse_seeds
 
-    cfg = _load(config, overrides, dotted)
-    summary = run_compare(cfg, parse_seeds(seeds))
+    parser = _config_parser("python -m distill compare", "Train the teacher-off baseline and the config's KD recipe "
+                            "on each seed (one shared teacher cache) and print the paired table; writes "
+                            "<out_dir>/<name>/compare.json.")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    args = parser.parse_args(_dotted(argv))
+    cfg = _load(args)
+    summary = run_compare(cfg, parse_seeds(args.seeds))
     print(format_table(summary))
     out = f"{cfg.train.out_dir}/{cfg.train.name}/compare.json"
     print(f"paired comparison: {out}")
     return out
 
 
-def synthetic(root: str = "data/synthetic-birds", num_classes: int = 10, train_per_class: int = 40,
-              test_per_class: int = 15, seed: int = 0) -> str:
+def synthetic(argv: list[str]) -> str:
     """Write the synthetic CUB-layout bird dataset used by the demo and the tests."""
     from distill.synthetic import generate
 
-    out = generate(root, num_classes, train_per_class, test_per_class, seed)
+    parser = parser_for("python -m distill synthetic", "Write the synthetic CUB-layout bird dataset used by the "
+                        "demo and the tests.", SyntheticSettings,
+                        [Positional("root", "where to write it (default: data/synthetic-birds)", nargs="?")])
+    args = parser.parse_args(argv)
+    s = settings_from(SyntheticSettings, args)
+    out = generate(args.root or "data/synthetic-birds", s.num_classes, s.train_per_class, s.test_per_class, s.seed)
     print(f"synthetic CUB-layout dataset at {out}")
     return str(out)
 
@@ -99,23 +136,15 @@ def shutdown_ctx() -> None:
         dist.destroy_process_group()
 
 
-train.__doc__ = (train.__doc__ or "") + _KEYS
-cache.__doc__ = (cache.__doc__ or "") + _KEYS
-compare.__doc__ = (compare.__doc__ or "") + _KEYS
 COMMANDS = {"cache": cache, "compare": compare, "synthetic": synthetic}
 
 
 def cli(argv: list[str] | None = None) -> None:
-    import fire
-
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0]) if argv else None
     fn, args = (command, argv[1:]) if command else (train, argv)
-    if any(a in ("--help", "-h") for a in args):
-        print(fn.__doc__)  # fire would pass --help into **dotted
-        return
     try:
-        fire.Fire(fn, command=args, name=f"distill {argv[0]}" if command else "distill", serialize=lambda _: None)
+        fn(args)
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

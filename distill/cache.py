@@ -34,9 +34,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.config import Config
-from distill.data import PROMPTS, DatasetSplits, EvalImages, ImageSource, SubsetSource, load_dataset
-from distill.errors import UserError
-from distill.files import atomic_write, sha256_file, write_json
+from distill.data import PROMPTS, EvalImages, load_dataset
+from formats.datasets import DatasetSplits, ImageSource, SubsetSource
+from formats.errors import UserError
+from formats.files import atomic_write, sha256_file, write_json
 from distill.transforms import TargetSpec, ViewSampler
 
 FORMAT_VERSION = 2  # 2: views keyed by teacher.cache_seed, val.npy, teacher files identified
@@ -100,7 +101,9 @@ def _source_identity(source: ImageSource, root: Path) -> str:
     """Hash of (file relative to the data root, label) for every image, in index order."""
     lines = []
     for i in range(len(source)):
-        base, j = (source.source, source.indices[i]) if isinstance(source, SubsetSource) else (source, i)
+        base, j = source, i
+        while isinstance(base, SubsetSource):
+            base, j = base.source, base.indices[j]
         name = str(base.paths[j].relative_to(root)) if hasattr(base, "paths") else f"#{j}"
         lines.append(f"{name}\t{source.labels[i]}")
     return _sha256_text("\n".join(lines))

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from distill.config import Config, to_dict, with_overrides
-from distill.errors import UserError
-from distill.files import write_json
+from formats.errors import UserError
+from formats.files import write_json
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False}, "kd": {}}
 

@@ -12,7 +12,7 @@ from torch import nn
 from distill.config import MethodConfig
 from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, projected_kd_loss,
                             visual_kd_loss, vl2lite_loss)
-from distill.students import Student
+from students.registry import Student
 
 
 def condenser(teacher_dim: int, student_dim: int) -> nn.Sequential:

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill.errors import UserError
-from distill.students import _reachable
+from formats.errors import UserError
+from students.registry import reachable
 from distill.transforms import TargetSpec
 
 TINY_CONFIG_DIR = Path(__file__).parent / "teacher_configs"
@@ -154,7 +154,7 @@ def resolve_weights(model_name: str, pretrained: str) -> str | None:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise UserError(f"unknown pretrained tag {pretrained!r} for {model_name}; valid tags: "
                         f"{', '.join(tags) or 'none (pass a local checkpoint file)'}")
-    if not _cached(cfg) and not _reachable("huggingface.co"):
+    if not _cached(cfg) and not reachable("huggingface.co"):
         source = cfg.get("hf_hub") or cfg.get("url")
         raise UserError(
             f"teacher weights {model_name}/{pretrained} are not cached and the model hub is unreachable: "
@@ -167,7 +167,7 @@ def _hf_hub_source(model: str) -> TeacherSource:
     repo = model[len("hf-hub:"):].strip("/")
     if not repo:
         raise UserError("teacher.model=hf-hub: needs a repository, e.g. hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
-    if not _hub_cached(repo) and not _reachable("huggingface.co"):
+    if not _hub_cached(repo) and not reachable("huggingface.co"):
         raise UserError(
             f"teacher {model} is not cached and the model hub is unreachable: on a machine with internet "
             f"download open_clip_config.json and open_clip_model.safetensors from https://huggingface.co/{repo} "

@@ -14,7 +14,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,18 +24,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from distill.checkpoint import atomic_save, read_checkpoint, student_artifact
+from distill.checkpoint import atomic_save, student_artifact
 from distill.config import Config, MethodConfig, dump_yaml, to_dict
-from distill.data import DatasetSplits, EvalImages, TrainViews, ViewSchedule, load_dataset
+from distill.data import DatasetSplits, EvalImages, TrainViews, ViewSchedule, dataset_spec, load_dataset
 from distill.dist import DistContext, all_reduce_sum, barrier, init_distributed
-from distill.errors import UserError
-from distill.files import write_text
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
-from distill.students import Student, create_student, list_students
 from distill.targets import Targets, teacher_side
 from distill.teacher import resolve_source
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
+from formats.errors import UserError
+from formats.files import write_text
+from students.checkpoint import read_checkpoint
+from students.registry import Student, create_student, list_students
 
 
 class Trainable(nn.Module):
@@ -266,7 +267,7 @@ def finish(run: Run) -> Path:
     """Evaluate the best weights once on the test split and store the figures in ``best.pt``."""
     best_path = run.dir / "best.pt"
     barrier(run.ctx)  # every rank reads the best.pt rank 0 has written
-    best = read_checkpoint(best_path)
+    best, _ = read_checkpoint(best_path)
     if "test" in best["metrics"]:
         return best_path
     run.student.load_state_dict(best["state_dict"])
@@ -289,7 +290,7 @@ def _results(run: Run, best: dict | None) -> dict[str, Any]:
 
 def _artifact(run: Run, metrics: dict, epoch: int) -> dict[str, Any]:
     return student_artifact(run.student, run.cfg.student.arch, run.splits.class_names, run.preprocessing,
-                            to_dict(run.cfg), metrics, epoch)
+                            asdict(dataset_spec(run.cfg.data)), to_dict(run.cfg), metrics, epoch)
 
 
 def _resume_state(run: Run, metrics: dict, epoch: int) -> dict[str, Any]:
@@ -307,7 +308,7 @@ def _resume_state(run: Run, metrics: dict, epoch: int) -> dict[str, Any]:
 
 def restore(run: Run, path: Path) -> None:
     """Continue exactly where ``last.pt`` stopped: weights, optimizer, scheduler, epoch, RNG."""
-    ckpt = read_checkpoint(path)
+    ckpt, _ = read_checkpoint(path)
     state = ckpt.get("train_state")
     if state is None:
         raise UserError(f"{path} has no training state to resume from (is it a best.pt?)")

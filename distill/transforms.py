@@ -1,7 +1,7 @@
 """Image pipelines: the evaluation transform (the deployment contract) and seeded training views.
 
 The evaluation transform is described by a plain ``preprocessing`` dict that travels with the
-checkpoint and the bundle; ``runtime.preprocess`` reproduces it without torch.
+checkpoint and the bundle; ``formats.preprocessing`` reproduces it without torch.
 
 Training views are reproducible: the crop and flip of view ``v`` of image ``i`` are a pure function
 of ``(seed, i, v)``. The same crop is resized for the student (its size and normalisation) and for
@@ -21,6 +21,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 from distill.config import DataConfig
+from formats.preprocessing import PreprocessSpec
 
 _INTERP = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -30,19 +31,9 @@ _INTERP = {
 
 
 def preprocessing_spec(data: DataConfig) -> dict[str, Any]:
-    """The evaluation transform as data: what the runtime must do to an image before the model."""
-    return {
-        "input_size": [data.input_size, data.input_size],  # [H, W] of the model input
-        "resize_size": data.resize_size,  # shorter side is resized to this first
-        "resize_policy": "shorter_side",
-        "crop": "center",
-        "interpolation": data.interpolation,
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "color": "RGB",
-        "layout": "NCHW",
-        "scale": 255.0,  # pixel / scale before (x - mean) / std
-    }
+    """The evaluation transform as data (``formats.preprocessing``): what the runtime does before the model."""
+    return PreprocessSpec(input_size=(data.input_size, data.input_size), resize_size=data.resize_size,
+                          interpolation=data.interpolation, mean=tuple(data.mean), std=tuple(data.std)).to_dict()
 
 
 def eval_transform(pre: dict[str, Any]) -> T.Compose:

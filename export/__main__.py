@@ -1,76 +1,49 @@
 """``python -m export <checkpoint> [--int8] [--fp16] [--trt] [--triton] [--out DIR] [options]``."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-from distill.errors import UserError, one_line
 from export.options import ExportOptions
+from formats.cli import Positional, parser_for, settings_from
+from formats.errors import UserError, one_line
 
-_FLAGS = {f.name for f in dataclasses.fields(ExportOptions)}
+DESCRIPTION = """Export a distilled student checkpoint into a deployable bundle folder; prints its path.
+
+Artifacts: model.onnx (FP32, always), model.fp16.onnx (--fp16), model.int8.onnx and
+model.int8.trt.onnx (--int8), TensorRT engines (--trt, needs tensorrt), a Triton model
+repository (--triton), labels.txt, preprocessing.json and manifest.json (written last).
+
+Every artifact is evaluated against the PyTorch student and held to one accuracy budget
+(--max-top1-drop points, default 1.0). INT8 tries other calibration methods, more images and
+float fallbacks for sensitive layers first; if an artifact still misses the budget the export
+fails (exit 3, with the table of attempts) and writes nothing. See docs/export.md."""
 
 
-def main(checkpoint: str | None = None, out: str | None = None, **options: object) -> str:
-    """Export a distilled student checkpoint into a deployable bundle folder; prints its path.
+def parser():
+    p = parser_for("python -m export", DESCRIPTION, ExportOptions,
+                   [Positional("checkpoint", "the best.pt written by python -m distill")])
+    p.add_argument("--out", type=Path, default=None, help="bundle folder (default: bundles/<run name>)")
+    return p
 
-    Usage: python -m export runs/<run>/best.pt [--int8] [--fp16] [--trt] [--triton] [--out bundles/<name>]
 
-    Artifacts: model.onnx (FP32, always), model.fp16.onnx (--fp16), model.int8.onnx and
-    model.int8.trt.onnx (--int8), TensorRT engines (--trt, needs tensorrt), a Triton model
-    repository (--triton), labels.txt, preprocessing.json and manifest.json (written last).
-
-    Every artifact is evaluated on the test split against the PyTorch student. INT8 must stay
-    within --max-top1-drop points (default 1.0); otherwise other calibration methods, more
-    images and float fallbacks for sensitive layers are tried, and the export fails (exit 3,
-    with the table of attempts) if none fits. See docs/export.md.
-    """
+def main(argv: list[str] | None = None) -> Path:
+    """Parse (strictly, before any work), export, print the bundle path."""
     from export.api import export_bundle
 
-    if checkpoint is None:
-        raise UserError("no checkpoint given: python -m export runs/<run>/best.pt [--int8] [--out DIR]")
-    unknown = sorted(set(options) - _FLAGS)
-    if unknown:
-        raise UserError(f"unknown option --{unknown[0].replace('_', '-')}; valid options: "
-                        + ", ".join(f"--{n.replace('_', '-')}" for n in sorted(_FLAGS)))
-    opts = ExportOptions(**{k: _typed(k, v) for k, v in options.items()})
-    target = Path(out) if out is not None else Path("bundles") / Path(checkpoint).resolve().parent.name
-    path = export_bundle(Path(checkpoint), target, opts)
+    args = parser().parse_args(argv)
+    opts = settings_from(ExportOptions, args)
+    checkpoint = Path(args.checkpoint)
+    target = args.out if args.out is not None else Path("bundles") / checkpoint.resolve().parent.name
+    path = export_bundle(checkpoint, target, opts)
     print(path)
-    return str(path)
+    return path
 
 
-def _typed(name: str, value: object) -> object:
-    """fire types values by their look (``--name 123`` is an int): coerce to the field's type."""
-    kind = {f.name: f.type for f in dataclasses.fields(ExportOptions)}[name]
+def cli(argv: list[str] | None = None) -> None:
+    from export.backends import BudgetError
     try:
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if kind == "float":
-            return float(value)
-        return None if value is None else str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"--{name.replace('_', '-')} expects a {kind.split(' ')[0]}, got {value!r}") from None
-
-
-main.__doc__ = (main.__doc__ or "") + "\n\nOptions (--name value; defaults):\n    " + "\n    ".join(
-    f"--{f.name.replace('_', '-')} ({f.type}) = {f.default!r}" for f in dataclasses.fields(ExportOptions))
-
-
-def cli() -> None:
-    import fire
-    from export.int8 import BudgetError
-    if {"-h", "--help"} & set(sys.argv[1:]):  # **options would swallow --help as a flag
-        print(f"python -m export\n\n{main.__doc__}")
-        return
-    try:
-        fire.Fire(main, name="export", serialize=lambda _: None)
+        main(argv)
     except BudgetError as exc:
         print(exc.table, file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)

@@ -16,17 +16,19 @@ import export.fp16  # noqa: F401  (each module registers its backend, in bundle 
 import export.int8  # noqa: F401
 import export.onnx_fp32  # noqa: F401
 import export.tensorrt  # noqa: F401
-from distill.checkpoint import load_student
-from distill.config import DataConfig, from_dict
-from distill.data import DatasetSplits, load_dataset
-from distill.errors import UserError
-from export.backends import ExportJob, Selection, get_backend, list_backends, log
-from export.bundle import SCHEMA, SCHEMA_VERSION, publish, sha256_file, staging, utc_now, write_json
+from export.backends import ExportJob, Selection, enforce_budget, get_backend, list_backends, log
+from export.bundle import publish, staging
+from formats.manifest import SCHEMA, SCHEMA_VERSION, ArtifactEntry, Manifest, typed
 from export.evaluation import ImageBatches, predict, torch_runner
 from export.int8 import check_calibration_count
 from export.onnx_fp32 import INPUT, OUTPUT
 from export.options import ExportOptions
 from export.triton import write_repository
+from formats.checkpoint import StudentMeta
+from formats.datasets import DatasetSplits, load_splits
+from formats.errors import UserError
+from formats.files import sha256_file, utc_now, write_json
+from students.checkpoint import load_student
 
 BACKEND_ORDER = ("onnx", "fp16", "int8", "tensorrt")
 
@@ -37,64 +39,77 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     Nothing appears at ``out`` unless every requested artifact passed its checks.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    student, ckpt = load_student(checkpoint)
-    splits = load_splits(ckpt, options.data_root)
+    check_tensorrt(options)
+    student, meta = load_student(checkpoint)
+    splits = training_splits(meta, options.data_root)
     calib = check_calibration_count(len(splits.train), options) if options.int8 else 0
     with staging(out, options.overwrite, keep=checkpoint) as tmp:
-        job = make_job(options, tmp, student, ckpt, splits, calib)
-        write_sidecars(tmp, ckpt)
+        job = make_job(options, tmp, student, meta, splits, calib)
+        write_sidecars(tmp, meta)
         artifacts = []
         for name in BACKEND_ORDER:
             backend = get_backend(name)
             if backend.wanted(options):
                 artifacts += backend.build(job)
+        enforce_budget(artifacts, options)
         for art in artifacts:
             art.update(sha256=sha256_file(tmp / art["file"]), size_bytes=(tmp / art["file"]).stat().st_size)
         name = options.name or out.name
-        manifest = build_manifest(name, checkpoint, ckpt, job, artifacts)
+        manifest = build_manifest(name, checkpoint, meta, job, artifacts)
         if options.triton:
-            h, w = ckpt["preprocessing"]["input_size"]
             manifest["triton"] = {"repository": "triton", "models": write_repository(
-                tmp, name, artifacts, [3, h, w], ckpt["num_classes"], options.max_batch, options.triton_queue_delay_us)}
+                tmp, name, artifacts, [3, *meta.input_size], meta.num_classes, options.max_batch,
+                options.triton_queue_delay_us)}
         publish(tmp, out, manifest, options.overwrite, keep=checkpoint)
     log(f"bundle written: {out}")
     return out
 
 
-def load_splits(ckpt: dict[str, Any], data_root: str | None) -> DatasetSplits:
+def training_splits(meta: StudentMeta, data_root: str | None) -> DatasetSplits:
     """The dataset the student was trained on (same split seed), optionally at another root."""
-    data_cfg = from_dict(DataConfig, ckpt["config"]["data"])
-    if data_root is not None:
-        data_cfg = dataclasses.replace(data_cfg, root=str(data_root))
+    import torchvision.datasets
+
+    spec = meta.dataset if data_root is None else dataclasses.replace(meta.dataset, root=str(data_root))
     try:
-        splits = load_dataset(data_cfg)
+        splits = load_splits(spec, torchvision.datasets)
     except UserError as exc:
         raise UserError(f"{exc} (export reads the training dataset for calibration and evaluation; "
                         f"pass --data-root if it moved)") from None
-    if splits.class_names != ckpt["class_names"]:
-        raise UserError(f"the dataset at {data_cfg.root} has different classes than the checkpoint: "
+    if tuple(splits.class_names) != meta.class_names:
+        raise UserError(f"the dataset at {spec.root} has different classes than the checkpoint: "
                         f"pass --data-root pointing at the dataset the student was trained on")
     return splits
 
 
-def make_job(options: ExportOptions, tmp: Path, student: torch.nn.Module, ckpt: dict[str, Any],
+def make_job(options: ExportOptions, tmp: Path, student: torch.nn.Module, meta: StudentMeta,
              splits: DatasetSplits, calib: int) -> ExportJob:
     source = splits.test if options.eval_split == "test" else splits.val
-    batches = ImageBatches(source, ckpt["preprocessing"], options.batch_size, options.eval_images)
+    pre = meta.preprocessing.to_dict()
+    batches = ImageBatches(source, pre, options.batch_size, options.eval_images)
     reference = predict(torch_runner(student), batches)
     log(f"pytorch reference: top-1 {100 * reference.accuracy():.2f}% on {batches.images} "
         f"{options.eval_split} images")
-    job = ExportJob(options, tmp, student, ckpt, batches, reference, splits.train, calib)
-    if options.int8 and options.eval_split == "test" and len(splits.val) > 0:
-        val = ImageBatches(splits.val, ckpt["preprocessing"], options.batch_size, options.eval_images)
+    job = ExportJob(options, tmp, student, meta, batches, reference, splits.train, calib)
+    if options.eval_split == "test" and len(splits.val) > 0:
+        val = ImageBatches(splits.val, pre, options.batch_size, options.eval_images)
         job.held_out = Selection("val", val, predict(torch_runner(student), val))
-        log(f"int8 recipes are chosen on {val.images} val images, then reported on test")
+        log(f"the accuracy budget is judged on {val.images} val images (INT8 recipes are chosen there); "
+            f"every artifact is reported on test")
     return job
 
 
-def write_sidecars(folder: Path, ckpt: dict[str, Any]) -> None:
-    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in ckpt["class_names"]))
-    write_json(folder / "preprocessing.json", ckpt["preprocessing"])
+def check_tensorrt(options: ExportOptions) -> None:
+    """--trt needs TensorRT here; without it the export stops before any work, unless --best-effort."""
+    from export.tensorrt import NOT_INSTALLED, tensorrt_version
+
+    if options.trt and not options.best_effort and tensorrt_version() is None:
+        raise UserError(f"--trt: {NOT_INSTALLED}: export on the device that has it, or pass --best-effort to "
+                        f"write the bundle without engines (then build them on the device: python -m export <checkpoint> --trt)")
+
+
+def write_sidecars(folder: Path, meta: StudentMeta) -> None:
+    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in meta.class_names))
+    write_json(folder / "preprocessing.json", meta.preprocessing.to_dict())
 
 
 def tool_versions() -> dict[str, str]:
@@ -108,26 +123,26 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(name: str, checkpoint: Path, ckpt: dict[str, Any], job: ExportJob,
+def build_manifest(name: str, checkpoint: Path, meta: StudentMeta, job: ExportJob,
                    artifacts: list[dict[str, Any]]) -> dict[str, Any]:
-    h, w = ckpt["preprocessing"]["input_size"]
+    """The manifest as ``formats.manifest.Manifest`` (every field typed; a backend's typo is an error)."""
+    h, w = meta.input_size
     o = job.options
-    return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": utc_now(),
-        "name": name, "arch": ckpt["arch"], "num_classes": ckpt["num_classes"],
-        "input": {"name": INPUT, "shape": [-1, 3, h, w], "dtype": "float32"},
-        "output": {"name": OUTPUT, "shape": [-1, ckpt["num_classes"]], "dtype": "float32"},
-        "max_batch": o.max_batch, "batch": {"min": o.min_batch, "opt": o.opt_batch, "max": o.max_batch},
-        "source_checkpoint": {"file": checkpoint.name, "sha256": sha256_file(checkpoint), "epoch": ckpt["epoch"]},
-        "labels": "labels.txt", "preprocessing": "preprocessing.json",
-        "reference": {"framework": "pytorch", "top1": round(job.reference.accuracy(), 6),
-                      "split": o.eval_split, "images": job.eval_batches.images},
-        "budget": {"max_top1_drop": o.max_top1_drop, "min_agreement": o.min_agreement},
-        "artifacts": artifacts,
-        **job.notes,
-        "versions": tool_versions(),
-        "options": json.loads(json.dumps(dataclasses.asdict(o))),
-    }
+    entries = tuple(typed(ArtifactEntry, art, f"artifact {art.get('file')}") for art in artifacts)
+    manifest = Manifest(
+        schema=SCHEMA, schema_version=SCHEMA_VERSION, created=utc_now(), name=name, arch=meta.arch,
+        num_classes=meta.num_classes,
+        input={"name": INPUT, "shape": [-1, 3, h, w], "dtype": "float32"},
+        output={"name": OUTPUT, "shape": [-1, meta.num_classes], "dtype": "float32"},
+        max_batch=o.max_batch, batch={"min": o.min_batch, "opt": o.opt_batch, "max": o.max_batch},
+        source_checkpoint={"file": checkpoint.name, "sha256": sha256_file(checkpoint), "epoch": meta.epoch},
+        labels="labels.txt", preprocessing="preprocessing.json",
+        reference={"framework": "pytorch", "top1": round(job.reference.accuracy(), 6), "split": o.eval_split,
+                   "images": job.eval_batches.images},
+        budget={"max_top1_drop": o.max_top1_drop, "min_agreement": o.min_agreement},
+        artifacts=entries, files={}, versions=tool_versions(),
+        options=json.loads(json.dumps(dataclasses.asdict(o))), tensorrt=job.tensorrt)
+    return manifest.to_dict()
 
 
 __all__ = ["export_bundle", "ExportOptions", "list_backends"]

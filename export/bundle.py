@@ -1,4 +1,4 @@
-"""Bundle files: hashes, the manifest, and the atomic publish (temporary sibling, then rename)."""
+"""Writing a bundle: the staging folder and the atomic publish (temporary sibling, then rename)."""
 from __future__ import annotations
 
 import json
@@ -6,42 +6,13 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from distill.errors import UserError
-from distill.files import sha256_file
-
-SCHEMA, SCHEMA_VERSION = "vl2lite-bundle", 1
-MANIFEST = "manifest.json"
-
-
-def file_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative POSIX paths), the manifest excepted."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def verify_bundle(folder: Path) -> dict[str, Any]:
-    """Re-hash every file and compare with the manifest; raise UserError on any difference."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise UserError(f"{folder} is not a complete bundle (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
-    actual = file_hashes(folder)
-    if actual != manifest["files"]:
-        changed = sorted(set(actual.items()) ^ set(manifest["files"].items()))
-        raise UserError(f"bundle {folder} does not match its manifest (first difference: {changed[0][0]})")
-    return manifest
+from formats.bundle import MANIFEST, file_hashes
+from formats.manifest import SCHEMA
+from formats.errors import UserError
+from formats.files import write_json
 
 
 def _check_target(out: Path, overwrite: bool, keep: Path | None) -> None:
@@ -95,9 +66,7 @@ def publish(tmp: Path, out: Path, manifest: dict[str, Any], overwrite: bool = Fa
     """
     _check_target(out, overwrite, keep)
     manifest["files"] = file_hashes(tmp)
-    staged = tmp / f".{MANIFEST}.tmp"
-    write_json(staged, manifest)
-    os.replace(staged, tmp / MANIFEST)
+    write_json(tmp / MANIFEST, manifest)  # temporary file, then rename
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is an ordinary shared folder
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

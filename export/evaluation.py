@@ -1,7 +1,8 @@
 """Accuracy and parity of every artifact against the PyTorch student, on real images.
 
-The evaluation images go through the training evaluation transform once; every artifact then
-sees exactly the same float32 batches, so differences come from the model alone.
+The evaluation images go through the checkpoint's preprocessing spec once (``formats.preprocessing``,
+the runtime's own code); every artifact then sees exactly the same float32 batches, so differences
+come from the model alone.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Callable, Iterator
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch.utils.data import DataLoader, Subset
 
-from distill.data import EvalImages
+from formats.datasets import ImageSource
+from formats.preprocessing import PreprocessSpec, preprocess_image
 
 CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
 
@@ -22,21 +23,27 @@ Runner = Callable[[np.ndarray], np.ndarray]  # (B, 3, H, W) float32 -> (B, C) lo
 
 
 class ImageBatches:
-    """Batches ``(x (B,3,H,W) float32, y (B,) int64)`` of an image source through the eval transform."""
+    """Batches ``(x (B,3,H,W) float32, y (B,) int64)`` of an image source through the preprocessing spec.
 
-    def __init__(self, source, preprocessing: dict, batch_size: int, limit: int = 0) -> None:
-        dataset = EvalImages(source, preprocessing)
-        n = len(dataset) if limit == 0 else min(limit, len(dataset))
-        self.loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
-        self.images = n
-        h, w = preprocessing["input_size"]
-        fits = n * 3 * h * w * 4 <= CACHE_LIMIT_BYTES
-        self._cache = [(x.numpy(), y.numpy()) for x, y in self.loader] if fits else None
+    The images go through ``formats.preprocessing`` (numpy and Pillow), the code the runtime runs
+    on the device, so export scores every artifact on exactly the inputs it will be given there.
+    """
+
+    def __init__(self, source: ImageSource, preprocessing: dict, batch_size: int, limit: int = 0) -> None:
+        self.source, self.spec, self.batch_size = source, PreprocessSpec.from_dict(preprocessing), batch_size
+        self.images = len(source) if limit == 0 else min(limit, len(source))
+        h, w = self.spec.input_size
+        fits = self.images * 3 * h * w * 4 <= CACHE_LIMIT_BYTES
+        self._cache = list(self._decode()) if fits else None
+
+    def _decode(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, self.images, self.batch_size):
+            idx = range(start, min(self.images, start + self.batch_size))
+            x = np.stack([preprocess_image(self.source.load(i), self.spec) for i in idx])  # (B, 3, H, W)
+            yield x, np.asarray([self.source.labels[i] for i in idx], dtype=np.int64)  # (B,)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if self._cache is not None:
-            return iter(self._cache)
-        return ((x.numpy(), y.numpy()) for x, y in self.loader)
+        return iter(self._cache) if self._cache is not None else self._decode()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 import torch
 
-from distill.errors import UserError
+from formats.errors import UserError
 from export.backends import ExportJob, log, register_backend
 from export.evaluation import FP32_TOLERANCE, accuracy_entry, ort_runner, parity, parity_ok, predict
 from export.options import ExportOptions
@@ -69,10 +69,11 @@ class OnnxFP32:
     def build(self, job: ExportJob) -> list[dict[str, Any]]:
         path = job.dir / FP32_FILE
         export_onnx(job.student, path, job.preprocessing["input_size"], job.options.opset)
-        set_metadata(path, job.ckpt["class_names"], job.preprocessing)
+        set_metadata(path, list(job.meta.class_names), job.preprocessing)
         if not batch_dim(path).isidentifier():
             raise RuntimeError(f"{FP32_FILE} has a fixed batch dimension ({batch_dim(path)})")
-        pred = predict(ort_runner(path), job.eval_batches)
+        run = ort_runner(path)
+        pred = predict(run, job.eval_batches)
         par = parity(pred, job.reference, job.options.parity_images)
         if not parity_ok(par, job.reference, FP32_TOLERANCE):
             raise UserError(f"ONNX parity check failed: {FP32_FILE} differs from PyTorch (max |logit diff| "
@@ -80,7 +81,7 @@ class OnnxFP32:
                             f"the bundle was not written — report this with the checkpoint's arch")
         log(f"onnx fp32: parity max|diff| {par['max_abs_logit_diff']:.2e}, agreement {par['top1_agreement']:.3f}")
         return [{"file": FP32_FILE, "format": "onnx", "precision": "fp32", "target": "any",
-                 **accuracy_entry(pred, job.reference), "parity": par}]
+                 **accuracy_entry(pred, job.reference), "budget": job.verdict(run, pred), "parity": par}]
 
 
 register_backend(OnnxFP32())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distill.errors import UserError
+from formats.errors import UserError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 EVAL_SPLITS = ("test", "val")
@@ -42,6 +42,7 @@ class ExportOptions:
     data_root: str | None = None  # where the dataset lives, if not where training found it
     name: str | None = None  # bundle name (default: the output folder's name)
     overwrite: bool = False  # replace an existing bundle folder (atomically)
+    best_effort: bool = False  # keep artifacts that miss the budget (marked) and --trt without TensorRT (none built)
     seed: int = 0  # calibration sample
     triton_queue_delay_us: int = 100
 

@@ -2,6 +2,17 @@
 
 ``<bundle>/triton/<name>_<variant>/config.pbtxt`` + ``1/model.onnx`` (platform
 ``onnxruntime_onnx``) or ``1/model.plan`` (``tensorrt_plan``), with dynamic batching.
+
+An ONNX artifact whose target is ``tensorrt`` (the symmetric S8S8 Q/DQ ``model.int8.trt.onnx``)
+is served by the onnxruntime backend through its TensorRT execution accelerator, with
+``precision_mode`` set from the artifact's precision; without it onnxruntime would run the Q/DQ
+graph on its CUDA provider, not as TensorRT INT8. Parameter names and values follow the
+onnxruntime_backend README ("ONNX Runtime with TensorRT optimization"): ``precision_mode`` is one of
+FP32, FP16, BF16, INT8; no calibration table is given, since the graph carries its Q/DQ scales (the
+backend refuses one for a Q/DQ model).
+
+``validate_config`` checks a config against Triton's own ``ModelConfig`` protobuf schema (shipped by
+``tritonclient[grpc]``, a test dependency; the export itself does not need it).
 """
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 TRITON_DIR = "triton"
+TRT_PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
 def model_name(bundle_name: str, artifact: dict[str, Any]) -> str:
@@ -23,9 +35,27 @@ def model_name(bundle_name: str, artifact: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{bundle_name}_{variant}")
 
 
+def tensorrt_accelerator(artifact: dict[str, Any]) -> str:
+    """The ``optimization`` block for an ONNX artifact meant for TensorRT; empty for any other artifact."""
+    if artifact["format"] != "onnx" or artifact["target"] != "tensorrt":
+        return ""
+    precision = artifact["precision"]
+    if precision not in TRT_PRECISION_MODES:
+        raise ValueError(f"{artifact.get('file', 'artifact')}: no TensorRT precision_mode for {precision!r}")
+    return ('optimization {\n  execution_accelerators {\n    gpu_execution_accelerator [\n      {\n'
+            '        name: "tensorrt"\n'
+            f'        parameters {{ key: "precision_mode" value: "{TRT_PRECISION_MODES[precision]}" }}\n'
+            '      }\n    ]\n  }\n}\n')
+
+
 def config_pbtxt(name: str, artifact: dict[str, Any], input_shape: list[int], num_classes: int,
                  max_batch: int, queue_delay_us: int) -> str:
-    """Triton's protobuf text config; dims exclude the batch axis (max_batch_size > 0 adds it)."""
+    """Triton's protobuf text config; dims exclude the batch axis (max_batch_size > 0 adds it).
+
+    Engines are ``tensorrt_plan``; ONNX files are ``onnxruntime_onnx``, on the CPU when their target
+    is onnxruntime-cpu, otherwise on the GPU, through the TensorRT accelerator when their target is
+    tensorrt (``tensorrt_accelerator``).
+    """
     engine = artifact["format"] == "tensorrt"
     platform = "tensorrt_plan" if engine else "onnxruntime_onnx"
     kind = "KIND_CPU" if artifact["target"] == "onnxruntime-cpu" else "KIND_GPU"
@@ -35,7 +65,26 @@ def config_pbtxt(name: str, artifact: dict[str, Any], input_shape: list[int], nu
             f'output [\n  {{\n    name: "logits"\n    data_type: TYPE_FP32\n    dims: [ {num_classes} ]\n'
             f'    label_filename: "labels.txt"\n  }}\n]\n'
             f'dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n'
-            f'instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n')
+            f'instance_group [\n  {{\n    count: 1\n    kind: {kind}\n  }}\n]\n'
+            + tensorrt_accelerator(artifact))
+
+
+def validate_config(text: str) -> Any:
+    """Parse ``text`` as Triton's ``ModelConfig`` (tritonclient's copy of model_config.proto).
+
+    Returns the message; raises ``ValueError`` naming the line when the schema rejects the text
+    (unknown field, bad enum value, wrong type, a field set twice). Needs ``tritonclient[grpc]``.
+    """
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc.model_config_pb2 import ModelConfig
+    except ImportError as exc:
+        raise ImportError("validating a Triton config needs tritonclient: pip install 'tritonclient[grpc]' "
+                          "(or install vl2lite-edge[dev])") from exc
+    try:
+        return text_format.Parse(text, ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"not a valid Triton model config: {exc}") from None
 
 
 def write_repository(bundle: Path, name: str, artifacts: list[dict[str, Any]], input_shape: list[int],

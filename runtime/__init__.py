@@ -7,6 +7,6 @@ an edge box installs the light base package. Entry points::
     python -m runtime.bench <bundle> [--backend ...] [--batch 1,8,32] [--data DIR]
     python -m runtime.serve <bundle> [--host 127.0.0.1] [--port 8000]
 
-Library use: ``runtime.bundle.load_bundle``, ``runtime.model.open_classifier``,
-``runtime.preprocess.preprocess_image``, ``runtime.bench.run_bench``, ``runtime.serve.create_app``.
+Library use: ``formats.bundle.load_bundle``, ``runtime.model.open_classifier``,
+``formats.preprocessing.preprocess_image``, ``runtime.bench.run_bench``, ``runtime.serve.create_app``.
 """

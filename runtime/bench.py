@@ -14,7 +14,7 @@ timed runs; the accuracy pass comes after it is read).
 Every backend returns its result on the host, so on a GPU each timed call ends synchronised.
 
 Options: ``--backend a,b`` ``--artifact f1,f2`` ``--batch 1,8,32`` ``--data DIR`` ``--limit N``
-``--seconds S`` (per measurement) ``--warmup N`` ``--threads N`` ``--out DIR`` ``--noplots``
+``--seconds S`` (per measurement) ``--warmup N`` ``--threads N`` ``--out DIR`` ``--no-plots``
 ``--reference-checkpoint best.pt`` (adds a PyTorch eager row when torch is installed)
 ``--timeout S`` (per artifact and backend; a worker that outlives it becomes a failed row).
 """
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -35,12 +35,13 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime.backends import SessionOptions, get_backend, list_backends, require_available
-from runtime.backends.base import Session
-from runtime.bundle import Artifact, Bundle, load_bundle
+from runtime.backends.base import Session, open_reference
+from formats.bundle import Artifact, Bundle, load_bundle
 from runtime.dataset import load_labelled_images
 from runtime.device import PowerSampler, device_info, software_versions
-from runtime.errors import RuntimeUserError, run_cli
-from runtime.preprocess import open_image, preprocess_image
+from formats.cli import Positional, parser_for, settings_from
+from formats.errors import UserError, run_cli
+from formats.preprocessing import open_image, preprocess_image
 
 SCHEMA = "vl2lite-bench"
 # Backends tried when none is named; onnxruntime-tensorrt is left to an explicit --backend
@@ -50,30 +51,30 @@ DEFAULT_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    backends: tuple[str, ...] = ()  # empty: every default backend usable here
-    artifacts: tuple[str, ...] = ()  # empty: every artifact of the bundle
-    batches: tuple[int, ...] = (1, 8, 32)
+    backends: tuple[str, ...] = field(default=(), metadata={"flag": "backend"})  # empty: every usable default
+    artifacts: tuple[str, ...] = field(default=(), metadata={"flag": "artifact"})  # empty: every artifact
+    batches: tuple[int, ...] = field(default=(1, 8, 32), metadata={"flag": "batch"})  # Offline batch sizes
     seconds: float = 1.5  # timed duration of each measurement (SingleStream, each Offline batch)
     min_iters: int = 3  # ...but at least this many runs, so slow batches still give a spread
-    max_iters: int = 2000
-    warmup: int = 5
+    max_iters: int = 2000  # ...and at most this many
+    warmup: int = 5  # untimed runs first
     threads: int = 0  # intra-op threads, 0 = backend default
-    data: Path | None = None
-    limit: int | None = None
+    data: Path | None = None  # labelled images (CUB layout or class folders): adds top-1
+    limit: int | None = None  # at most this many --data images
     out: Path | None = None  # default runs/bench/<bundle name>
-    plots: bool = True
-    reference_checkpoint: Path | None = None
-    timeout_s: float = 1800.0  # per artifact and backend (TensorRT builds engines for minutes)
+    plots: bool = True  # write the two PNG plots (needs matplotlib)
+    reference_checkpoint: Path | None = None  # best.pt: adds a PyTorch eager row (needs the training packages)
+    timeout_s: float = field(default=1800.0, metadata={"flag": "timeout"})  # per artifact and backend, seconds
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
-            raise RuntimeUserError(f"--batch needs positive batch sizes, got {self.batches}")
+            raise UserError(f"--batch needs positive batch sizes, got {self.batches}")
         if self.seconds <= 0 or self.warmup < 0 or self.min_iters < 1 or self.threads < 0:
-            raise RuntimeUserError("--seconds must be > 0, --warmup and --threads >= 0")
+            raise UserError("--seconds must be > 0, --warmup and --threads >= 0")
         if self.limit is not None and self.limit < 1:
-            raise RuntimeUserError(f"--limit must be at least 1, got {self.limit}")
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.timeout_s <= 0:
-            raise RuntimeUserError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+            raise UserError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         for name in self.backends:
             get_backend(name)  # an unknown name lists the valid ones
 
@@ -128,7 +129,7 @@ def plan(bundle: Bundle, settings: BenchSettings) -> tuple[list[Job], list[dict[
     if settings.reference_checkpoint:
         ckpt = Path(settings.reference_checkpoint)
         if not ckpt.is_file():
-            raise RuntimeUserError(f"--reference-checkpoint {ckpt} not found: pass the best.pt the bundle came from")
+            raise UserError(f"--reference-checkpoint {ckpt} not found: pass the best.pt the bundle came from")
         jobs.append(Job(str(ckpt), "torch-eager", "fp32", "reference", ckpt.stat().st_size))
     return jobs, notes
 
@@ -195,15 +196,14 @@ def _worker() -> None:
     try:
         result = measure_job(Path(request["bundle"]), Job(**request["job"]),
                              _settings_from_json(request["settings"]), request["data"])
-    except RuntimeUserError as exc:
+    except UserError as exc:
         result = {"error": str(exc)}
     write_json_atomic(result_file, result)
 
 
 def open_job_session(bundle: Bundle, job: Job, settings: BenchSettings) -> Session:
     if job.backend == "torch-eager":
-        from runtime.backends.torch_ref import TorchSession  # torch only on request
-        return TorchSession(Path(job.artifact))
+        return open_reference(job.backend, Path(job.artifact))  # a plugin; the runtime never imports torch
     spec = require_available(get_backend(job.backend))
     return spec.open(bundle.artifact(job.artifact), SessionOptions(threads=settings.threads))
 
@@ -345,44 +345,13 @@ def _settings_from_json(d: dict[str, Any]) -> BenchSettings:
 
 # --------------------------------------------------------------------------- CLI
 
-def main(bundle: str, backend: Any = None, artifact: Any = None, batch: Any = (1, 8, 32), data: str | None = None,
-         limit: int | None = None, seconds: float = 1.5, warmup: int = 5, threads: int = 0, out: str | None = None,
-         plots: bool = True, reference_checkpoint: str | None = None, timeout: float = 1800.0) -> None:
-    """CLI: fire turns "1,8,32" into a tuple and "8" into an int, so normalise and check here."""
-    def go() -> None:
-        settings = BenchSettings(
-            backends=_as_tuple(backend, str, "--backend"), artifacts=_as_tuple(artifact, str, "--artifact"),
-            batches=_as_tuple(batch, int, "--batch"), seconds=_as_number(seconds, "--seconds"),
-            warmup=int(_as_number(warmup, "--warmup")), threads=int(_as_number(threads, "--threads")),
-            data=Path(str(data)) if data is not None else None,
-            limit=int(_as_number(limit, "--limit")) if limit is not None else None,
-            out=Path(str(out)) if out is not None else None, plots=bool(plots),
-            reference_checkpoint=Path(str(reference_checkpoint)) if reference_checkpoint else None,
-            timeout_s=_as_number(timeout, "--timeout"))
-        run_bench(str(bundle), settings)
-    run_cli(go)
-
-
-def _as_tuple(value: Any, kind: type, flag: str) -> tuple:
-    if value is None:
-        return ()
-    items = value if isinstance(value, (tuple, list)) else str(value).split(",") if isinstance(value, str) else [value]
-    try:
-        return tuple(kind(str(v).strip()) for v in items if str(v).strip())
-    except ValueError:
-        raise RuntimeUserError(f"{flag} takes a comma-separated list of {kind.__name__}, got {value!r}") from None
-
-
-def _as_number(value: Any, flag: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RuntimeUserError(f"{flag} takes a number, got {value!r}")
-    return value
-
-
-def cli() -> None:
-    import fire
-    fire.Fire(main, name="python -m runtime.bench")
+def main(argv: list[str] | None = None) -> None:
+    """CLI: arguments are parsed (strictly, from BenchSettings) before the bundle is opened."""
+    parser = parser_for("python -m runtime.bench", __doc__.splitlines()[0], BenchSettings,
+                        [Positional("bundle", "the bundle folder written by python -m export")])
+    args = parser.parse_args(argv)
+    run_cli(lambda: run_bench(args.bundle, settings_from(BenchSettings, args)))
 
 
 if __name__ == "__main__":
-    cli()
+    main()

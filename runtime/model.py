@@ -9,9 +9,9 @@ from PIL import Image
 
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.backends.base import Session
-from runtime.bundle import Artifact, Bundle, load_bundle
-from runtime.errors import RuntimeUserError
-from runtime.preprocess import preprocess_batch
+from formats.bundle import Artifact, Bundle, load_bundle
+from formats.errors import UserError
+from formats.preprocessing import preprocess_batch
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,24 @@ def top_k_predictions(logits: np.ndarray, labels: tuple[str, ...], k: int) -> li
 
 
 def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None) -> Artifact:
-    """The named artifact (checked against the backend), else the first one the backend accepts."""
+    """The named artifact (checked against the backend), else the first one the backend accepts that
+    met the bundle's accuracy budget (an over-budget one, kept by ``export --best-effort``, only by name)."""
     spec = get_backend(backend)
     if artifact is not None:
         art = bundle.artifact(artifact)
         if not spec.accepts(art):
-            raise RuntimeUserError(f"backend {backend} cannot run {art.file} (format {art.format}, target "
-                                   f"{art.target}): pick another --backend or --artifact")
+            raise UserError(f"backend {backend} cannot run {art.file} (format {art.format}, target "
+                            f"{art.target}): pick another --backend or --artifact")
         return art
-    for art in bundle.artifacts:
-        if spec.accepts(art):
+    runnable = [art for art in bundle.artifacts if spec.accepts(art)]
+    for art in runnable:
+        if art.within_budget is not False:
             return art
-    raise RuntimeUserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
+    if runnable:
+        raise UserError(f"every artifact of {bundle.root} that backend {backend} runs missed the accuracy budget "
+                        f"({', '.join(a.file for a in runnable)}): name one with --artifact to use it anyway, "
+                        f"or pick another --backend")
+    raise UserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
 
 
 def open_classifier(bundle: str | Path | Bundle, backend: str = "onnxruntime", artifact: str | None = None,

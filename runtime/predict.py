@@ -6,22 +6,23 @@ Options: ``--backend`` (default ``onnxruntime``: CUDA when installed, else CPU),
 from __future__ import annotations
 
 import json as jsonlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import RuntimeUserError, run_cli
+from formats.cli import Positional, parser_for, settings_from
+from formats.errors import UserError, run_cli
+from formats.preprocessing import open_image
 from runtime.model import open_classifier
-from runtime.preprocess import open_image
 
 
 def predict_files(bundle: str | Path, images: list[str | Path], top_k: int = 5, backend: str = "onnxruntime",
                   artifact: str | None = None) -> list[dict[str, Any]]:
     """Top-k predictions per image: [{"image", "predictions": [{"label", "index", "probability"}]}]."""
     if not images:
-        raise RuntimeUserError("no images given: python -m runtime.predict <bundle> <image>...")
+        raise UserError("no images given: python -m runtime.predict <bundle> <image>...")
     if top_k < 1:
-        raise RuntimeUserError(f"--top-k must be at least 1, got {top_k}")
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
     clf = open_classifier(bundle, backend, artifact)
     step, results = clf.bundle.max_batch, []
     for start in range(0, len(images), step):  # decode one batch at a time: memory stays bounded
@@ -39,27 +40,27 @@ def format_text(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(bundle: str, *images: str, top_k: int = 5, backend: str = "onnxruntime", artifact: str | None = None,
-         json: bool = False) -> None:
-    """CLI: fire types values by their text, so convert and check here."""
+@dataclass(frozen=True)
+class PredictSettings:
+    top_k: int = 5  # predictions per image
+    backend: str = "onnxruntime"  # onnxruntime (CUDA when installed, else CPU), onnxruntime-cpu, tensorrt
+    artifact: str | None = None  # a file of the bundle; default: the first one the backend runs
+    json: bool = False  # print JSON instead of text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: arguments are parsed (strictly, from PredictSettings) before the bundle is opened."""
+    parser = parser_for("python -m runtime.predict", __doc__.splitlines()[0], PredictSettings,
+                        [Positional("bundle", "the bundle folder written by python -m export"),
+                         Positional("images", "image files to classify", nargs="+")])
+    args = parser.parse_args(argv)
+
     def go() -> None:
-        k = _as_int(top_k, "--top-k")
-        results = predict_files(str(bundle), [str(p) for p in images], k, str(backend),
-                                None if artifact is None else str(artifact))
-        print(jsonlib.dumps(results, indent=2) if json else format_text(results))
+        settings = settings_from(PredictSettings, args)
+        results = predict_files(args.bundle, args.images, settings.top_k, settings.backend, settings.artifact)
+        print(jsonlib.dumps(results, indent=2) if settings.json else format_text(results))
     run_cli(go)
 
 
-def _as_int(value: Any, flag: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RuntimeUserError(f"{flag} takes a whole number, got {value!r}")
-    return value
-
-
-def cli() -> None:
-    import fire
-    fire.Fire(main, name="python -m runtime.predict")
-
-
 if __name__ == "__main__":
-    cli()
+    main()

@@ -33,35 +33,36 @@ from starlette.concurrency import run_in_threadpool
 
 from runtime.backends import SessionOptions
 from runtime.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from runtime.errors import RuntimeUserError, run_cli
+from formats.cli import Positional, parser_for, settings_from
+from formats.errors import UserError, run_cli
 from runtime.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
 from runtime.model import Classifier, open_classifier, top_k_predictions
-from runtime.preprocess import DEFAULT_MAX_PIXELS, ImageError, open_image, preprocess_image
+from formats.preprocessing import DEFAULT_MAX_PIXELS, ImageError, open_image, preprocess_image
 
 SERVER_NAME = "vl2lite-runtime"
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback; 0.0.0.0 listens on every interface
     port: int = 8000
-    backend: str = "onnxruntime"
-    artifact: str | None = None
+    backend: str = "onnxruntime"  # onnxruntime (CUDA when installed, else CPU), onnxruntime-cpu, tensorrt
+    artifact: str | None = None  # a file of the bundle; default: the first one the backend runs
     max_batch: int = 16  # rows per model call; capped by the bundle's max_batch
     max_delay_ms: float = 5.0  # how long the oldest request may wait for a batch to fill
     max_queue: int = 128  # requests waiting; more are refused with 503
-    max_body_mb: float = 10.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    top_k: int = 5
-    threads: int = 0
+    max_body_mb: float = 10.0  # larger request bodies are refused with 413
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused with 413 before they are decoded
+    top_k: int = 5  # predictions per image
+    threads: int = 0  # intra-op threads of the model, 0 = backend default
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise RuntimeUserError(f"--port must be 1..65535, got {self.port}")
+            raise UserError(f"--port must be 1..65535, got {self.port}")
         if self.max_batch < 1 or self.max_queue < 1 or self.max_delay_ms < 0:
-            raise RuntimeUserError("--max-batch and --max-queue must be >= 1, --max-delay-ms >= 0")
+            raise UserError("--max-batch and --max-queue must be >= 1, --max-delay-ms >= 0")
         if self.max_body_mb <= 0 or self.max_pixels < 1 or self.top_k < 1:
-            raise RuntimeUserError("--max-body-mb, --max-pixels and --top-k must be positive")
+            raise UserError("--max-body-mb, --max-pixels and --top-k must be positive")
 
 
 class HttpError(Exception):
@@ -84,7 +85,7 @@ def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) ->
     """Load the model now (so the process is ready as soon as it listens) and build the app."""
     clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads, spin=False))
     if settings.max_batch > clf.bundle.max_batch:
-        raise RuntimeUserError(f"--max-batch {settings.max_batch} is over the bundle's max_batch "
+        raise UserError(f"--max-batch {settings.max_batch} is over the bundle's max_batch "
                                f"{clf.bundle.max_batch}: pass --max-batch {clf.bundle.max_batch} or less")
     metrics = _metrics()
 
@@ -342,31 +343,13 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
-def main(bundle: str, host: str = "127.0.0.1", port: int = 8000, backend: str = "onnxruntime",
-         artifact: str | None = None, max_batch: int = 16, max_delay_ms: float = 5.0, max_queue: int = 128,
-         max_body_mb: float = 10.0, max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5, threads: int = 0) -> None:
-    """CLI: fire types values by their text, so check the types here."""
-    def go() -> None:
-        ints = {"port": port, "max_batch": max_batch, "max_queue": max_queue, "max_pixels": max_pixels,
-                "top_k": top_k, "threads": threads}
-        nums = {"max_delay_ms": max_delay_ms, "max_body_mb": max_body_mb}
-        for flag, v in ints.items():
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise RuntimeUserError(f"--{flag.replace('_', '-')} takes a whole number, got {v!r}")
-        for flag, v in nums.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise RuntimeUserError(f"--{flag.replace('_', '-')} takes a number, got {v!r}")
-        settings = ServeSettings(host=str(host), backend=str(backend),
-                                 artifact=None if artifact is None else str(artifact),
-                                 **ints, **{k: float(v) for k, v in nums.items()})
-        serve(str(bundle), settings)
-    run_cli(go)
-
-
-def cli() -> None:
-    import fire
-    fire.Fire(main, name="python -m runtime.serve")
+def main(argv: list[str] | None = None) -> None:
+    """CLI: arguments are parsed (strictly, from ServeSettings) before the bundle is opened."""
+    parser = parser_for("python -m runtime.serve", __doc__.splitlines()[0], ServeSettings,
+                        [Positional("bundle", "the bundle folder written by python -m export")])
+    args = parser.parse_args(argv)
+    run_cli(lambda: serve(args.bundle, settings_from(ServeSettings, args)))
 
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -10,7 +10,7 @@ import distill.cache as cache_mod
 from distill.cache import build_cache, fingerprint_fields, open_cache
 from distill.config import load_config
 from distill.data import load_dataset
-from distill.errors import UserError
+from formats.errors import UserError
 from distill.teacher import Teacher
 from distill.train import fit
 from distill.transforms import ViewSampler

@@ -9,7 +9,7 @@ import distill.train as train_mod
 from distill.__main__ import cli
 from distill.compare import compare, parse_seeds
 from distill.config import load_config, with_overrides
-from distill.errors import UserError
+from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
 

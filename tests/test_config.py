@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from distill.config import Config, dump_yaml, load_config
-from distill.errors import UserError
+from formats.errors import UserError
 from tests.conftest import REPO
 
 

@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from distill.config import DataConfig
-from distill.data import TrainViews, ViewSchedule, clean_class_name, load_dataset, stratified_split
-from distill.errors import UserError
+from distill.data import TrainViews, ViewSchedule, load_dataset
+from formats.datasets import clean_class_name, stratified_split
+from formats.errors import UserError
 from distill.transforms import TargetSpec, ViewSampler, eval_transform, preprocessing_spec
 
 
@@ -56,7 +57,7 @@ def test_missing_folder_and_wrong_layout(tmp_path):
     with pytest.raises(UserError, match="not found: set data.root"):
         load_dataset(cub(tmp_path / "nope"))
     (tmp_path / "images").mkdir()
-    with pytest.raises(UserError, match="is missing: this is not a CUB-200-2011 folder"):
+    with pytest.raises(UserError, match="classes.txt is missing: a CUB-200-2011 folder needs"):
         load_dataset(cub(tmp_path))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.errors import UserError
+from formats.errors import UserError
 from export.api import export_bundle
 from export.options import ExportOptions
 
@@ -98,8 +98,16 @@ def test_option_range_checks(field, value, fragment):
         ExportOptions(**{field: value})
 
 
-def test_cli_type_errors_and_unknown_options(tmp_path):
-    assert_one_error_line(run_cli("x.pt", "--calib-images", "many"), "--calib-images expects a int")
-    assert_one_error_line(run_cli("x.pt", "--int9"), "unknown option --int9")
+def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path):
+    """Types, unknown options and extra positionals are refused before the export starts: no bundle."""
+    out = tmp_path / "b"
+    for args, fragment in [(["--calib-images", "many"], "--calib-images/--calib_images: invalid int value: 'many'"),
+                           (["--int9"], "unrecognized arguments: --int9"),
+                           (["extra"], "unrecognized arguments: extra"),
+                           (["--max-batch", "1.5"], "invalid int value: '1.5'")]:
+        assert_one_error_line(run_cli(str(trained_checkpoint), "--out", str(out), *args), fragment)
+        assert not out.exists() and list(tmp_path.iterdir()) == []
     help_text = run_cli("--help")
-    assert help_text.returncode == 0 and "--max-top1-drop (float) = 1.0" in help_text.stdout
+    assert help_text.returncode == 0 and "--max-top1-drop X" in help_text.stdout
+    assert "accuracy budget: top-1 points an artifact may lose vs PyTorch (default: 1.0)" in " ".join(
+        help_text.stdout.split())

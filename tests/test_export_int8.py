@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from export.api import export_bundle
-from export.int8 import Attempt, BudgetError, Recipe, format_table, run_ladder
+from export.backends import BudgetError
+from export.int8 import Attempt, Recipe, format_table, run_ladder
 from export.options import ExportOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,13 +101,28 @@ def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_
     assert not out.exists() and list(tmp_path.iterdir()) == []
     cmd = [sys.executable, "-m", "export", str(val_heavy_checkpoint), "--out", str(out), "--int8",
            "--calib-images", "2", "--min-calib-images", "1", "--calib-method", "entropy",
-           "--min-agreement", "1.0", "--remedies", "False"]
+           "--min-agreement", "1.0", "--no-remedies"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr
     assert "INT8 attempts (budget" in proc.stderr and "Traceback" not in proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")][0].startswith(
         "error: no INT8 recipe for model.int8.onnx met the accuracy budget")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_best_effort_keeps_an_over_budget_artifact_marked_and_the_runtime_skips_it(val_heavy_checkpoint, tmp_path):
+    from formats.bundle import load_bundle
+    from runtime.model import select_artifact
+    out = export_bundle(val_heavy_checkpoint, tmp_path / "b", ExportOptions(**FORCED, remedies=False, best_effort=True))
+    manifest = json.loads((out / "manifest.json").read_text())
+    cpu = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.onnx")
+    assert cpu["budget"]["split"] == "val" and cpu["budget"]["within_budget"] is False
+    assert cpu["quantization"]["attempts"][0]["within_budget"] is False
+    manifest["artifacts"].sort(key=lambda a: a["file"] != "model.int8.onnx")  # the over-budget one first
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(out, verify=False)
+    assert select_artifact(bundle, "onnxruntime-cpu").file == "model.onnx"  # skipped by default...
+    assert select_artifact(bundle, "onnxruntime-cpu", "model.int8.onnx").file == "model.int8.onnx"  # ...not by name
 
 
 def test_calibration_batches_have_one_size():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from distill.checkpoint import atomic_save, read_checkpoint
-from distill.students import create_student, list_students
+from distill.checkpoint import atomic_save
+from students.checkpoint import read_checkpoint
+from students.registry import create_student, list_students
 from export.api import export_bundle
 from export.evaluation import ort_session
 from export.options import ExportOptions
@@ -16,7 +17,7 @@ from export.options import ExportOptions
 
 @pytest.mark.parametrize("arch", [a for a in list_students() if a != "resnet18"])  # resnet18: tests/test_export.py
 def test_every_student_exports_with_parity(arch, trained_checkpoint, tmp_path):
-    ckpt = read_checkpoint(trained_checkpoint)  # its data, labels and preprocessing; another architecture
+    ckpt, _ = read_checkpoint(trained_checkpoint)  # its data, labels and preprocessing; another architecture
     torch.manual_seed(0)
     student = create_student(arch, ckpt["num_classes"]).eval()
     ckpt.update(arch=arch, feature_dim=student.feature_dim,

@@ -8,6 +8,7 @@ import pytest
 from export.options import ExportOptions
 from export.tensorrt import (NOT_INSTALLED, TensorRTEngines, device_info, engine_plans, engine_sidecar, in_chunks,
                              tensorrt_version)
+from formats.errors import UserError
 
 
 def test_tensorrt_11_takes_precision_from_the_graph():
@@ -58,8 +59,12 @@ def test_trt_wanted_only_with_flag_and_fp16_graph_follows():
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed")
-def test_without_tensorrt_the_message_is_clear():
-    assert "TensorRT is not installed" in NOT_INSTALLED and "--trt" in NOT_INSTALLED
+def test_trt_without_tensorrt_is_an_error_before_any_work_unless_best_effort(tmp_path):
+    from export.api import export_bundle
+    with pytest.raises(UserError, match="--trt: TensorRT is not installed here.*--best-effort"):
+        export_bundle(tmp_path / "not-even-read.pt", tmp_path / "b", ExportOptions(trt=True))
+    assert not (tmp_path / "b").exists()
+    assert "TensorRT is not installed" in NOT_INSTALLED
 
 
 @pytest.mark.tensorrt

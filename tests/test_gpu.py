@@ -47,13 +47,13 @@ def test_bf16_cache_on_gpu_agrees_with_fp32_teacher_on_cpu(synthetic_root, tmp_p
 
 
 def test_bf16_training_on_gpu_writes_a_checkpoint_that_loads_on_cpu(synthetic_root, tmp_path):
-    from distill.checkpoint import load_student
+    from students.checkpoint import load_student
     from distill.train import fit
     best = fit(gpu_cfg(synthetic_root, tmp_path, **{"train.epochs": 3}))
     record = json.loads((best.parent / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(record["train_loss"]) and record["train_loss"] > 0
     student, ckpt = load_student(best)
-    assert next(student.parameters()).device.type == "cpu" and ckpt["num_classes"] == 10
+    assert next(student.parameters()).device.type == "cpu" and ckpt.num_classes == 10
     results = json.loads((best.parent / "results.json").read_text())
     assert results["test"]["top1"] > 0.1  # better than chance (0.1) after three epochs
 
@@ -74,7 +74,7 @@ def test_torchrun_on_one_gpu_uses_nccl(synthetic_root, tmp_path):
 
 
 def test_torch_reference_backend_on_gpu_matches_onnxruntime_cpu(exported_bundle, trained_checkpoint):
-    from runtime.backends.torch_ref import TorchSession
+    from students.reference import TorchSession
     from runtime.model import open_classifier
     torch_session = TorchSession(trained_checkpoint)
     assert torch_session.device != "cpu"

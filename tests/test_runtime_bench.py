@@ -13,11 +13,11 @@ from tests.runtime_helpers import REPO
 
 from runtime.backends import available_backends
 from runtime.bench import BenchSettings, plan, run_bench
-from runtime.bundle import load_bundle
+from formats.bundle import load_bundle
 from runtime.dataset import load_labelled_images
-from runtime.errors import RuntimeUserError
+from formats.errors import UserError
 from runtime.model import open_classifier
-from runtime.preprocess import open_image, preprocess_batch
+from formats.preprocessing import open_image, preprocess_batch
 
 FAST = dict(batches=(1, 4), seconds=0.15, warmup=1, min_iters=3)
 
@@ -83,10 +83,10 @@ def test_plan_skips_artifacts_with_a_note(int8_bundle: Path) -> None:
 
 
 def test_bench_refuses_unusable_or_unknown_backend(int8_bundle: Path) -> None:
-    with pytest.raises(RuntimeUserError, match="unknown backend 'onnx'.*onnxruntime-cpu"):
+    with pytest.raises(UserError, match="unknown backend 'onnx'.*onnxruntime-cpu"):
         BenchSettings(backends=("onnx",))
     if "tensorrt" not in available_backends():
-        with pytest.raises(RuntimeUserError, match="TensorRT is not installed"):
+        with pytest.raises(UserError, match="TensorRT is not installed"):
             plan(load_bundle(int8_bundle), BenchSettings(backends=("tensorrt",)))
 
 
@@ -94,7 +94,7 @@ def test_bench_cli_with_torch_reference(int8_bundle: Path, trained_checkpoint: P
     """The CLI end to end, with the optional PyTorch eager reference row from the student checkpoint."""
     ckpt = trained_checkpoint
     cmd = [sys.executable, "-m", "runtime.bench", str(int8_bundle), "--artifact", "model.onnx", "--batch", "1,2",
-           "--seconds", "0.1", "--warmup", "1", "--noplots", "--out", str(tmp_path / "out"),
+           "--seconds", "0.1", "--warmup", "1", "--no-plots", "--out", str(tmp_path / "out"),
            "--reference-checkpoint", str(ckpt)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.runtime_helpers import make_images, start_server
 
 from runtime.model import open_classifier
-from runtime.preprocess import open_image, preprocess_image
+from formats.preprocessing import open_image, preprocess_image
 
 
 @pytest.fixture(scope="module")

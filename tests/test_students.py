@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from distill.errors import UserError
-from distill.students import create_student, list_students, register_student
+from formats.errors import UserError
+from students.registry import create_student, list_students, register_student
 
 EXPECTED_WIDTH = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280,
                   "mobilenet_v3_small": 1024, "mobilenet_v3_large": 1280, "efficientnet_b0": 1280}

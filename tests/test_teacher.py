@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.errors import UserError
+from formats.errors import UserError
 from distill.teacher import TINY_CONFIG_DIR, TINY_TEACHER, Teacher, resolve_source, resolve_weights
 from distill.transforms import TargetSpec
 

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
-from distill.checkpoint import load_student, read_checkpoint
+from students.checkpoint import load_student, read_checkpoint
 from distill.config import load_config
-from distill.errors import UserError
+from formats.errors import UserError
 from distill.train import fit
 import distill.train as train_mod
 from tests.conftest import REPO, demo_overrides
@@ -46,7 +46,7 @@ def test_baseline_trains_without_teacher(synthetic_root, tmp_path):
     best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.epochs": 1}))
     records = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["w_cls"] == 1.0 and "train_vis" not in records[0]
-    assert read_checkpoint(best)["config"]["teacher"]["enabled"] is False
+    assert read_checkpoint(best)[0]["config"]["teacher"]["enabled"] is False
 
 
 def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, monkeypatch):
@@ -64,12 +64,12 @@ def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, 
     with pytest.raises(Killed):
         fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
     monkeypatch.setattr(train_mod, "train_one_epoch", real_epoch)
-    assert read_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 1
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")[0]["train_state"]["epoch"] == 1
     with pytest.raises(UserError, match="already holds a run"):
         fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
     fit(demo(synthetic_root, tmp_path, **{"train.name": "cut", "train.resume": True}))
-    a = read_checkpoint(tmp_path / "full" / "last.pt")
-    b = read_checkpoint(tmp_path / "cut" / "last.pt")
+    a, _ = read_checkpoint(tmp_path / "full" / "last.pt")
+    b, _ = read_checkpoint(tmp_path / "cut" / "last.pt")
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     for key, value in a["train_state"]["heads"].items():

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from runtime.errors import RuntimeUserError
+from formats.errors import UserError
 
 if TYPE_CHECKING:
-    from runtime.bundle import Artifact
+    from formats.bundle import Artifact
 
 
 class Session(Protocol):
@@ -62,7 +64,7 @@ def list_backends() -> list[str]:
 
 def get_backend(name: str) -> BackendSpec:
     if name not in _REGISTRY:
-        raise RuntimeUserError(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
+        raise UserError(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
@@ -70,9 +72,30 @@ def require_available(spec: BackendSpec) -> BackendSpec:
     """The backend, or a clear error saying why it cannot run here (never a silent fallback)."""
     reason = spec.unavailable_reason()
     if reason is not None:
-        raise RuntimeUserError(f"backend {spec.name} is not usable here: {reason}")
+        raise UserError(f"backend {spec.name} is not usable here: {reason}")
     return spec
 
 
 def available_backends() -> list[str]:
     return [name for name, spec in _REGISTRY.items() if spec.unavailable_reason() is None]
+
+
+REFERENCE_GROUP = "vl2lite_edge.reference_sessions"  # entry points: name -> Session class taking a checkpoint
+
+
+def open_reference(name: str, checkpoint: Path) -> Session:
+    """A reference session (``torch-eager``: the PyTorch student) from an installed plugin.
+
+    The runtime never imports torch: the training side registers the session class as an entry
+    point, so it exists only where torch and the training packages are installed.
+    """
+    found = [ep for ep in entry_points(group=REFERENCE_GROUP) if ep.name == name]
+    if not found:
+        raise UserError(f"no {name} reference is installed: the PyTorch reference needs the training packages "
+                        f"(pip install 'vl2lite-edge[train]'); or drop --reference-checkpoint")
+    try:
+        session_class = found[0].load()
+    except ImportError as exc:
+        raise UserError(f"the {name} reference cannot load ({exc}): install the training packages "
+                        f"(pip install 'vl2lite-edge[train]'), or drop --reference-checkpoint") from None
+    return session_class(checkpoint)

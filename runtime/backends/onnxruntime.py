@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.backends.base import BackendSpec, SessionOptions, register_backend
-from runtime.errors import RuntimeUserError
+from formats.errors import UserError
 
 if TYPE_CHECKING:
-    from runtime.bundle import Artifact
+    from formats.bundle import Artifact
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 _INSTALL_GPU = ("install onnxruntime-gpu (on a Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack) "
@@ -54,7 +54,7 @@ class OrtSession:
         self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
         active = self._sess.get_providers()
         if not active or active[0] != provider:
-            raise RuntimeUserError(f"onnxruntime could not start {provider} for {artifact.file} (active: "
+            raise UserError(f"onnxruntime could not start {provider} for {artifact.file} (active: "
                                    f"{', '.join(active)}): check the CUDA/TensorRT libraries, or pick "
                                    f"--backend onnxruntime-cpu")
         self._input = self._sess.get_inputs()[0].name

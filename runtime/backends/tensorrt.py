@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.backends.base import BackendSpec, SessionOptions, register_backend
-from runtime.errors import RuntimeUserError
+from formats.errors import UserError
 
 if TYPE_CHECKING:
-    from runtime.bundle import Artifact
+    from formats.bundle import Artifact
 
 NOT_INSTALLED = ("TensorRT is not installed: install NVIDIA's tensorrt Python package (on a Jetson it comes "
                  "with JetPack: python3-libnvinfer) and cuda-python, or use --backend onnxruntime-cpu")
@@ -77,12 +77,12 @@ def engine_problems(sidecar: dict[str, Any], env: dict[str, Any]) -> tuple[list[
 def check_engine(artifact: "Artifact", env: dict[str, Any]) -> list[str]:
     """Raise a clear error if the engine cannot run here; return the warnings."""
     if artifact.sidecar is None or not artifact.sidecar.is_file():
-        raise RuntimeUserError(f"engine {artifact.file} has no sidecar JSON: rebuild it with python -m export --trt")
+        raise UserError(f"engine {artifact.file} has no sidecar JSON: rebuild it with python -m export --trt")
     sidecar = json.loads(artifact.sidecar.read_text(encoding="utf-8"))
     errors, warnings = engine_problems(sidecar, env)
     if errors:
         source = sidecar.get("source", "the ONNX file")
-        raise RuntimeUserError(f"engine {artifact.file} cannot run here ({'; '.join(errors)}): rebuild it from "
+        raise UserError(f"engine {artifact.file} cannot run here ({'; '.join(errors)}): rebuild it from "
                                f"{source} on this device with python -m export --trt")
     return warnings
 
@@ -115,7 +115,7 @@ class TrtSession:
         self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
             Path(artifact.path).read_bytes())
         if self._engine is None:
-            raise RuntimeUserError(f"TensorRT could not deserialise {artifact.file}: rebuild it with python -m export --trt")
+            raise UserError(f"TensorRT could not deserialise {artifact.file}: rebuild it with python -m export --trt")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._input = next(n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from distill.errors import UserError
+from formats.errors import UserError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, str] = {}
@@ -86,7 +86,7 @@ def _strip_last_linear(model: nn.Module) -> int:
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     enum = getattr(torchvision.models, _WEIGHTS[arch]).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
-    if not cached.is_file() and not _reachable("download.pytorch.org"):
+    if not cached.is_file() and not reachable("download.pytorch.org"):
         raise UserError(
             f"ImageNet weights for {arch} are not cached and download.pytorch.org is unreachable: "
             f"download {enum.url} on a machine with internet and put it at {cached}, pass "
@@ -106,7 +106,7 @@ def _local_state_dict(arch: str, path: Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     """Fast connectivity probe, so offline machines fail at once instead of retrying for minutes."""
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("VL2LITE_OFFLINE") == "1":
         return False

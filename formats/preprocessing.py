@@ -1,6 +1,8 @@
-"""The training evaluation transform in numpy and Pillow (no torch), plus safe image decoding.
+"""The preprocessing spec (``preprocessing.json``) and its numpy/Pillow implementation, plus safe decoding.
 
-Reproduces ``distill.transforms.eval_transform`` step by step, using the same PIL calls that
+The spec is written into every checkpoint by distill and into every bundle by export; the runtime
+and export's evaluation both run it through ``preprocess_image``. It reproduces
+``distill.transforms.eval_transform`` (torchvision) step by step, using the same PIL calls that
 torchvision makes on PIL images, so the result matches it to float32 rounding (the parity test
 holds it to 1e-5):
 
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from runtime.errors import RuntimeUserError
+from formats.errors import UserError
 
 _FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -46,19 +48,34 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _FILTERS:
-            raise RuntimeUserError(f"preprocessing.json: interpolation {self.interpolation!r} is not one of "
+            raise UserError(f"preprocessing.json: interpolation {self.interpolation!r} is not one of "
                                    f"{', '.join(_FILTERS)}: re-export the bundle")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise RuntimeUserError("preprocessing.json: mean and std need 3 values each, std > 0: re-export the bundle")
+            raise UserError("preprocessing.json: mean and std need 3 values each, std > 0: re-export the bundle")
         if min(self.input_size) <= 0 or self.resize_size <= 0 or self.scale <= 0:
-            raise RuntimeUserError("preprocessing.json: sizes and scale must be positive: re-export the bundle")
+            raise UserError("preprocessing.json: sizes and scale must be positive: re-export the bundle")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``preprocessing.json``), every field spelled out."""
+        return {
+            "input_size": list(self.input_size),  # [H, W] of the model input
+            "resize_size": self.resize_size,  # shorter side is resized to this first
+            "resize_policy": "shorter_side",
+            "crop": "center",
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "color": "RGB",
+            "layout": "NCHW",
+            "scale": self.scale,  # pixel / scale before (x - mean) / std
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
         expected = {"resize_policy": "shorter_side", "crop": "center", "color": "RGB", "layout": "NCHW"}
         for key, value in expected.items():
             if d.get(key, value) != value:
-                raise RuntimeUserError(f"preprocessing.json: {key}={d[key]!r} is not supported by this runtime "
+                raise UserError(f"preprocessing.json: {key}={d[key]!r} is not supported by this runtime "
                                        f"(only {value!r}): re-export the bundle or upgrade the runtime")
         try:
             size = d["input_size"]
@@ -67,7 +84,7 @@ class PreprocessSpec:
                        mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
                        scale=float(d.get("scale", 255.0)))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise RuntimeUserError(f"preprocessing.json is malformed ({exc!r}): re-export the bundle") from None
+            raise UserError(f"preprocessing.json is malformed ({exc!r}): re-export the bundle") from None
 
 
 def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -138,7 +155,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     return img
 
 
-class ImageError(RuntimeUserError):
+class ImageError(UserError):
     """An input that is not a usable image; ``status`` is the HTTP status the server answers."""
 
     def __init__(self, message: str, status: int) -> None:

@@ -1,0 +1,13 @@
+"""The files between the stages, and nothing else: torch-free, imported by distill, export and runtime.
+
+- ``formats.errors``: the one user-error type (``UserError``) and the CLI wrapper that prints it;
+- ``formats.files``: atomic writes (temporary file, then rename), sha256, strict JSON reading;
+- ``formats.preprocessing``: the preprocessing spec and its numpy/Pillow implementation;
+- ``formats.labels``: the dataset label readers (CUB-200-2011, class folders, label-name files);
+- ``formats.checkpoint``: the student checkpoint's metadata (schema ``vl2lite-student``);
+- ``formats.bundle``: the bundle manifest and its artifact entries (schema ``vl2lite-bundle``).
+
+Each file format is a frozen dataclass that reads and writes JSON-able dicts, checks its schema
+version, and has no silent defaults: a missing field is one error naming the field and the fix.
+The stages never import each other; what one stage writes and the next reads is defined here.
+"""

@@ -1,0 +1,178 @@
+"""The bundle (docs/bundle.md): schema, manifest, labels, preprocessing, artifacts, checksums.
+
+export writes it; the runtime reads only the bundle folder, through ``load_bundle``. Every file the manifest lists is checked against its
+sha256 on load, so a truncated copy to a device fails here with a clear message instead of as
+garbage predictions later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from formats.errors import UserError
+from formats.files import read_json_object, sha256_file
+from formats.manifest import ArtifactEntry, Manifest
+from formats.preprocessing import PreprocessSpec
+
+MANIFEST = "manifest.json"
+REBUILD = "rebuild it with python -m export <checkpoint> --out <bundle>"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One model file of the bundle, as the manifest describes it."""
+
+    file: str
+    format: str  # "onnx" or "tensorrt"
+    precision: str  # "fp32", "fp16", "int8"
+    target: str  # "any", "onnxruntime-cpu", "gpu", "tensorrt"
+    path: Path
+    size_bytes: int
+    top1: float | None = None
+    sidecar: Path | None = None  # TensorRT engines: the build environment, checked before loading
+    within_budget: bool | None = None  # the accuracy verdict (None: a bundle written before verdicts)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    name: str
+    arch: str
+    labels: tuple[str, ...]
+    preprocessing: PreprocessSpec
+    input_name: str
+    output_name: str
+    max_batch: int
+    artifacts: tuple[Artifact, ...]
+    manifest: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def artifact(self, file: str) -> Artifact:
+        for art in self.artifacts:
+            if art.file == file:
+                return art
+        names = ", ".join(a.file for a in self.artifacts)
+        raise UserError(f"bundle {self.root} has no artifact {file!r}: choose one of {names}")
+
+
+def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Load and check a bundle folder; ``verify`` compares every listed file with its sha256."""
+    root = Path(root)
+    raw = _read_manifest(root)
+    m = Manifest.from_dict(raw, str(root / MANIFEST))
+    checksums = _checksums(root, m)
+    if verify:
+        verify_checksums(root, checksums)
+    labels = _read_labels(inside(root, m.labels))
+    pre = PreprocessSpec.from_dict(_read_json(inside(root, m.preprocessing)))
+    if len(labels) != m.num_classes:
+        raise UserError(f"bundle {root}: labels.txt has {len(labels)} names but the manifest says "
+                        f"{m.num_classes} classes; {REBUILD}")
+    if m.max_batch < 1:
+        raise UserError(f"{root / MANIFEST} has max_batch {m.max_batch}; it must be at least 1: {REBUILD}")
+    names = [t.get("name") for t in (m.input, m.output)]
+    if not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"{root / MANIFEST}: input and output need a name: {REBUILD}")
+    return Bundle(root=root, name=m.name, arch=m.arch, labels=tuple(labels), preprocessing=pre,
+                  input_name=names[0], output_name=names[1], max_batch=m.max_batch,
+                  artifacts=tuple(_artifact(root, a) for a in m.artifacts), manifest=raw)
+
+
+def inside(root: Path, name: str) -> Path:
+    """``root / name`` for a relative path that stays inside the bundle; anything else is refused."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{root / 'manifest.json'} names a file {name!r}: {REBUILD}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:  # lexical: a bundle may hold links the user made
+        raise UserError(f"{root / 'manifest.json'} names {name!r}, a path outside the bundle: a bundle "
+                               f"only refers to its own files; {REBUILD}")
+    return root / rel
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise UserError(f"bundle folder {root} not found: pass the folder written by python -m export")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{root} is not a complete bundle (no manifest.json): run python -m export "
+                        f"<checkpoint> --out {root} again; an interrupted export leaves no manifest")
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return read_json_object(path, REBUILD)
+
+
+def _read_labels(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"bundle file {path} is missing: {REBUILD}")
+    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def _artifact(root: Path, entry: ArtifactEntry) -> Artifact:
+    verdict = None if entry.budget is None else entry.budget.get("within_budget")
+    return Artifact(file=entry.file, format=entry.format, precision=entry.precision, target=entry.target,
+                    path=inside(root, entry.file), size_bytes=entry.size_bytes, top1=entry.top1,
+                    sidecar=inside(root, entry.sidecar) if entry.sidecar else None,
+                    within_budget=None if verdict is None else bool(verdict))
+
+
+def _checksums(root: Path, m: Manifest) -> dict[str, str]:
+    """Relative path -> sha256 for every file in ``files`` and every artifact, each inside the bundle."""
+    expected = dict(m.files)
+    expected.update({a.file: a.sha256 for a in m.artifacts})
+    for name in expected:
+        inside(root, name)
+    return expected
+
+
+def verify_checksums(root: Path, checksums: dict[str, str]) -> None:
+    """Every listed file must exist and match its sha256."""
+    for name, digest in checksums.items():
+        path = root / name
+        if not path.is_file():
+            raise UserError(f"bundle file {name} is missing from {root}: rebuild with python -m export")
+        if sha256_file(path) != digest:
+            raise UserError(f"bundle file {name} is corrupt (sha256 mismatch): rebuild with "
+                                   f"python -m export, or copy the bundle to the device again")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative POSIX paths), the manifest excepted."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+def verify_bundle(folder: Path) -> dict[str, Any]:
+    """Strict check (export's own): the files are exactly those the manifest lists, each unchanged."""
+    manifest = _read_manifest(folder)
+    Manifest.from_dict(manifest, str(folder / MANIFEST))
+    actual, listed = file_hashes(folder), manifest.get("files", {})
+    if actual != listed:
+        changed = sorted(set(actual.items()) ^ set(listed.items()))
+        raise UserError(f"bundle {folder} does not match its manifest (first difference: {changed[0][0]})")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The one accuracy rule every artifact of a bundle is held to (FP32, FP16, INT8, engines).
+
+    An artifact is within budget when, on the judged split, its top-1 is at most ``max_top1_drop``
+    points below the PyTorch student's and its top-1 agrees with PyTorch's on at least
+    ``min_agreement`` of the images. The judged split is validation when the bundle reports test
+    figures (INT8 recipes are chosen on it, so test stays unbiased), else the evaluation split.
+    """
+
+    max_top1_drop: float  # percentage points
+    min_agreement: float  # fraction of images, 0..1
+
+    def verdict(self, split: str, images: int, top1_drop: float, agreement: float) -> dict[str, Any]:
+        """The manifest's ``budget`` entry of one artifact."""
+        within = top1_drop <= self.max_top1_drop and agreement >= self.min_agreement
+        return {"split": split, "images": images, "top1_drop": round(top1_drop, 4), "agreement": round(agreement, 6),
+                "within_budget": within}

@@ -1,0 +1,36 @@
+"""The one user-facing error type: one line that names the problem and the fix.
+
+Every CLI prints ``error: <message>`` and exits with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad config, missing data, a wrong path, an incomplete bundle)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it.
+
+    DataLoader wraps worker exceptions as ``Caught X in DataLoader worker...`` followed by the
+    whole traceback; the last line carries the original message.
+    """
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def run_cli(func: Callable[[], T]) -> T:
+    """Call ``func``; turn a UserError into ``error: ...`` on stderr and exit status 2."""
+    try:
+        return func()
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
