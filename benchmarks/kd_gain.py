@@ -59,7 +59,8 @@ def teacher_on_test(cfg) -> dict:
     """The teacher's own test top-1: prompts (zero-shot), calibrated anchors, linear probe."""
     import torch
 
-    from distill.cache import eval_embeddings, fingerprint_fields, open_cache
+    from distill.cache import eval_embeddings, open_cache
+    from distill.cache_key import fingerprint_fields
     from distill.calibrate import calibrate, linear_probe, top1
     from distill.data import load_dataset
     from distill.targets import cached_embeddings

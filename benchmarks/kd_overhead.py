@@ -98,5 +98,5 @@ def main(teachers: str = "vl2lite-tiny,ViT-B-32", rounds: int = 4, input_size: i
 
 
 if __name__ == "__main__":
-    import fire
-    fire.Fire(main, serialize=lambda _: None)
+    from formats.cli import call_from_argv
+    call_from_argv(main, prog="python benchmarks/kd_overhead.py")

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from distill import files
+from formats import files
 from runtime.device import cpu_model, nvidia_smi_gpus
 
 

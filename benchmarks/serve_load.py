@@ -33,7 +33,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.bench import BenchSettings, measure_session, write_json_atomic  # noqa: E402
+from runtime.bench import BenchSettings  # noqa: E402
+from runtime.measure import measure_session  # noqa: E402
+from runtime.report import write_json_atomic  # noqa: E402
 from runtime.device import device_info, software_versions  # noqa: E402
 from runtime.model import open_classifier  # noqa: E402
 
@@ -134,10 +136,10 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[(len(ordered) - 1) // 2], "images_per_s_rounds": [r["images_per_s"] for r in rounds]}
 
 
-def run(bundle: str, artifact: str | None = None, concurrency: Any = (1, 8, 32), requests: int = 256,
+def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] = (1, 8, 32), requests: int = 256,
         max_batch: int = 32, max_delay_ms: float = 5.0, seconds: float = 3.0, rounds: int = 3,
         out: str = "benchmarks/results/serve_load.json") -> dict[str, Any]:
-    levels = tuple(int(c) for c in (concurrency if isinstance(concurrency, (tuple, list)) else [concurrency]))
+    levels = tuple(concurrency)
     payload = sample_jpeg()
     reference = in_process(Path(bundle), artifact, seconds)
     colds = []
@@ -182,10 +184,6 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(bundle: str, **options: Any) -> None:
-    run(bundle, **options)  # fire would print a returned report a second time
-
-
 if __name__ == "__main__":
-    import fire
-    fire.Fire(main)
+    from formats.cli import call_from_argv
+    call_from_argv(run, prog="python benchmarks/serve_load.py")

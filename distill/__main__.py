@@ -78,7 +78,8 @@ def cache(argv: list[str]) -> str:
     """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder."""
     import time
 
-    from distill.cache import build_cache, fingerprint_fields, open_cache
+    from distill.cache import build_cache, open_cache
+    from distill.cache_key import fingerprint_fields
     from distill.data import load_dataset
     from distill.dist import barrier, init_distributed
     from distill.train import pick_device
@@ -101,7 +102,8 @@ def cache(argv: list[str]) -> str:
 
 def compare(argv: list[str]) -> str:
     """Baseline vs the config's KD recipe on each seed (one shared teacher cache); prints the paired table."""
-    from distill.compare import compare as run_compare, format_table, parse_seeds
+    from distill.compare import compare as run_compare
+    from distill.compare import format_table, parse_seeds
 
     parser = _config_parser("python -m distill compare", "Train the teacher-off baseline and the config's KD recipe "
                             "on each seed (one shared teacher cache) and print the paired table; writes "

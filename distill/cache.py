@@ -16,14 +16,13 @@ Layout of a cache folder::
 A killed build resumes by skipping shards whose record exists and whose size matches. Loading
 checks every shard's size and sha256, so a corrupt file is refused rather than read as garbage.
 Under ``torchrun`` each rank builds the shards ``s`` with ``s % world_size == rank``.
+What a cache is keyed by (its fingerprint) is ``distill.cache_key``; this module reads and builds it.
 
 Usage: ``python -m distill cache --config configs/cub.yaml teacher.cache=cache/cub``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,87 +32,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from distill.cache_key import describe_mismatch, fingerprint, fingerprint_fields
 from distill.config import Config
 from distill.data import PROMPTS, EvalImages, load_dataset
-from formats.datasets import DatasetSplits, ImageSource, SubsetSource
-from formats.errors import UserError
-from formats.files import atomic_write, sha256_file, write_json
 from distill.transforms import TargetSpec, ViewSampler
-
-FORMAT_VERSION = 2  # 2: views keyed by teacher.cache_seed, val.npy, teacher files identified
-
-
-# --------------------------------------------------------------------------- identity
-
-def fingerprint_fields(cfg: Config, splits: DatasetSplits) -> dict[str, Any]:
-    """Everything that determines the cache's contents, as readable data (shown on a mismatch).
-
-    Neither the student nor ``train.seed`` is part of it: one cache serves every seed and student.
-    """
-    train, val, class_names = splits.train, splits.val, splits.class_names
-    return {
-        "format": FORMAT_VERSION,
-        "teacher.model": cfg.teacher.model,
-        "teacher.pretrained": cfg.teacher.pretrained,
-        "teacher.files": [_file_identity(f) for f in teacher_files(cfg.teacher.model, cfg.teacher.pretrained)],
-        "data.name": cfg.data.name,
-        "data.train_images": len(train),
-        "data.train_files_sha256": _source_identity(train, Path(cfg.data.root)),
-        "data.val_images": len(val),
-        "data.val_files_sha256": _source_identity(val, Path(cfg.data.root)),
-        "data.classes_sha256": _sha256_text("\n".join(class_names)),
-        "data.prompts": list(cfg.data.prompts or PROMPTS[cfg.data.name]),
-        "data.crop_scale_min": cfg.data.crop_scale_min,
-        "data.hflip": cfg.data.hflip,
-        "teacher.cache_seed": cfg.teacher.cache_seed,
-        "teacher.cache_views": cfg.teacher.cache_views,
-        "teacher.cache_shard_size": cfg.teacher.cache_shard_size,
-    }
-
-
-def fingerprint(fields: dict[str, Any]) -> str:
-    return _sha256_text(json.dumps(fields, sort_keys=True))
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def teacher_files(model: str, pretrained: str) -> list[str]:
-    """The local files that determine the teacher: weights file, config file or local-dir folder."""
-    if model.startswith("local-dir:"):
-        folder = Path(model[len("local-dir:"):])
-        return sorted(str(p) for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin", ".pth"))
-    return [f for f in (model, pretrained) if os.path.isfile(f)]
-
-
-def _file_identity(path: str) -> dict[str, Any]:
-    """Size and hash of the first and last MiB: cheap for multi-GB weights, catches a swap."""
-    h, size = hashlib.sha256(), os.path.getsize(path)
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        f.seek(max(0, size - (1 << 20)))
-        h.update(f.read(1 << 20))
-    return {"name": Path(path).name, "bytes": size, "sha256_head_tail": h.hexdigest()}
-
-
-def _source_identity(source: ImageSource, root: Path) -> str:
-    """Hash of (file relative to the data root, label) for every image, in index order."""
-    lines = []
-    for i in range(len(source)):
-        base, j = source, i
-        while isinstance(base, SubsetSource):
-            base, j = base.source, base.indices[j]
-        name = str(base.paths[j].relative_to(root)) if hasattr(base, "paths") else f"#{j}"
-        lines.append(f"{name}\t{source.labels[i]}")
-    return _sha256_text("\n".join(lines))
-
-
-def describe_mismatch(cached: dict[str, Any], expected: dict[str, Any]) -> str:
-    diffs = [f"{k}: cache {cached.get(k)!r} vs config {expected.get(k)!r}"
-             for k in sorted(set(cached) | set(expected)) if cached.get(k) != expected.get(k)]
-    return "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
-
+from formats.cache import CacheMeta
+from formats.datasets import ImageSource
+from formats.errors import UserError
+from formats.files import atomic_write, read_json_object, sha256_file, write_json
 
 # --------------------------------------------------------------------------- reading
 
@@ -151,10 +77,10 @@ def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) 
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise UserError(f"teacher cache {root} does not exist (no meta.json): {rebuild}")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("fingerprint") != fingerprint(expected):
+    meta = CacheMeta.read(meta_path, f"{rebuild} (into a new folder)").to_dict()
+    if meta["fingerprint"] != fingerprint(expected):
         raise UserError(f"teacher cache {root} was built for another setup and is refused "
-                        f"({describe_mismatch(meta.get('fields', {}), expected)}): {rebuild} "
+                        f"({describe_mismatch(meta['fields'], expected)}): {rebuild} "
                         f"(into a new folder), or set teacher.cache to the matching cache")
     shards = []
     for s in range(meta["num_shards"]):
@@ -174,8 +100,8 @@ def _checked_file(root: Path, stem: str, verify: bool, rebuild: str) -> tuple[di
     if not record_path.is_file() or not npy.is_file():
         raise UserError(f"teacher cache {root} is incomplete ({npy.name} missing): "
                         f"resume the build with the same command: {rebuild}")
-    record = json.loads(record_path.read_text())
-    if npy.stat().st_size != record["bytes"] or (verify and sha256_file(npy) != record["sha256"]):
+    record = read_json_object(record_path, f"delete {record_path.name} and {npy.name} and resume the build: {rebuild}")
+    if npy.stat().st_size != record.get("bytes") or (verify and sha256_file(npy) != record.get("sha256")):
         raise UserError(f"teacher cache file {npy} is corrupt (size or checksum differs from its record): "
                         f"delete {npy.name} and {record_path.name} and resume the build: {rebuild}")
     return record, npy
@@ -226,9 +152,10 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
     if rank == 0:
         text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
         _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
-        write_json(root / "meta.json", {"fingerprint": fingerprint(fields), "fields": fields, "num_images": n,
-                                         "num_views": k, "dim": teacher.embed_dim, "shard_size": size,
-                                         "num_shards": num_shards, "teacher_input": teacher.target.__dict__})
+        meta = CacheMeta(fingerprint=fingerprint(fields), fields=fields, num_images=n, num_views=k,
+                         dim=teacher.embed_dim, shard_size=size, num_shards=num_shards,
+                         teacher_input=dict(teacher.target.__dict__))
+        write_json(root / "meta.json", meta.to_dict())
         if not _record_done(root, "val"):
             _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
     sampler = ViewSampler(cfg.teacher.cache_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
@@ -242,10 +169,11 @@ def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:
     """A folder holding another setup's cache is refused, never overwritten."""
     meta_path = root / "meta.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") != fingerprint(fields):
+        meta = CacheMeta.read(meta_path, "delete the folder (an interrupted or foreign cache) or choose another "
+                                         "teacher.cache folder")
+        if meta.fingerprint != fingerprint(fields):
             raise UserError(f"{root} holds a teacher cache for another setup "
-                            f"({describe_mismatch(meta.get('fields', {}), fields)}): choose another teacher.cache folder")
+                            f"({describe_mismatch(meta.fields, fields)}): choose another teacher.cache folder")
     root.mkdir(parents=True, exist_ok=True)
 
 
@@ -254,8 +182,14 @@ def _shard_done(root: Path, s: int) -> bool:
 
 
 def _record_done(root: Path, stem: str) -> bool:
+    """A finished piece: its record parses and names the file's size (a torn record means: build it again)."""
     record, npy = root / f"{stem}.json", root / f"{stem}.npy"
-    return record.is_file() and npy.is_file() and npy.stat().st_size == json.loads(record.read_text())["bytes"]
+    if not (record.is_file() and npy.is_file()):
+        return False
+    try:
+        return npy.stat().st_size == json.loads(record.read_text(encoding="utf-8")).get("bytes")
+    except (ValueError, UnicodeDecodeError, AttributeError):  # torn or foreign record
+        return False
 
 
 def teacher_eval_spec(target: TargetSpec) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from distill.config import Config, to_dict, with_overrides
+from distill.config import Config, with_overrides
+from distill.config_parse import to_dict
 from formats.errors import UserError
 from formats.files import write_json
 
@@ -61,7 +62,8 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
 
 def ensure_cache(cfg: Config) -> float:
     """Open the shared teacher cache, building (or resuming) it first when needed; returns seconds spent."""
-    from distill.cache import build_cache, fingerprint_fields, open_cache
+    from distill.cache import build_cache, open_cache
+    from distill.cache_key import fingerprint_fields
     from distill.data import load_dataset
 
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from distill.config import DataConfig
 from distill.transforms import TargetSpec, ViewSampler, eval_transform
-from formats.datasets import DatasetSplits, DatasetSpec, ImageSource, load_splits
+from formats.datasets import DatasetSpec, DatasetSplits, ImageSource, load_splits
 
 # Prompt templates per dataset (DESIGN.md section 3), a few per set for the ensemble.
 PROMPTS: dict[str, tuple[str, ...]] = {

@@ -12,7 +12,8 @@ from typing import Callable
 
 import torch
 
-from distill.cache import TeacherCache, eval_embeddings, fingerprint_fields, open_cache
+from distill.cache import TeacherCache, eval_embeddings, open_cache
+from distill.cache_key import fingerprint_fields
 from distill.calibrate import Calibration, TeacherEmbeddings, calibrate, diagnostics
 from distill.config import Config
 from distill.data import PROMPTS, DatasetSplits

@@ -32,9 +32,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from formats.errors import UserError
-from students.registry import reachable
 from distill.transforms import TargetSpec
+from formats.errors import UserError
+from formats.files import read_json_object
+from students.registry import reachable
 
 TINY_CONFIG_DIR = Path(__file__).parent / "teacher_configs"
 TINY_TEACHER = "vl2lite-tiny"  # 32-pixel ViT, 64-d embeddings, random weights: tests and demo
@@ -215,13 +216,7 @@ def _json_source(path: Path, pretrained: str) -> TeacherSource:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"teacher config {path} is not valid JSON ({exc}): fix or replace the file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"teacher config {path} must hold a JSON object, not {type(raw).__name__}")
-    return raw
+    return read_json_object(path, "fix or replace the teacher config (an open_clip model config)")
 
 
 def _preprocess(raw: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import export.onnx_fp32  # noqa: F401
 import export.tensorrt  # noqa: F401
 from export.backends import ExportJob, Selection, enforce_budget, get_backend, list_backends, log
 from export.bundle import publish, staging
-from formats.manifest import SCHEMA, SCHEMA_VERSION, ArtifactEntry, Manifest, typed
 from export.evaluation import ImageBatches, predict, torch_runner
 from export.int8 import check_calibration_count
 from export.onnx_fp32 import INPUT, OUTPUT
@@ -28,6 +27,7 @@ from formats.checkpoint import StudentMeta
 from formats.datasets import DatasetSplits, load_splits
 from formats.errors import UserError
 from formats.files import sha256_file, utc_now, write_json
+from formats.manifest import SCHEMA, SCHEMA_VERSION, ArtifactEntry, Manifest, typed
 from students.checkpoint import load_student
 
 BACKEND_ORDER = ("onnx", "fp16", "int8", "tensorrt")

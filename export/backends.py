@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 import torch
 
-from formats.errors import UserError
 from export.evaluation import ImageBatches, Predictions, Runner, accuracy_entry, predict
+from export.options import ExportOptions
 from formats.bundle import Budget
 from formats.checkpoint import StudentMeta
-from export.options import ExportOptions
+from formats.errors import UserError
 
 
 @dataclass(frozen=True)

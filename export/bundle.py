@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from formats.bundle import MANIFEST, file_hashes
-from formats.manifest import SCHEMA
 from formats.errors import UserError
 from formats.files import write_json
+from formats.manifest import SCHEMA
 
 
 def _check_target(out: Path, overwrite: bool, keep: Path | None) -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 import onnx
 
-from formats.errors import UserError
 from export.backends import ExportJob, log, register_backend
 from export.evaluation import accuracy_entry, ort_runner, parity, predict
 from export.onnx_fp32 import FP32_FILE, check_self_contained
 from export.options import ExportOptions
+from formats.errors import UserError
 
 FP16_FILE = "model.fp16.onnx"
 

@@ -1,4 +1,7 @@
-"""Calibrated INT8: static Q/DQ quantization held to an accuracy budget, with a remedy ladder.
+"""Calibrated INT8: the registered ``int8`` backend, its two flavours, quantization and verification.
+
+Static Q/DQ quantization held to an accuracy budget, with a remedy ladder (``export.int8_ladder``)
+fed by calibration batches and graph analysis (``export.int8_graph``).
 
 Two flavours from one calibration: U8S8 (uint8 activations, int8 weights) for onnxruntime on x86,
 where only that combination hits the VNNI kernels, and symmetric S8S8 for TensorRT, which
@@ -9,28 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quant_pre_process, quantize_static)
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from formats.datasets import SubsetSource
-from formats.errors import UserError
 from export.backends import BudgetError, ExportJob, log, register_backend
-from export.evaluation import ImageBatches, accuracy_entry, ort_runner, predict
+from export.evaluation import accuracy_entry, ort_runner, predict
+from export.int8_graph import WEIGHTED_OPS, BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive
+from export.int8_ladder import Attempt, Recipe, chosen, format_table, run_ladder
 from export.onnx_fp32 import FP32_FILE, check_self_contained, set_metadata
-from export.options import CALIBRATION_METHODS, RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
+from export.options import RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
+from formats.errors import UserError
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -49,61 +49,6 @@ TENSORRT = Flavour("model.int8.trt.onnx", "tensorrt", QuantType.QInt8,
                    "onnxruntime-cpu emulation")  # no GPU here: ORT runs the S8S8 graph on the CPU
 
 
-@dataclass(frozen=True)
-class Recipe:
-    method: str
-    images: int
-    excluded: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Attempt:
-    recipe: Recipe
-    top1: float
-    top1_drop: float
-    agreement: float
-    within_budget: bool
-
-    def row(self) -> dict[str, Any]:
-        return {"method": self.recipe.method, "images": self.recipe.images,
-                "excluded_nodes": list(self.recipe.excluded), "top1": self.top1,
-                "top1_drop": self.top1_drop, "agreement": self.agreement, "within_budget": self.within_budget}
-
-
-# --------------------------------------------------------------------------- calibration data
-
-class BatchReader(CalibrationDataReader):
-    """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches."""
-
-    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
-        self.input_name, self.batches = input_name, _equal_batches(batches)
-        self._it = iter(self.batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        x = next(self._it, None)
-        return None if x is None else {self.input_name: x}
-
-    def rewind(self) -> None:
-        self._it = iter(self.batches)
-
-
-def _equal_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
-    """The same images in batches of one size: onnxruntime's histogram calibrators (entropy,
-    percentile; seen with onnxruntime 1.32) fail on a shorter last batch ("inhomogeneous shape")."""
-    sizes = {len(b) for b in batches}
-    if len(sizes) <= 1:
-        return batches
-    size = math.gcd(*sizes)
-    return [b[i:i + size] for b in batches for i in range(0, len(b), size)]  # (size, 3, H, W) each
-
-
-def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int) -> list[np.ndarray]:
-    """A seeded sample of the training split through the evaluation transform, as batches."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(source))[:images].tolist()
-    return [x for x, _ in ImageBatches(SubsetSource(source, sorted(order)), preprocessing, batch_size)]
-
-
 def check_calibration_count(available: int, options: ExportOptions) -> int:
     """How many calibration images to use; an error below the minimum, a warning below 300."""
     if available < options.min_calib_images:
@@ -117,12 +62,7 @@ def check_calibration_count(available: int, options: ExportOptions) -> int:
     return used
 
 
-# --------------------------------------------------------------------------- quantization
-
-def preprocess(src: Path, dst: Path) -> None:
-    """Shape inference + graph optimisation before quantization (onnxruntime's recommendation)."""
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-
+# --------------------------------------------------------------------------- quantization and verification
 
 def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: BatchReader) -> None:
     reader.rewind()
@@ -171,97 +111,6 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
     return counts
 
 
-def edge_nodes(model: onnx.ModelProto) -> list[str]:
-    """The first convolution and the classifier: the layers INT8 hurts most in a CNN."""
-    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
-    return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
-
-
-def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path) -> list[str]:
-    """Weighted nodes ordered by the quantization error (lowest SQNR first) of their input activation."""
-    from onnxruntime.quantization import qdq_loss_debug as dbg
-    aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
-    dbg.modify_model_output_intermediate_tensors(str(pre), str(aug_f))
-    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
-    reader.rewind()
-    float_acts = dbg.collect_activations(str(aug_f), reader)
-    reader.rewind()
-    qdq_acts = dbg.collect_activations(str(aug_q), reader)
-    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
-    consumers: dict[str, list[str]] = {}
-    for node in onnx.load(str(pre)).graph.node:
-        if node.op_type in WEIGHTED_OPS:
-            consumers.setdefault(node.input[0], []).append(node.name)
-    ranked = sorted((e["qdq_err"], t) for t, e in errors.items() if t in consumers)
-    return list(dict.fromkeys(n for _, t in ranked for n in consumers[t]))
-
-
-# --------------------------------------------------------------------------- the remedy ladder
-
-def run_ladder(attempt: Callable[[Recipe], Attempt], first: Recipe, available: int,
-               fixed_nodes: list[str], sensitive: Callable[[Recipe], list[str]],
-               max_excluded: int, remedies: bool) -> list[Attempt]:
-    """Try recipes until one is within budget; returns every attempt (the last one won, if any).
-
-    Order: the requested recipe; the other calibration methods; the best so far with twice the
-    images (up to all available); the best with the first conv and classifier in float; then
-    the most sensitive nodes in float as well, two more at a time, up to ``max_excluded``.
-    """
-    done: list[Attempt] = []
-
-    def tried(r: Recipe) -> bool:
-        return any(a.recipe == r for a in done)
-
-    for recipe in _ladder(first, available, fixed_nodes, sensitive, max_excluded, done, remedies):
-        if tried(recipe):
-            continue
-        done.append(attempt(recipe))
-        if done[-1].within_budget:
-            break
-    return done
-
-
-def _best(done: list[Attempt]) -> Recipe:
-    return min(done, key=lambda a: (a.top1_drop, -a.agreement)).recipe
-
-
-def chosen(attempts: list[Attempt]) -> Attempt:
-    """The attempt a bundle gets: the one within budget (the ladder stops there), else the best one."""
-    return attempts[-1] if attempts[-1].within_budget else min(attempts, key=lambda a: (a.top1_drop, -a.agreement))
-
-
-def _ladder(first: Recipe, available: int, fixed_nodes: list[str], sensitive: Callable[[Recipe], list[str]],
-            max_excluded: int, done: list[Attempt], remedies: bool) -> Iterator[Recipe]:
-    yield first
-    if not remedies:
-        return
-    for method in CALIBRATION_METHODS:
-        yield replace(first, method=method)
-    more = min(available, 2 * first.images)
-    if more > first.images:
-        yield replace(_best(done), images=more)
-    if max_excluded == 0:
-        return
-    base = _best(done)
-    edges = tuple(dict.fromkeys(base.excluded + tuple(fixed_nodes)))[:max_excluded]
-    yield replace(base, excluded=edges)
-    ranked = [n for n in sensitive(base) if n not in edges]
-    for k in range(2, max_excluded - len(edges) + 1, 2):
-        yield replace(base, excluded=edges + tuple(ranked[:k]))
-
-
-def format_table(attempts: list[Attempt], budget: float, split: str = "") -> str:
-    judged = f", judged on {split}" if split else ""
-    lines = [f"INT8 attempts (budget: top-1 drop <= {budget:g} points{judged})",
-             "| # | method | images | kept in float | top-1 | drop (pts) | agreement | within budget |",
-             "|---|---|---|---|---|---|---|---|"]
-    for i, a in enumerate(attempts, 1):
-        kept = ", ".join(a.recipe.excluded) or "-"
-        lines.append(f"| {i} | {a.recipe.method} | {a.recipe.images} | {kept} | {100 * a.top1:.2f}% | "
-                     f"{a.top1_drop:+.2f} | {a.agreement:.3f} | {'yes' if a.within_budget else 'no'} |")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- the backend
 
 class Int8Quantizer:
@@ -286,8 +135,8 @@ class Int8Quantizer:
         quantize(self.pre, path, flavour, recipe, self.reader(recipe.images))
         judged = self.job.judged_on()
         acc = accuracy_entry(predict(ort_runner(path), judged.batches), judged.reference)
-        o = self.job.options
-        ok = acc["top1_drop"] <= o.max_top1_drop and acc["agreement"] >= o.min_agreement
+        ok = self.job.budget.verdict(judged.split, judged.batches.images, acc["top1_drop"],
+                                     acc["agreement"])["within_budget"]  # the one rule
         log(f"int8 {flavour.target}: {recipe.method}, {recipe.images} images, {len(recipe.excluded)} in float: "
             f"{judged.split} top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts) -> "
             f"{'ok' if ok else 'over budget'}")

@@ -9,10 +9,10 @@ from typing import Any
 import onnx
 import torch
 
-from formats.errors import UserError
 from export.backends import ExportJob, log, register_backend
 from export.evaluation import FP32_TOLERANCE, accuracy_entry, ort_runner, parity, parity_ok, predict
 from export.options import ExportOptions
+from formats.errors import UserError
 
 INPUT, OUTPUT = "input", "logits"
 FP32_FILE = "model.onnx"

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from formats.errors import UserError
 from export.backends import ExportJob, log, register_backend
 from export.evaluation import Runner, accuracy_entry, parity, predict
 from export.fp16 import FP16_FILE
 from export.int8 import TENSORRT
 from export.onnx_fp32 import FP32_FILE, INPUT
 from export.options import ExportOptions
+from formats.errors import UserError
 
 TIMING_CACHE = "timing.cache"
 NOT_INSTALLED = "TensorRT is not installed here (it needs an NVIDIA GPU: pip install tensorrt)"

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 TRITON_DIR = "triton"
+# Where Triton places an instance: the U8S8 model is CPU-only, FP32 runs anywhere (GPU when there is
+# one, else CPU), everything else needs the GPU.
+KINDS = {"onnxruntime-cpu": "KIND_CPU", "any": "KIND_AUTO"}
 TRT_PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
@@ -58,7 +61,7 @@ def config_pbtxt(name: str, artifact: dict[str, Any], input_shape: list[int], nu
     """
     engine = artifact["format"] == "tensorrt"
     platform = "tensorrt_plan" if engine else "onnxruntime_onnx"
-    kind = "KIND_CPU" if artifact["target"] == "onnxruntime-cpu" else "KIND_GPU"
+    kind = KINDS.get(artifact["target"], "KIND_GPU")
     dims = ", ".join(str(d) for d in input_shape)
     return (f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch}\n'
             f'input [\n  {{\n    name: "input"\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}\n]\n'

@@ -110,6 +110,22 @@ def parser_for(prog: str, description: str, cls: type | None, positionals: Seque
     return parser
 
 
+def call_from_argv(func: Callable[..., Any], argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
+    """Call ``func`` with a strict command line made from its signature (scripts: benchmarks).
+
+    Parameters without a default are positional; the others become options, typed by their
+    annotations as for a settings dataclass.
+    """
+    sig, hints = inspect.signature(func), typing.get_type_hints(func)
+    positional = [Positional(n, n) for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty]
+    fields = [(n, hints[n], dataclasses.field(default=p.default)) for n, p in sig.parameters.items()
+              if p.default is not inspect.Parameter.empty]
+    options = dataclasses.make_dataclass(f"{func.__name__}_options", fields, frozen=True)
+    doc = (func.__doc__ or "").strip()
+    args = parser_for(prog or func.__module__, doc, options, positional).parse_args(argv)
+    return func(*(getattr(args, p.name) for p in positional), **dataclasses.asdict(settings_from(options, args)))
+
+
 def settings_from(cls: type[S], namespace: argparse.Namespace) -> S:
     """The dataclass built from the parsed options (its ``__post_init__`` checks ranges)."""
     return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if f.init})

@@ -8,12 +8,11 @@ say so in their comment: ``None`` means "absent", never a guessed value.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from formats.errors import UserError
+from formats.schema import typed as schema_typed
 
 SCHEMA = "vl2lite-bundle"
 SCHEMA_VERSION = 1
@@ -92,44 +91,9 @@ class Manifest:
 
 
 # Keys older schema-1 bundles carry that are now elsewhere: read and dropped, never an error.
-LEGACY_KEYS = {ArtifactEntry: {"within_budget"}, Manifest: set()}
+LEGACY_KEYS = {ArtifactEntry: frozenset({"within_budget"})}
 
 
 def typed(cls: type, d: Any, where: str) -> Any:
-    """``cls(**d)`` with every field checked against its annotation; unknown keys are refused."""
-    if not isinstance(d, dict):
-        raise UserError(f"{where} must be a JSON object, not {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields) - LEGACY_KEYS.get(cls, set()))
-    if unknown:
-        raise UserError(f"{where} has an unknown field {unknown[0]!r}: it was written by a newer toolkit or "
-                        f"edited; re-export the bundle")
-    values = {}
-    for name, f in fields.items():
-        if name not in d:
-            if f.default is dataclasses.MISSING:
-                raise UserError(f"{where} lacks the field {name!r}: re-export the bundle")
-            continue
-        values[name] = _check(d[name], hints[name], f"{where}: {name}")
-    return cls(**values)
-
-
-def _check(value: Any, kind: Any, where: str) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _check(value, next(a for a in args if a is not type(None)), where)
-    if origin is tuple:  # tuple[ArtifactEntry, ...]
-        if not isinstance(value, list):
-            raise UserError(f"{where} must be a list, not {type(value).__name__}")
-        return tuple(typed(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
-    base = origin or kind
-    ok = isinstance(value, base) and not (base in (int, float) and isinstance(value, bool))
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
-        ok, value = True, float(value)
-    if not ok:
-        raise UserError(f"{where} must be {getattr(base, '__name__', base)}, not {type(value).__name__}: "
-                        f"re-export the bundle")
-    return value
+    """``cls(**d)`` checked field by field (``formats.schema``), older bundles' legacy keys dropped."""
+    return schema_typed(cls, d, where, LEGACY_KEYS, "re-export the bundle")

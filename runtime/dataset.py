@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from formats.datasets import IMAGE_SUFFIXES, clean_class_name, read_cub, scan_class_folders
 from formats.errors import UserError
+from formats.labels import IMAGE_SUFFIXES, clean_class_name, read_cub, scan_class_folders
 
 
 def label_index(labels: tuple[str, ...]) -> dict[str, int]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runtime.backends import SessionOptions, get_backend, require_available
-from runtime.backends.base import Session
 from formats.bundle import Artifact, Bundle, load_bundle
 from formats.errors import UserError
 from formats.preprocessing import preprocess_batch
+from runtime.backends import SessionOptions, get_backend, require_available
+from runtime.backends.base import Session
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 REPO = Path(__file__).resolve().parents[1]
 PRE = {"input_size": [64, 64], "resize_size": 73, "resize_policy": "shorter_side", "crop": "center",
        "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 import distill.cache as cache_mod
-from distill.cache import build_cache, fingerprint_fields, open_cache
+from distill.cache import build_cache, open_cache
+from distill.cache_key import fingerprint_fields
 from distill.config import load_config
 from distill.data import load_dataset
-from formats.errors import UserError
 from distill.teacher import Teacher
 from distill.train import fit
 from distill.transforms import ViewSampler
+from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
 
@@ -125,3 +126,16 @@ def test_training_from_cache_never_runs_the_teacher(built, monkeypatch):
     best = fit(built)
     records = [json.loads(x) for x in (best.parent / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and "train_ling" in records[0] and records[-1]["train_cls"] < records[0]["train_cls"]
+
+
+def test_unreadable_meta_json_is_one_clear_error(tmp_path):
+    from distill.cache import open_cache
+    from formats.errors import UserError
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "meta.json").write_text('{"fingerprint": "abc", "fiel')  # torn by a crash
+    with pytest.raises(UserError, match="meta.json is not valid JSON .*python -m distill cache"):
+        open_cache(root, {})
+    (root / "meta.json").write_text('{"fingerprint": "abc"}')
+    with pytest.raises(UserError, match="meta.json lacks the field 'fields'"):
+        open_cache(root, {})

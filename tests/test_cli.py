@@ -74,3 +74,14 @@ def test_every_cli_refuses_bad_arguments_before_work(argv) -> None:
     proc = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+
+
+def test_call_from_argv_types_a_function_signature() -> None:
+    from formats.cli import call_from_argv
+
+    def job(bundle: str, sizes: tuple[int, ...] = (1, 8), seconds: float = 3.0, out: str | None = None) -> tuple:
+        return bundle, sizes, seconds, out
+    assert call_from_argv(job, ["b"]) == ("b", (1, 8), 3.0, None)
+    assert call_from_argv(job, ["b", "--sizes", "2,4", "--seconds", "1", "--out", "x"]) == ("b", (2, 4), 1.0, "x")
+    with pytest.raises(SystemExit):
+        call_from_argv(job, ["b", "--sizes", "two"])

@@ -7,9 +7,9 @@ from PIL import Image
 
 from distill.config import DataConfig
 from distill.data import TrainViews, ViewSchedule, load_dataset
-from formats.datasets import clean_class_name, stratified_split
-from formats.errors import UserError
 from distill.transforms import TargetSpec, ViewSampler, eval_transform, preprocessing_spec
+from formats.errors import UserError
+from formats.labels import clean_class_name, stratified_split
 
 
 def cub(root, **kw) -> DataConfig:

@@ -8,11 +8,11 @@ import onnx
 import pytest
 
 from export.api import export_bundle
-from formats.bundle import MANIFEST, file_hashes, verify_bundle
-from formats.files import sha256_file
 from export.evaluation import ort_session
 from export.int8 import CPU, TENSORRT, verify_int8
 from export.options import ExportOptions
+from formats.bundle import MANIFEST, file_hashes, verify_bundle
+from formats.files import sha256_file
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +54,7 @@ def test_every_file_is_hashed_and_verifies(bundle, manifest):
 
 def test_verify_bundle_detects_tampering(bundle, tmp_path):
     import shutil
+
     from formats.errors import UserError
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
@@ -75,6 +76,7 @@ def test_labels_preprocessing_and_onnx_metadata(bundle, trained_checkpoint):
 
 def test_onnx_is_self_contained_with_dynamic_batch_and_matches_pytorch(bundle, manifest, trained_checkpoint):
     import torch
+
     from students.checkpoint import load_student
     model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
@@ -132,9 +134,9 @@ def test_every_artifact_has_a_verdict_by_the_one_budget_rule(manifest):
 
 
 def test_reported_int8_top1_is_the_test_split_figure(bundle, manifest, trained_checkpoint):
-    from students.checkpoint import read_checkpoint
     from export.api import training_splits
     from export.evaluation import ImageBatches, ort_runner, predict
+    from students.checkpoint import read_checkpoint
     ckpt, meta = read_checkpoint(trained_checkpoint)
     test = ImageBatches(training_splits(meta, None).test, ckpt["preprocessing"], 32, 0)
     for file in ("model.int8.onnx", "model.int8.trt.onnx"):
@@ -165,7 +167,8 @@ def test_triton_repository(bundle, manifest):
         assert (inp.name, inp.data_type, list(inp.dims)) == ("input", DataType.TYPE_FP32, [3, 32, 32])
         assert (out.name, out.data_type, list(out.dims)) == ("logits", DataType.TYPE_FP32, [10])
         assert cfg.dynamic_batching.max_queue_delay_microseconds == 100
-        kind = ModelInstanceGroup.KIND_CPU if art["target"] == "onnxruntime-cpu" else ModelInstanceGroup.KIND_GPU
+        kind = {"onnxruntime-cpu": ModelInstanceGroup.KIND_CPU, "any": ModelInstanceGroup.KIND_AUTO}.get(
+            art["target"], ModelInstanceGroup.KIND_GPU)
         assert [g.kind for g in cfg.instance_group] == [kind]
         gpu = cfg.optimization.execution_accelerators.gpu_execution_accelerator
         accel = [(a.name, dict(a.parameters)) for a in gpu]

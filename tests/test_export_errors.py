@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from formats.errors import UserError
 from export.api import export_bundle
 from export.options import ExportOptions
+from formats.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 from export.api import export_bundle
 from export.backends import BudgetError
-from export.int8 import Attempt, Recipe, format_table, run_ladder
+from export.int8_ladder import Attempt, Recipe, format_table, run_ladder
 from export.options import ExportOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +128,8 @@ def test_best_effort_keeps_an_over_budget_artifact_marked_and_the_runtime_skips_
 def test_calibration_batches_have_one_size():
     """onnxruntime's histogram calibrators fail on a shorter last batch: the reader re-chunks."""
     import numpy as np
-    from export.int8 import BatchReader
+
+    from export.int8_graph import BatchReader
     reader = BatchReader("input", [np.zeros((32, 3, 4, 4), np.float32), np.ones((12, 3, 4, 4), np.float32)])
     assert {b.shape for b in reader.batches} == {(4, 3, 4, 4)}
     stacked = np.concatenate(reader.batches)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from distill.checkpoint import atomic_save
-from students.checkpoint import read_checkpoint
-from students.registry import create_student, list_students
 from export.api import export_bundle
 from export.evaluation import ort_session
 from export.options import ExportOptions
+from students.checkpoint import read_checkpoint
+from students.registry import create_student, list_students
 
 
 @pytest.mark.parametrize("arch", [a for a in list_students() if a != "resnet18"])  # resnet18: tests/test_export.py

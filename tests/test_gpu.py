@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.cache import build_cache, fingerprint_fields, open_cache
+from distill.cache import build_cache, open_cache
+from distill.cache_key import fingerprint_fields
 from distill.config import load_config
 from distill.data import load_dataset
 from distill.teacher import Teacher
@@ -47,8 +48,8 @@ def test_bf16_cache_on_gpu_agrees_with_fp32_teacher_on_cpu(synthetic_root, tmp_p
 
 
 def test_bf16_training_on_gpu_writes_a_checkpoint_that_loads_on_cpu(synthetic_root, tmp_path):
-    from students.checkpoint import load_student
     from distill.train import fit
+    from students.checkpoint import load_student
     best = fit(gpu_cfg(synthetic_root, tmp_path, **{"train.epochs": 3}))
     record = json.loads((best.parent / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(record["train_loss"]) and record["train_loss"] > 0
@@ -74,8 +75,8 @@ def test_torchrun_on_one_gpu_uses_nccl(synthetic_root, tmp_path):
 
 
 def test_torch_reference_backend_on_gpu_matches_onnxruntime_cpu(exported_bundle, trained_checkpoint):
-    from students.reference import TorchSession
     from runtime.model import open_classifier
+    from students.reference import TorchSession
     torch_session = TorchSession(trained_checkpoint)
     assert torch_session.device != "cpu"
     batch = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)

@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.runtime_helpers import REPO
-
+from formats.bundle import load_bundle
+from formats.errors import UserError
+from formats.preprocessing import open_image, preprocess_batch
 from runtime.backends import available_backends
 from runtime.bench import BenchSettings, plan, run_bench
-from formats.bundle import load_bundle
 from runtime.dataset import load_labelled_images
-from formats.errors import UserError
 from runtime.model import open_classifier
-from formats.preprocessing import open_image, preprocess_batch
+from tests.runtime_helpers import REPO
 
 FAST = dict(batches=(1, 4), seconds=0.15, warmup=1, min_iters=3)
 

@@ -12,20 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime_helpers import PRE, REPO, make_images
-
+from formats.bundle import load_bundle
+from formats.errors import UserError
+from formats.labels import clean_class_name
+from formats.preprocessing import PreprocessSpec, open_image, preprocess_image
 from runtime.backends import available_backends, get_backend, list_backends
 from runtime.backends.tensorrt import engine_problems
 from runtime.batcher import DynamicBatcher, QueueFull, ShuttingDown
-from formats.bundle import load_bundle
-from formats.datasets import clean_class_name
 from runtime.dataset import load_labelled_images
 from runtime.device import parse_tegrastats
-from formats.errors import UserError
 from runtime.metrics import Metrics
 from runtime.model import open_classifier, softmax
 from runtime.predict import predict_files
-from formats.preprocessing import PreprocessSpec, open_image, preprocess_image
+from tests.runtime_helpers import PRE, REPO, make_images
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import io
+import json
 import signal
 import time
 from pathlib import Path
@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime_helpers import make_images, start_server
-
-from runtime.model import open_classifier
 from formats.preprocessing import open_image, preprocess_image
+from runtime.model import open_classifier
+from tests.runtime_helpers import make_images, start_server
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from formats.errors import UserError
 from distill.teacher import TINY_CONFIG_DIR, TINY_TEACHER, Teacher, resolve_source, resolve_weights
 from distill.transforms import TargetSpec
+from formats.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,7 @@ def test_model_config_json_teacher_takes_its_own_preprocessing_and_weights(tmp_p
 
 def test_local_dir_teacher_loads_like_open_clip_saves(tmp_path, teacher):
     import json
+
     from safetensors.torch import save_file
     folder = tmp_path / "saved"
     folder.mkdir()

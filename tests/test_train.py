@@ -6,11 +6,11 @@ import sys
 import pytest
 import torch
 
-from students.checkpoint import load_student, read_checkpoint
-from distill.config import load_config
-from formats.errors import UserError
-from distill.train import fit
 import distill.train as train_mod
+from distill.config import load_config
+from distill.train import fit
+from formats.errors import UserError
+from students.checkpoint import load_student, read_checkpoint
 from tests.conftest import REPO, demo_overrides
 
 

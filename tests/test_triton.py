@@ -13,7 +13,7 @@ TRT_PRECISION_MODES = {"FP32", "FP16", "BF16", "INT8"}
 # (artifact as the export backends write it, model name, platform, instance kind, precision_mode or None)
 ARTIFACTS = [
     ({"file": "model.onnx", "format": "onnx", "precision": "fp32", "target": "any"},
-     "demo_fp32", "onnxruntime_onnx", "KIND_GPU", None),
+     "demo_fp32", "onnxruntime_onnx", "KIND_AUTO", None),
     ({"file": "model.fp16.onnx", "format": "onnx", "precision": "fp16", "target": "gpu"},
      "demo_fp16", "onnxruntime_onnx", "KIND_GPU", None),
     ({"file": "model.int8.onnx", "format": "onnx", "precision": "int8", "target": "onnxruntime-cpu"},

@@ -6,8 +6,8 @@ with that execution provider), ``onnxruntime`` (CUDA when installed, else CPU) a
 """
 from runtime.backends import onnxruntime as _onnxruntime  # noqa: F401  (registers its backends)
 from runtime.backends import tensorrt as _tensorrt  # noqa: F401
-from runtime.backends.base import (BackendSpec, Session, SessionOptions, available_backends, get_backend,
-                                   list_backends, register_backend, require_available)
+from runtime.backends.base import (BackendSpec, Session, SessionOptions, available_backends, get_backend, list_backends,
+                                   register_backend, require_available)
 
 __all__ = ["BackendSpec", "Session", "SessionOptions", "available_backends", "get_backend", "list_backends",
            "register_backend", "require_available"]

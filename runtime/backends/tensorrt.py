@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.backends.base import BackendSpec, SessionOptions, register_backend
 from formats.errors import UserError
+from runtime.backends.base import BackendSpec, SessionOptions, register_backend
 
 if TYPE_CHECKING:
     from formats.bundle import Artifact

@@ -1,0 +1,105 @@
+"""Strict conversion between raw YAML data and the config dataclasses of ``distill.config``.
+
+``from_dict`` builds a dataclass from a mapping (unknown keys get a "did you mean", wrong types
+name the key), ``to_dict`` is its inverse, and ``split_override`` / ``set_dotted`` turn
+``train.epochs=20`` style overrides into nested mapping entries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Mapping
+
+import yaml
+
+from formats.errors import UserError
+
+
+def split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not key=value: write it like train.epochs=20")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().lstrip("-"), yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        return key.strip().lstrip("-"), value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types fail."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(raw, Mapping):
+        raise UserError(f"config key {where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            raise UserError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, key)
+    if origin is tuple:
+        return _coerce_tuple(tp, value, key)
+    return _coerce_scalar(tp, value, key)
+
+
+def _coerce_tuple(tp: Any, value: Any, key: str) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"config key {key}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce_scalar(args[0], v, key) for v in value)
+    if len(value) != len(args):
+        raise UserError(f"config key {key}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce_scalar(a, v, key) for a, v in zip(args, value))
+
+
+def _coerce_scalar(tp: type, value: Any, key: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. a numeric run name
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"config key {key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (lists instead of tuples) for YAML/JSON and checkpoints."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(dataclasses.asdict(cfg))

@@ -1,0 +1,85 @@
+"""What INT8 quantization is fed: calibration batches, the pre-processed graph, and its weighted nodes.
+
+``BatchReader`` and ``calibration_sample`` turn training images into onnxruntime calibrator input;
+``preprocess`` prepares the FP32 graph; ``edge_nodes`` and ``rank_sensitive`` name the weighted
+nodes the remedy ladder (``export.int8_ladder``) may keep in float.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, quant_pre_process
+
+from export.evaluation import ImageBatches
+from formats.datasets import SubsetSource
+
+WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+# --------------------------------------------------------------------------- calibration data
+
+class BatchReader(CalibrationDataReader):
+    """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
+        self.input_name, self.batches = input_name, _equal_batches(batches)
+        self._it = iter(self.batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+
+def _equal_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
+    """The same images in batches of one size: onnxruntime's histogram calibrators (entropy,
+    percentile; seen with onnxruntime 1.32) fail on a shorter last batch ("inhomogeneous shape")."""
+    sizes = {len(b) for b in batches}
+    if len(sizes) <= 1:
+        return batches
+    size = math.gcd(*sizes)
+    return [b[i:i + size] for b in batches for i in range(0, len(b), size)]  # (size, 3, H, W) each
+
+
+def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int) -> list[np.ndarray]:
+    """A seeded sample of the training split through the evaluation transform, as batches."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(source))[:images].tolist()
+    return [x for x, _ in ImageBatches(SubsetSource(source, sorted(order)), preprocessing, batch_size)]
+
+
+# --------------------------------------------------------------------------- the graph
+
+def preprocess(src: Path, dst: Path) -> None:
+    """Shape inference + graph optimisation before quantization (onnxruntime's recommendation)."""
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+def edge_nodes(model: onnx.ModelProto) -> list[str]:
+    """The first convolution and the classifier: the layers INT8 hurts most in a CNN."""
+    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
+
+
+def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path) -> list[str]:
+    """Weighted nodes ordered by the quantization error (lowest SQNR first) of their input activation."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+    aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(pre), str(aug_f))
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
+    reader.rewind()
+    float_acts = dbg.collect_activations(str(aug_f), reader)
+    reader.rewind()
+    qdq_acts = dbg.collect_activations(str(aug_q), reader)
+    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+    consumers: dict[str, list[str]] = {}
+    for node in onnx.load(str(pre)).graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            consumers.setdefault(node.input[0], []).append(node.name)
+    ranked = sorted((e["qdq_err"], t) for t, e in errors.items() if t in consumers)
+    return list(dict.fromkeys(n for _, t in ranked for n in consumers[t]))

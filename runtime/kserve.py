@@ -1,0 +1,72 @@
+"""The KServe v2 / Triton HTTP inference protocol, JSON tensors only: model metadata, the model
+name check (404), request parsing and validation (input ``FP32 [N,3,H,W]``, flat or nested data;
+400 on any mismatch) and the response (output ``logits FP32 [N,C]``).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from runtime.serve_state import HttpError, ServerState
+
+
+def model_or_404(state: ServerState, name: str) -> None:
+    if name != state.clf.bundle.name:
+        raise HttpError(404, f"unknown model {name!r}: this server serves {state.clf.bundle.name!r}")
+
+
+def model_metadata_json(state: ServerState) -> dict[str, Any]:
+    b = state.clf.bundle
+    h, w = b.preprocessing.input_size
+    platform = "tensorrt_plan" if state.clf.artifact.format == "tensorrt" else "onnxruntime_onnx"
+    return {"name": b.name, "versions": ["1"], "platform": platform,
+            "inputs": [{"name": b.input_name, "datatype": "FP32", "shape": [-1, 3, h, w]}],
+            "outputs": [{"name": b.output_name, "datatype": "FP32", "shape": [-1, b.num_classes]}],
+            "parameters": {"artifact": state.clf.artifact.file, "max_batch_size": state.settings.max_batch,
+                           "labels": list(b.labels)}}
+
+
+def parse_infer_request(body: bytes, state: ServerState) -> tuple[dict[str, Any], np.ndarray]:
+    """A KServe v2 JSON inference request -> (request, float32 (N, 3, H, W)); 400 on any mismatch."""
+    b, max_rows = state.clf.bundle, state.settings.max_batch
+    try:
+        req = json.loads(body)
+    except RecursionError:
+        raise HttpError(400, "request body nests JSON too deeply: send a flat KServe v2 inference request")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HttpError(400, f"request body is not JSON ({exc.__class__.__name__}): send a KServe v2 inference request")
+    inputs = req.get("inputs") if isinstance(req, dict) else None
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise HttpError(400, f"'inputs' must be a list with one tensor named {b.input_name!r}")
+    for out in req.get("outputs") or []:
+        if not isinstance(out, dict) or out.get("name") != b.output_name:
+            raise HttpError(400, f"unknown output requested: this model has one output, {b.output_name!r}")
+    return req, _tensor(inputs[0], b.input_name, (3, *b.preprocessing.input_size), max_rows)
+
+
+def _tensor(t: dict[str, Any], name: str, chw: tuple[int, ...], max_rows: int) -> np.ndarray:
+    if t.get("name") != name:
+        raise HttpError(400, f"unknown input {t.get('name')!r}: the model's input is {name!r}")
+    if t.get("datatype") != "FP32":
+        raise HttpError(400, f"input datatype {t.get('datatype')!r} is not supported: send FP32")
+    shape = t.get("shape")
+    expected = f"[N, {', '.join(map(str, chw))}] with 1 <= N <= {max_rows}"
+    if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(s, int) for s in shape)
+            or tuple(shape[1:]) != chw or not 1 <= shape[0] <= max_rows):
+        raise HttpError(400, f"input shape {shape} is wrong: expected {expected}")
+    try:
+        data = np.asarray(t.get("data"), dtype=np.float32)
+    except (TypeError, ValueError):
+        raise HttpError(400, "input data must be numbers, as a flat or nested list") from None
+    if data.size != int(np.prod(shape)):
+        raise HttpError(400, f"input data has {data.size} values, shape {shape} needs {int(np.prod(shape))}")
+    return data.reshape(shape)
+
+
+def infer_response(name: str, req: dict[str, Any], logits: np.ndarray, output_name: str) -> dict[str, Any]:
+    """The v2 inference response for ``logits`` (N, C), echoing the request's id."""
+    return {"model_name": name, "model_version": "1", "id": req.get("id", ""),
+            "outputs": [{"name": output_name, "datatype": "FP32", "shape": list(logits.shape),
+                         "data": logits.ravel().tolist()}]}

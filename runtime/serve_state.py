@@ -1,0 +1,51 @@
+"""What the server's parts share: ``ServeSettings`` (the CLI options), ``ServerState`` (the model,
+batcher and metrics of one running app) and ``HttpError`` (a 4xx/5xx answer with ``{"error": ...}``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from formats.errors import UserError
+from formats.preprocessing import DEFAULT_MAX_PIXELS
+from runtime.batcher import DynamicBatcher
+from runtime.metrics import Metrics
+from runtime.model import Classifier
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"  # loopback; 0.0.0.0 listens on every interface
+    port: int = 8000
+    backend: str = "onnxruntime"  # onnxruntime (CUDA when installed, else CPU), onnxruntime-cpu, tensorrt
+    artifact: str | None = None  # a file of the bundle; default: the first one the backend runs
+    max_batch: int = 16  # rows per model call; capped by the bundle's max_batch
+    max_delay_ms: float = 5.0  # how long the oldest request may wait for a batch to fill
+    max_queue: int = 128  # requests waiting; more are refused with 503
+    max_body_mb: float = 10.0  # larger request bodies are refused with 413
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused with 413 before they are decoded
+    top_k: int = 5  # predictions per image
+    threads: int = 0  # intra-op threads of the model, 0 = backend default
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise UserError(f"--port must be 1..65535, got {self.port}")
+        if self.max_batch < 1 or self.max_queue < 1 or self.max_delay_ms < 0:
+            raise UserError("--max-batch and --max-queue must be >= 1, --max-delay-ms >= 0")
+        if self.max_body_mb <= 0 or self.max_pixels < 1 or self.top_k < 1:
+            raise UserError("--max-body-mb, --max-pixels and --top-k must be positive")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class ServerState:
+    clf: Classifier
+    batcher: DynamicBatcher
+    metrics: Metrics
+    settings: ServeSettings
+    ready: bool = False
+    inflight: int = 0  # requests being read, decoded, queued or run (touched on the event loop only)

@@ -1,0 +1,95 @@
+"""formats: checkpoint metadata checked before any work, older files still read, one schema checker."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from formats.bundle import Budget, load_bundle
+from formats.checkpoint import StudentMeta
+from formats.errors import UserError
+from formats.manifest import Manifest
+from students.checkpoint import load_student
+from students.registry import create_student
+
+PRE = {"input_size": [32, 32], "resize_size": 36, "resize_policy": "shorter_side", "crop": "center",
+       "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "color": "RGB",
+       "layout": "NCHW", "scale": 255.0}
+DATA = {"name": "imagefolder", "root": "data/x", "split_seed": 0, "val_fraction": 0.1, "label_names": ""}
+
+
+def checkpoint(**changes) -> dict:
+    student = create_student("resnet18", 3)
+    ckpt = {"schema": "vl2lite-student", "schema_version": 1, "arch": "resnet18", "num_classes": 3,
+            "class_names": ["a", "b", "c"], "feature_dim": student.feature_dim, "state_dict": student.state_dict(),
+            "preprocessing": PRE, "dataset": DATA, "config": {"data": DATA}, "metrics": {}, "epoch": 1}
+    ckpt.update(changes)
+    return {k: v for k, v in ckpt.items() if v is not None}
+
+
+def test_metadata_is_typed_and_checked() -> None:
+    meta = StudentMeta.from_checkpoint(checkpoint(), "best.pt")
+    assert (meta.arch, meta.num_classes, meta.input_size, meta.dataset.name) == ("resnet18", 3, (32, 32), "imagefolder")
+
+
+def test_checkpoints_written_before_the_dataset_record_read_it_from_their_config() -> None:
+    meta = StudentMeta.from_checkpoint(checkpoint(dataset=None), "old.pt")
+    assert meta.dataset.root == "data/x" and meta.dataset.val_fraction == 0.1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"arch": None}, "lacks 'arch'"),
+    ({"num_classes": "3"}, "'num_classes' must be int, not str"),
+    ({"num_classes": True}, "'num_classes' must be int, not bool"),
+    ({"class_names": ["a", "b"]}, "num_classes is 3 but class_names has 2 names"),
+    ({"preprocessing": None}, "lacks 'preprocessing'"),
+    ({"preprocessing": {**PRE, "interpolation": "lanczos"}}, "interpolation 'lanczos' is not one of"),
+    ({"state_dict": [1, 2]}, "'state_dict' must be dict, not list"),
+    ({"dataset": None, "config": {}}, "lacks dataset \\(and config.data\\)"),
+    ({"dataset": {"name": "cub"}}, "lacks data.root"),
+    ({"schema_version": 2}, "schema version 2, this toolkit reads 1"),
+])
+def test_a_wrong_checkpoint_is_one_error_naming_the_field(changes, message) -> None:
+    with pytest.raises(UserError, match=message):
+        StudentMeta.from_checkpoint(checkpoint(**changes), "best.pt")
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:
+    ckpt = checkpoint()
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("classifier.")}
+    torch.save(ckpt, tmp_path / "cut.pt")
+    with pytest.raises(UserError, match="its weights do not fit a resnet18 with 3 classes .*classifier.weight"):
+        load_student(tmp_path / "cut.pt")
+    torch.save(checkpoint(feature_dim=7), tmp_path / "dim.pt")
+    with pytest.raises(UserError, match="feature_dim 7 does not match resnet18"):
+        load_student(tmp_path / "dim.pt")
+    torch.save(checkpoint(), tmp_path / "ok.pt")
+    student, meta = load_student(tmp_path / "ok.pt")
+    assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 3) and meta.class_names == ("a", "b", "c")
+
+
+def test_a_bundle_written_before_budget_verdicts_still_loads(exported_bundle: Path, tmp_path: Path) -> None:
+    """Schema 1 as export wrote it before verdicts: INT8 had a top-level within_budget, no budget entry."""
+    old = tmp_path / "old"
+    shutil.copytree(exported_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        verdict = art.pop("budget")
+        if art["precision"] == "int8":
+            art["within_budget"] = verdict["within_budget"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(old)
+    assert bundle.artifacts and all(a.within_budget is None for a in bundle.artifacts)  # absent, not guessed
+    assert Manifest.from_dict(manifest, "old").artifacts[0].budget is None
+
+
+def test_the_one_budget_rule() -> None:
+    budget = Budget(max_top1_drop=1.0, min_agreement=0.9)
+    assert budget.verdict("val", 60, 1.0, 0.95)["within_budget"]
+    assert not budget.verdict("val", 60, 1.01, 0.95)["within_budget"]
+    assert not budget.verdict("val", 60, 0.0, 0.85)["within_budget"]  # agreement counts too
+    assert budget.verdict("val", 60, -2.0, 0.9) == {"split": "val", "images": 60, "top1_drop": -2.0,
+                                                   "agreement": 0.9, "within_budget": True}
