@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from runtime.bench import BenchSettings  # noqa: E402
 from runtime.measure import measure_session  # noqa: E402
-from runtime.report import write_json_atomic  # noqa: E402
+from formats.files import write_json  # noqa: E402
 from runtime.device import device_info, software_versions  # noqa: E402
 from runtime.model import open_classifier  # noqa: E402
 
@@ -165,7 +165,7 @@ def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] =
               "server": {"max_batch": max_batch, "max_delay_ms": max_delay_ms}, "rounds": rounds,
               "in_process": reference, "cold_start_s": {"runs": colds, "median": float(np.median(colds))},
               "load": rows}
-    write_json_atomic(REPO / out if not os.path.isabs(out) else Path(out), report)
+    write_json(REPO / out if not os.path.isabs(out) else Path(out), report)
     print(table(report))
     return report
 

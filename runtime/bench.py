@@ -32,13 +32,14 @@ import numpy as np
 from formats.bundle import Artifact, Bundle, load_bundle
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
+from formats.files import write_json
 from formats.preprocessing import open_image, preprocess_image
 from runtime.backends import get_backend, list_backends, require_available
 from runtime.bench_settings import BenchSettings, Job, settings_json
 from runtime.bench_worker import measure_in_worker
 from runtime.dataset import load_labelled_images
 from runtime.device import device_info, software_versions
-from runtime.report import format_table, write_json_atomic, write_plots
+from runtime.report import format_table, write_plots
 
 SCHEMA = "vl2lite-bench"
 # Backends tried when none is named; onnxruntime-tensorrt is left to an explicit --backend
@@ -62,7 +63,7 @@ def run_bench(bundle_dir: str | Path, settings: BenchSettings = BenchSettings())
               "device": device_info(), "software": software_versions(), "settings": settings_json(settings),
               "data": {"root": str(settings.data), "images": data["images"]} if data else None,
               "results": sorted(rows, key=lambda r: r["status"] != "ok")}
-    write_json_atomic(out / "bench.json", report)
+    write_json(out / "bench.json", report)
     report["plots"] = write_plots(report["results"], out) if settings.plots else []
     print(format_table(report["results"]))
     print(f"\nwrote {out / 'bench.json'}" + "".join(f", {p}" for p in report["plots"] if p.endswith(".png")))

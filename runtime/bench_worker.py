@@ -17,9 +17,9 @@ from typing import Any
 
 from formats.bundle import Bundle
 from formats.errors import UserError
+from formats.files import write_json
 from runtime.bench_settings import BenchSettings, Job, settings_from_json, settings_json
 from runtime.measure import measure_job
-from runtime.report import write_json_atomic
 
 
 def measure_in_worker(bundle: Bundle, job: Job, settings: BenchSettings, data: dict[str, Any] | None,
@@ -62,4 +62,4 @@ def _worker() -> None:
                              settings_from_json(request["settings"]), request["data"])
     except UserError as exc:
         result = {"error": str(exc)}
-    write_json_atomic(result_file, result)
+    write_json(result_file, result)

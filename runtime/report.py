@@ -1,9 +1,6 @@
-"""Benchmark output: the printed table, atomic JSON files, and the PNG plots (drawn by runtime.plots)."""
+"""Benchmark output: the printed table and the PNG plots (drawn by runtime.plots)."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +25,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"* p99 from fewer than {P99_MIN_ITERATIONS} runs: about the slowest run, not a "
                      f"percentile (raise --seconds)")
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_plots(rows: list[dict[str, Any]], out: Path) -> list[str]:

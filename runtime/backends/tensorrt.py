@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from formats.errors import UserError
+from formats.files import read_json_object
 from runtime.backends.base import BackendSpec, SessionOptions, register_backend
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def check_engine(artifact: "Artifact", env: dict[str, Any]) -> list[str]:
     """Raise a clear error if the engine cannot run here; return the warnings."""
     if artifact.sidecar is None or not artifact.sidecar.is_file():
         raise UserError(f"engine {artifact.file} has no sidecar JSON: rebuild it with python -m export --trt")
-    sidecar = json.loads(artifact.sidecar.read_text(encoding="utf-8"))
+    sidecar = read_json_object(artifact.sidecar, "rebuild the engine with python -m export --trt")
     errors, warnings = engine_problems(sidecar, env)
     if errors:
         source = sidecar.get("source", "the ONNX file")
