@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,23 @@ def restore(run: Run, path: Path) -> None:
 
 
 def _truncate_jsonl(path: Path, last_epoch: int) -> None:
-    """Drop records of epochs after ``last_epoch`` (written just before an interruption)."""
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= last_epoch]
-        write_text(path, "".join(ln + "\n" for ln in keep))
+    """Drop records of epochs after ``last_epoch`` (written just before an interruption), and a line
+    torn by a kill mid-write (said on stderr): the resumed run rewrites both."""
+    if not path.exists():
+        return
+    keep, torn = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= last_epoch:
+            keep.append(line)
+    if torn:
+        print(f"warning: {path} had {torn} torn line(s) (a kill mid-write); dropped, the resumed run "
+              f"writes those epochs again", file=sys.stderr)
+    write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -23,8 +23,10 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,12 @@ class Teacher:
             with _quiet_root_logger(source.weights is None):  # "No pretrained weights loaded" is the intent
                 model = open_clip.create_model(source.name, pretrained=source.weights, device=device)
             self.tokenizer = open_clip.get_tokenizer(source.name)
-        except (RuntimeError, OSError, ValueError) as exc:  # open_clip wraps download failures
-            raise UserError(f"teacher {model_name}/{pretrained} could not be loaded ({str(exc)[:300]}): "
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
+                zipfile.BadZipFile) as exc:  # download failures, refused or corrupt weights files
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+            reason = next((ln for ln in lines if "Unsupported" in ln), lines[0])[:200]  # weights_only's own word
+            raise UserError(f"teacher {model_name}/{pretrained} could not be loaded ({reason}): a weights file "
+                            f"must be an open_clip checkpoint of teacher.model that loads safely (weights only); "
                             f"pass teacher.pretrained=<local checkpoint file> or teacher.model=local-dir:<folder>") from None
         self.model = model.eval().requires_grad_(False)
         self.device = device

@@ -138,3 +138,10 @@ def test_custom_teacher_sources_fail_fast_and_name_the_files(tmp_path, monkeypat
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="is not valid JSON"):
         resolve_source(str(tmp_path / "bad.json"), "none")
+
+
+def test_a_weights_file_that_does_not_load_safely_is_one_clear_error(tmp_path):
+    bad = tmp_path / "weights.bin"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="could not be loaded .*loads safely \\(weights only\\)"):
+        Teacher(TINY_TEACHER, str(bad), torch.device("cpu"))

@@ -42,6 +42,17 @@ def test_training_lowers_loss_and_writes_artifact(trained_checkpoint):
     assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_select_last_keeps_the_final_epoch_and_a_tiny_val_split_is_warned_about(synthetic_root, tmp_path, capsys):
+    best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.epochs": 2, "train.select": "last"}))
+    ckpt, meta = read_checkpoint(best)
+    assert meta.epoch == 2 and json.loads((best.parent / "results.json").read_text())["best_epoch"] == 2
+    records = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [r["best"] for r in records] == [False, True]
+    assert "train.select=last" not in capsys.readouterr().err  # already chosen: no advice
+    train_mod.warn_noisy_selection(demo(synthetic_root, tmp_path), val_images=40, classes=10)
+    assert "40 images (4.0 per class), so one image moves its top-1 by 2.5 points" in capsys.readouterr().err
+
+
 def test_baseline_trains_without_teacher(synthetic_root, tmp_path):
     best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.epochs": 1}))
     records = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
@@ -67,6 +78,8 @@ def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, 
     assert read_checkpoint(tmp_path / "cut" / "last.pt")[0]["train_state"]["epoch"] == 1
     with pytest.raises(UserError, match="already holds a run"):
         fit(demo(synthetic_root, tmp_path, **{"train.name": "cut"}))
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # a kill in the middle of writing epoch 2's line
     fit(demo(synthetic_root, tmp_path, **{"train.name": "cut", "train.resume": True}))
     a, _ = read_checkpoint(tmp_path / "full" / "last.pt")
     b, _ = read_checkpoint(tmp_path / "cut" / "last.pt")
