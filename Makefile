@@ -34,6 +34,7 @@ bench-kd: install
 	@[ -d /usr/share/datasets/fashion-mnist ] || ! command -v apt-get >/dev/null || \
 		apt-get install -y -q dataset-fashion-mnist || echo "apt-get could not install dataset-fashion-mnist"
 	$(PY) benchmarks/kd_gain.py $(ARGS)
+	$(PY) benchmarks/kd_gain_last_epoch.py --results benchmarks/results/kd_gain.json
 
 clean:
 	rm -rf $(VENV) runs/demo bundles/demo data/synthetic-birds

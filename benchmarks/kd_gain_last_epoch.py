@@ -89,7 +89,7 @@ def table(regimes: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
+    from formats.files import read_json_object
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="kd_gain results JSON files, comma-separated")
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     merged: dict[int, dict[str, Any]] = {}  # per_class -> runs of every results file
     for name in args.results.split(","):
-        data = json.loads((REPO / name if not os.path.isabs(name) else Path(name)).read_text())
+        data = read_json_object(REPO / name if not os.path.isabs(name) else Path(name),
+                                "run benchmarks/kd_gain.py first (it writes the results this script reads)")
         for reg in data["regimes"]:
             entry = merged.setdefault(reg["per_class"], {"per_class": reg["per_class"], "epochs": reg["epochs"],
                                                          "baseline": reg["baseline"], "runs": [], "sources": []})
@@ -113,4 +114,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from formats.errors import run_cli
+    run_cli(main)  # a run folder that is gone (no last.pt): one error line naming it
