@@ -6,11 +6,11 @@
 #  2. the CUDA tests (tests/test_gpu.py: bf16 cache, bf16 training, nccl under torchrun, torch reference);
 #  3. export_formats on that machine's CPU (PyTorch eager vs onnxruntime FP32 vs INT8), trained on the GPU.
 #
-# The GPU image lacks open_clip, fire and onnxconverter-common: download their wheels here first:
+# The GPU image lacks open_clip and onnxconverter-common: download their wheels here first:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#     open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 fire==0.7.1 termcolor==3.3.0 onnxconverter-common==1.16.0
+#     open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 onnxconverter-common==1.16.0
 # then run with the device tool: carry [".whl"], command "bash benchmarks/gpu_check.sh".
 # Results land in $OUT (or benchmarks/results): kd_overhead_gpu.json, export_formats_gpu_host.json, logs.
 set -uo pipefail

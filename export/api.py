@@ -57,8 +57,9 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
         name = options.name or out.name
         manifest = build_manifest(name, checkpoint, meta, job, artifacts)
         if options.triton:
+            served = [a for a in artifacts if a["budget"]["within_budget"]]  # --best-effort misses stay out
             manifest["triton"] = {"repository": "triton", "models": write_repository(
-                tmp, name, artifacts, [3, *meta.input_size], meta.num_classes, options.max_batch,
+                tmp, name, served, [3, *meta.input_size], meta.num_classes, options.max_batch,
                 options.triton_queue_delay_us)}
         publish(tmp, out, manifest, options.overwrite, keep=checkpoint)
     log(f"bundle written: {out}")

@@ -89,7 +89,8 @@ def enforce_budget(artifacts: list[dict[str, Any]], options: ExportOptions) -> N
 
 
 def verdict_table(artifacts: list[dict[str, Any]], options: ExportOptions) -> str:
-    lines = [f"accuracy budget: top-1 drop <= {options.max_top1_drop:g} points",
+    agreement = f", agreement >= {options.min_agreement:g}" if options.min_agreement else ""
+    lines = [f"accuracy budget: top-1 drop <= {options.max_top1_drop:g} points{agreement}",
              "| artifact | judged on | images | drop (pts) | agreement | within budget |", "|---|---|---|---|---|---|"]
     for a in artifacts:
         v = a["budget"]

@@ -171,11 +171,13 @@ class OnnxInt8:
             for flavour in (CPU, TENSORRT):
                 attempts = quantizer.ladder(flavour, first, available)
                 if not attempts[-1].within_budget and not o.best_effort:  # fail now: the rest is wasted work
-                    table = format_table(attempts, o.max_top1_drop, job.judged_on().split)
+                    table = format_table(attempts, o.max_top1_drop, job.judged_on().split, o.min_agreement)
+                    agreement = f", min agreement {o.min_agreement:g}" if o.min_agreement else ""
                     raise BudgetError(f"no INT8 recipe for {flavour.file} met the accuracy budget "
-                                      f"(max top-1 drop {o.max_top1_drop:g} points) after {len(attempts)} "
-                                      f"attempts; raise --max-top1-drop, add --calib-images, export without "
-                                      f"--int8, or pass --best-effort to keep the best one marked", table)
+                                      f"(max top-1 drop {o.max_top1_drop:g} points{agreement}) after "
+                                      f"{len(attempts)} attempts; raise --max-top1-drop, add --calib-images, "
+                                      f"export without --int8, or pass --best-effort to keep the best one marked",
+                                      table)
                 entries.append(self.publish(job, quantizer, flavour, attempts))
                 first = chosen(attempts).recipe  # the TensorRT flavour starts from the CPU winner
         return entries

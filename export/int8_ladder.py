@@ -85,9 +85,10 @@ def _ladder(first: Recipe, available: int, fixed_nodes: list[str], sensitive: Ca
         yield replace(base, excluded=edges + tuple(ranked[:k]))
 
 
-def format_table(attempts: list[Attempt], budget: float, split: str = "") -> str:
+def format_table(attempts: list[Attempt], budget: float, split: str = "", min_agreement: float = 0.0) -> str:
     judged = f", judged on {split}" if split else ""
-    lines = [f"INT8 attempts (budget: top-1 drop <= {budget:g} points{judged})",
+    agreement = f", agreement >= {min_agreement:g}" if min_agreement else ""
+    lines = [f"INT8 attempts (budget: top-1 drop <= {budget:g} points{agreement}{judged})",
              "| # | method | images | kept in float | top-1 | drop (pts) | agreement | within budget |",
              "|---|---|---|---|---|---|---|---|"]
     for i, a in enumerate(attempts, 1):

@@ -27,7 +27,7 @@ class ExportOptions:
     calib_method: str = "minmax"  # first method tried: minmax | entropy | percentile
     min_calib_images: int = 16  # fewer available training images is an error
     max_top1_drop: float = 1.0  # accuracy budget: top-1 points an artifact may lose vs PyTorch
-    min_agreement: float = 0.0  # optional: fraction of images where INT8 top-1 must equal PyTorch's
+    min_agreement: float = 0.0  # optional budget part: fraction of images whose top-1 must equal PyTorch's
     remedies: bool = True  # when INT8 misses the budget, try other recipes before failing
     max_excluded: int = 6  # most nodes the remedies may keep in float
     eval_split: str = "test"  # split every artifact is evaluated on: test | val

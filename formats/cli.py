@@ -80,10 +80,12 @@ def add_settings(parser: argparse.ArgumentParser, cls: type) -> None:
         if not f.init:
             continue
         name = f.metadata.get("flag", f.name)
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{comments.get(f.name, '')} (default: {default!r})".strip()
         kind, optional = _unwrap_optional(hints[f.name])
+        alias = "_" in name and kind is not bool  # --max_batch too; a bool's --no- form stays dashed only
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if alias else [])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        comment = comments.get(f.name, "").replace("%", "%%")  # argparse formats help strings with %
+        help_text = comment if "default" in comment else f"{comment} (default: {default!r})".strip()
         if kind is bool:
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)

@@ -29,8 +29,6 @@ class ImageSource(Protocol):
 
 
 @dataclass
-
-
 class TorchvisionSource:
     """A torchvision dataset (returns PIL image, label) with its labels read once."""
 
@@ -46,8 +44,6 @@ class TorchvisionSource:
 
 
 @dataclass
-
-
 class SubsetSource:
     source: Any
     indices: list[int]
@@ -63,8 +59,6 @@ class SubsetSource:
 
 
 @dataclass(frozen=True)
-
-
 class DatasetSpec:
     """Where a dataset lives and how it is split: the ``data`` section a checkpoint records."""
 
@@ -85,19 +79,16 @@ class DatasetSpec:
 
 
 @dataclass
-
-
 class DatasetSplits:
     class_names: list[str]
     train: ImageSource
     val: ImageSource
     test: ImageSource
 
+
 # --------------------------------------------------------------------------- torchvision's sets
 
 @dataclass(frozen=True)
-
-
 class TorchvisionSet:
     """How to open one of torchvision's datasets: its class, the split arguments, the class names."""
 

@@ -55,8 +55,6 @@ def load_image(path: Path) -> Image.Image:
 
 
 @dataclass
-
-
 class FileSource:
     """Image files and their labels, in a fixed order."""
 

@@ -41,10 +41,12 @@ def _check(value: Any, kind: Any, where: str, legacy: Mapping[type, frozenset[st
         if value is None and type(None) in args:
             return None
         return _check(value, next(a for a in args if a is not type(None)), where, legacy, fix)
-    if origin is tuple:  # tuple[SomeDataclass, ...]
+    if origin is tuple:  # tuple[X, ...]: a JSON list of X (dataclasses read field by field)
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list, not {type(value).__name__}{fix}")
-        return tuple(typed(args[0], item, f"{where}[{i}]", legacy, fix[2:]) for i, item in enumerate(value))
+        if dataclasses.is_dataclass(args[0]):
+            return tuple(typed(args[0], item, f"{where}[{i}]", legacy, fix[2:]) for i, item in enumerate(value))
+        return tuple(_check(item, args[0], f"{where}[{i}]", legacy, fix) for i, item in enumerate(value))
     base = origin or kind
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,26 @@ def test_the_one_budget_rule() -> None:
     assert not budget.verdict("val", 60, 0.0, 0.85)["within_budget"]  # agreement counts too
     assert budget.verdict("val", 60, -2.0, 0.9) == {"split": "val", "images": 60, "top1_drop": -2.0,
                                                    "agreement": 0.9, "within_budget": True}
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    tags: tuple[str, ...]
+    items: tuple[Item, ...]
+    ratio: float | None = None
+
+
+def test_the_schema_checker_reads_lists_of_plain_values_and_of_dataclasses() -> None:
+    from formats.schema import typed
+
+    got = typed(Holder, {"tags": ["a", "b"], "items": [{"name": "x"}], "ratio": 1}, "h.json")
+    assert got == Holder(("a", "b"), (Item("x"),), 1.0)
+    with pytest.raises(UserError, match=r"h.json: tags\[1\] must be str, not int"):
+        typed(Holder, {"tags": ["a", 2], "items": []}, "h.json")
+    with pytest.raises(UserError, match=r"h.json: items\[0\] lacks the field 'name'"):
+        typed(Holder, {"tags": [], "items": [{}]}, "h.json")

@@ -91,8 +91,10 @@ def open_reference(name: str, checkpoint: Path) -> Session:
     """
     found = [ep for ep in entry_points(group=REFERENCE_GROUP) if ep.name == name]
     if not found:
-        raise UserError(f"no {name} reference is installed: the PyTorch reference needs the training packages "
-                        f"(pip install 'vl2lite-edge[train]'); or drop --reference-checkpoint")
+        raise UserError(f"no {name} reference is installed: the PyTorch reference is a plugin of the training "
+                        f"packages, registered when the package is pip-installed (pip install 'vl2lite-edge[train]', "
+                        f"or pip install -e '.[train]' in a checkout; PYTHONPATH alone does not register it); "
+                        f"or drop --reference-checkpoint")
     try:
         session_class = found[0].load()
     except ImportError as exc:
