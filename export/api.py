@@ -50,8 +50,9 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
         for name in BACKEND_ORDER:
             backend = get_backend(name)
             if backend.wanted(options):
-                artifacts += backend.build(job)
-        enforce_budget(artifacts, options)
+                built = backend.build(job)
+                enforce_budget(built, options)  # a miss stops here: the later backends' work would be wasted
+                artifacts += built
         for art in artifacts:
             art.update(sha256=sha256_file(tmp / art["file"]), size_bytes=(tmp / art["file"]).stat().st_size)
         name = options.name or out.name

@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
@@ -101,6 +102,11 @@ def _add_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(HttpError)
     async def http_error(request: Request, exc: HttpError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)  # the framework's own 404, 405, ...: the same {"error"} shape
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path}"},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:

@@ -110,7 +110,10 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
     assert httpx.get(f"{server}/v2/health/ready").status_code == 200
     assert httpx.post(f"{server}/predict", content=jpeg).status_code == 200
     for path in ("/v2/made-up-1", "/v2/made-up-2", '/v2/x"y'):  # unknown routes: one "other" series
-        assert httpx.get(f"{server}{path}").status_code == 404
+        response = httpx.get(f"{server}{path}")
+        assert response.status_code == 404 and response.json()["error"].startswith("Not Found: GET /v2/")
+    wrong_method = httpx.delete(f"{server}/predict")  # the framework's errors use the documented shape too
+    assert wrong_method.status_code == 405 and wrong_method.json() == {"error": "Method Not Allowed: DELETE /predict"}
     metrics = httpx.get(f"{server}/metrics").text
     assert "made-up" not in metrics and 'x"y' not in metrics and 'endpoint="other",status="404"' in metrics
 
