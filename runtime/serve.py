@@ -12,8 +12,9 @@ FastAPI on uvicorn. Endpoints:
 Every inference goes through one dynamic batcher (``--max-batch``, ``--max-delay-ms``) with a
 bounded queue (``--max-queue``; full -> 503). Bad input answers 4xx with ``{"error": ...}``: not
 an image or truncated (400), over ``--max-pixels`` (413), body over ``--max-body-mb`` (413), wrong
-tensor shape/datatype (400), unknown model (404). On SIGINT/SIGTERM uvicorn stops accepting
-connections, finishes the requests in flight, then the batcher drains its queue.
+tensor shape/datatype (400), unknown model or route (404), wrong method (405). On SIGTERM the
+server drains (readiness 503, no new connections, requests in flight and queued answered) and
+exits 0; SIGINT drains the same way.
 Binds to loopback unless ``--host`` says otherwise.
 
 This module owns the app, its routes and metrics, and the CLI. The settings and shared state live
@@ -22,11 +23,13 @@ runtime.intake, the KServe v2 tensors and metadata in runtime.kserve.
 """
 from __future__ import annotations
 
+import signal
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -171,12 +174,35 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 # --------------------------------------------------------------------------- CLI
 
 def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None:
-    """Run the server until SIGINT/SIGTERM; accepted requests are finished before it exits."""
-    import uvicorn
+    """Run the server until SIGINT/SIGTERM; accepted requests are finished before it exits.
+
+    SIGTERM (what an orchestrator sends) drains: readiness answers 503 at once, no new connection
+    is accepted, the requests in flight and in the batcher's queue are answered, then exit 0.
+    """
     app = create_app(bundle, settings)
-    print(f"serving {app.state.server.clf.bundle.name} ({app.state.server.clf.artifact.file} on "
-          f"{app.state.server.clf.session.device}) at http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    state: ServerState = app.state.server
+    print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}) "
+          f"at http://{settings.host}:{settings.port}", flush=True)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    DrainingServer(config, state).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with SIGTERM as a clean stop: not ready, drain, exit status 0."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.state.ready = False  # readiness first: a load balancer stops sending new work
+        if not self.should_exit:
+            print(f"stopping ({signal.Signals(sig).name}): answering {self.state.inflight} request(s) in "
+                  f"flight, then exiting", flush=True)
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", [])  # uvicorn re-raises these after its shutdown
+        if sig == signal.SIGTERM and sig in captured:
+            captured.remove(sig)  # a requested stop that drained cleanly is a success: exit 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -153,9 +153,9 @@ def test_full_queue_503_and_graceful_shutdown(bundle: Path, images: list[Path]) 
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 3 + [503] * 5, [r.text for r in responses]
     assert all("busy" in r.json()["error"] for r in responses if r.status_code == 503)
-    # uvicorn re-raises the captured SIGTERM once its graceful shutdown is done.
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM) and time.monotonic() - start < 10
-    assert "Traceback" not in proc.stdout.read()
+    assert proc.wait(timeout=30) == 0 and time.monotonic() - start < 10  # a drained SIGTERM is a clean stop
+    out = proc.stdout.read()
+    assert "stopping (SIGTERM): answering" in out and "Traceback" not in out
 
 
 def test_requests_in_flight_are_bounded_before_their_bodies_are_read(bundle: Path, images: list[Path]) -> None:
