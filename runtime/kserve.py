@@ -56,13 +56,32 @@ def _tensor(t: dict[str, Any], name: str, chw: tuple[int, ...], max_rows: int) -
     if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(s, int) for s in shape)
             or tuple(shape[1:]) != chw or not 1 <= shape[0] <= max_rows):
         raise HttpError(400, f"input shape {shape} is wrong: expected {expected}")
-    try:
-        data = np.asarray(t.get("data"), dtype=np.float32)
-    except (TypeError, ValueError):
-        raise HttpError(400, "input data must be numbers, as a flat or nested list") from None
+    data = _fp32_values(t.get("data"))
     if data.size != int(np.prod(shape)):
         raise HttpError(400, f"input data has {data.size} values, shape {shape} needs {int(np.prod(shape))}")
     return data.reshape(shape)
+
+
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fp32_values(data: Any) -> np.ndarray:
+    """JSON numbers -> float32; strings, booleans, NaN, infinities and values past float32's range are 400."""
+    try:
+        raw = np.asarray(data)  # no dtype: strings stay strings instead of being parsed
+    except (TypeError, ValueError):  # ragged nesting
+        raise HttpError(400, "input data must be numbers, as a flat or nested list of one shape") from None
+    if raw.dtype.kind not in "iuf":  # "U" strings, "b" booleans, "O" mixed or null
+        raise HttpError(400, f"input data must be JSON numbers (FP32), not {_kind(raw)}")
+    values = raw.astype(np.float64)
+    if not np.isfinite(values).all() or (np.abs(values) > FP32_MAX).any():
+        raise HttpError(400, "input data holds NaN, an infinity or a value beyond float32's range: send finite "
+                             "FP32 values (preprocessed pixels are small numbers)")
+    return values.astype(np.float32)
+
+
+def _kind(raw: np.ndarray) -> str:
+    return {"U": "strings", "S": "strings", "b": "booleans"}.get(raw.dtype.kind, "a mix of values or nulls")
 
 
 def infer_response(name: str, req: dict[str, Any], logits: np.ndarray, output_name: str) -> dict[str, Any]:
