@@ -44,12 +44,12 @@ def field_comments(cls: type) -> dict[str, str]:
     return comments
 
 
-def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+def _unwrap_optional(kind: Any) -> Any:
+    """``X | None`` -> ``X`` (an absent option keeps its default, None); anything else unchanged."""
     args = typing.get_args(kind)
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return kind, False
+        return next(a for a in args if a is not type(None))
+    return kind
 
 
 def _converter(kind: Any, flag: str) -> Callable[[str], Any]:
@@ -80,7 +80,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type) -> None:
         if not f.init:
             continue
         name = f.metadata.get("flag", f.name)
-        kind, optional = _unwrap_optional(hints[f.name])
+        kind = _unwrap_optional(hints[f.name])
         alias = "_" in name and kind is not bool  # --max_batch too; a bool's --no- form stays dashed only
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if alias else [])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]

@@ -14,8 +14,9 @@ from typing import Any, Mapping
 from formats.errors import UserError
 
 
-def typed(cls: type, d: Any, where: str, legacy: Mapping[type, frozenset[str]] = {}, fix: str = "") -> Any:
+def typed(cls: type, d: Any, where: str, legacy: Mapping[type, frozenset[str]] | None = None, fix: str = "") -> Any:
     """``cls(**d)`` with every field checked; keys in ``legacy[cls]`` are read and dropped."""
+    legacy = legacy or {}
     fix = f": {fix}" if fix else ""
     if not isinstance(d, dict):
         raise UserError(f"{where} must be a JSON object, not {type(d).__name__}{fix}")
