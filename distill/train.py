@@ -40,7 +40,8 @@ from distill.transforms import ViewSampler, preprocessing_spec, student_target
 from formats.errors import UserError
 from formats.files import write_text
 from students.checkpoint import read_checkpoint
-from students.registry import Student, create_student, list_students
+from students.registry import Student, check_arch, create_student
+from students.timm_students import normalization_mismatch
 
 NOISY_VAL_IMAGES = 200  # below this, one validation image is worth more than half a point of top-1
 
@@ -71,8 +72,7 @@ def seed_everything(seed: int) -> None:
 
 
 def check_names(cfg: Config) -> None:
-    if cfg.student.arch not in list_students():
-        raise UserError(f"unknown student {cfg.student.arch!r}; choose one of: {', '.join(list_students())}")
+    check_arch(cfg.student.arch)
     if cfg.teacher.enabled and not cfg.teacher.cache:
         resolve_source(cfg.teacher.model, cfg.teacher.pretrained)
 
@@ -91,6 +91,9 @@ def setup(cfg: Config) -> Run:
     seed_everything(cfg.train.seed)
     splits = load_dataset(cfg.data)
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
+    mismatch = normalization_mismatch(cfg.student.arch, cfg.student.weights, tuple(cfg.data.mean), tuple(cfg.data.std))
+    if mismatch and ctx.is_main:
+        print(mismatch, file=sys.stderr)
     side = teacher_side(cfg, splits, device)
     heads = None
     if side.anchors is not None:

@@ -29,6 +29,7 @@ from formats.errors import UserError
 from formats.files import sha256_file, utc_now, write_json
 from formats.manifest import SCHEMA, SCHEMA_VERSION, ArtifactEntry, Manifest, typed
 from students.checkpoint import load_student
+from students.registry import deployable
 
 BACKEND_ORDER = ("onnx", "fp16", "int8", "tensorrt")
 
@@ -41,6 +42,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     checkpoint, out = Path(checkpoint), Path(out)
     check_tensorrt(options)
     student, meta = load_student(checkpoint)
+    student = deployable(student)  # re-parameterisable branches fused: the graph users run
     splits = training_splits(meta, options.data_root)
     calib = check_calibration_count(len(splits.train), options) if options.int8 else 0
     with staging(out, options.overwrite, keep=checkpoint) as tmp:

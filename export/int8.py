@@ -23,7 +23,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 
 from export.backends import BudgetError, ExportJob, log, register_backend
 from export.evaluation import accuracy_entry, ort_runner, predict
-from export.int8_graph import WEIGHTED_OPS, BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive
+from export.int8_graph import BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive, weighted_nodes
 from export.int8_ladder import Attempt, Recipe, chosen, format_table, run_ladder
 from export.onnx_fp32 import FP32_FILE, check_self_contained, set_metadata
 from export.options import RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
@@ -88,7 +88,7 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
     dq_of = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
     zp_types = {init.get(n.input[2]) for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
     want = onnx.TensorProto.UINT8 if flavour.activations == QuantType.QUInt8 else onnx.TensorProto.INT8
-    weighted = [n for n in g.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1]
+    weighted = weighted_nodes(g)
     int8_weighted = sum(1 for n in weighted if n.input[1] in dq_of
                         and init.get(dq_of[n.input[1]].input[0]) == onnx.TensorProto.INT8)
     int32_dq = sum(1 for n in dq_of.values() if init.get(n.input[0]) == onnx.TensorProto.INT32)

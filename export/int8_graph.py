@@ -19,6 +19,15 @@ from formats.datasets import SubsetSource
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
+def weighted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Conv/Gemm/MatMul whose second input is a weight: an initializer, directly (float) or through
+    a DequantizeLinear (INT8). An attention MatMul of two activations (q·kᵀ) has no weight."""
+    init = {t.name for t in graph.initializer}
+    dq_input = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return [n for n in graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1
+            and (n.input[1] in init or dq_input.get(n.input[1]) in init)]
+
+
 # --------------------------------------------------------------------------- calibration data
 
 class BatchReader(CalibrationDataReader):
@@ -62,7 +71,7 @@ def preprocess(src: Path, dst: Path) -> None:
 
 def edge_nodes(model: onnx.ModelProto) -> list[str]:
     """The first convolution and the classifier: the layers INT8 hurts most in a CNN."""
-    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    weighted = [n.name for n in weighted_nodes(model.graph)]
     return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
 
 
@@ -78,8 +87,7 @@ def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path) -> lis
     qdq_acts = dbg.collect_activations(str(aug_q), reader)
     errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
     consumers: dict[str, list[str]] = {}
-    for node in onnx.load(str(pre)).graph.node:
-        if node.op_type in WEIGHTED_OPS:
-            consumers.setdefault(node.input[0], []).append(node.name)
+    for node in weighted_nodes(onnx.load(str(pre)).graph):
+        consumers.setdefault(node.input[0], []).append(node.name)
     ranked = sorted((e["qdq_err"], t) for t, e in errors.items() if t in consumers)
     return list(dict.fromkeys(n for _, t in ranked for n in consumers[t]))

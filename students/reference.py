@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from students.checkpoint import load_student
+from students.registry import deployable
 
 BACKEND = "torch-eager"
 
@@ -21,6 +22,7 @@ class TorchSession:
 
     def __init__(self, checkpoint: Path) -> None:
         model, _ = load_student(checkpoint)
+        model = deployable(model)  # the same inference form as the exported graph
         cuda = torch.cuda.is_available()
         self._device = "cuda" if cuda else "cpu"
         self._model = model.to(self._device)

@@ -1,8 +1,10 @@
-"""Registry of torchvision students, split into a feature backbone and a linear classifier.
+"""Registry of students (torchvision names, and ``timm:<name>``), each split into a feature
+backbone and a linear classifier.
 
 ``Student.features(x)`` gives the unnormalised features ``h`` (B×d) that the distillation losses
-use; ``Student(x)`` gives ``logits = W h`` (B×C). The width ``d`` is discovered from the
-torchvision model (its last ``nn.Linear``), never hard-coded, so every family works.
+use; ``Student(x)`` gives ``logits = W h`` (B×C). The width ``d`` is discovered from the model
+(torchvision: its last ``nn.Linear``; timm: its pre-logits width), never hard-coded, so every
+family works. ``deployable`` gives the inference form that export and the reference row use.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torchvision
 from torch import nn
 
 from formats.errors import UserError
+from students.timm_students import SHIPPED, check_timm_name, create_timm_backbone, fuse, is_timm
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, str] = {}
@@ -38,16 +41,28 @@ for _name, _enum in [
 
 
 def list_students() -> list[str]:
-    return sorted(_REGISTRY)
+    """The torchvision students, then the tested timm families (any other ``timm:<name>`` works too)."""
+    return sorted(_REGISTRY) + list(SHIPPED)
+
+
+def check_arch(arch: str) -> None:
+    """One error for an unknown student: the registered names, or timm's closest names."""
+    if is_timm(arch):
+        check_timm_name(arch)
+    elif arch not in _REGISTRY:
+        raise UserError(f"unknown student {arch!r}; choose one of: {', '.join(sorted(_REGISTRY))}, or any timm "
+                        f"model as timm:<name> (tested: {', '.join(SHIPPED)})")
 
 
 class Student(nn.Module):
-    """torchvision backbone without its last Linear, plus a new ``classifier`` Linear(d, C)."""
+    """Backbone giving (B, d) features (torchvision without its last Linear, or timm headless),
+    plus a new ``classifier`` Linear(d, C)."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, arch: str = "") -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
+        self.arch = arch
         self.classifier = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,16 +73,25 @@ class Student(nn.Module):
 
 
 def create_student(arch: str, num_classes: int, weights: str = "none") -> Student:
-    """Build a registered student; ``weights`` is ``imagenet``, ``none`` or a state_dict file."""
-    if arch not in _REGISTRY:
-        raise UserError(f"unknown student {arch!r}; choose one of: {', '.join(list_students())}")
+    """Build a student; ``weights`` is ``imagenet``, ``none`` or a state_dict file."""
+    check_arch(arch)
+    if is_timm(arch):
+        backbone, feature_dim = create_timm_backbone(arch, weights)
+        return Student(backbone, feature_dim, num_classes, arch)
     model = _REGISTRY[arch](weights=None)
     if weights == "imagenet":
         model.load_state_dict(_imagenet_state_dict(arch))
     elif weights != "none":
         model.load_state_dict(_local_state_dict(arch, Path(weights)))
     feature_dim = _strip_last_linear(model)
-    return Student(model, feature_dim, num_classes)
+    return Student(model, feature_dim, num_classes, arch)
+
+
+def deployable(student: Student) -> Student:
+    """The inference form of a trained student (eval mode): re-parameterisable timm branches fused
+    (MobileOne, FastViT, RepViT; the same function, fewer operations); other students unchanged."""
+    student = student.eval()
+    return fuse(student).eval() if is_timm(student.arch) else student
 
 
 def _strip_last_linear(model: nn.Module) -> int:

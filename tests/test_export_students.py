@@ -1,4 +1,5 @@
-"""Every registered student exports to ONNX (FP32 and INT8) with PyTorch parity, not just resnet18."""
+"""Every registered student (torchvision, and the timm families we ship) exports to ONNX (FP32 and INT8)
+with PyTorch parity and a complete INT8 graph, not just resnet18."""
 from __future__ import annotations
 
 import json
@@ -27,12 +28,16 @@ def test_every_student_exports_with_parity(arch, trained_checkpoint, tmp_path):
                         ExportOptions(int8=True, eval_images=16, parity_images=16, calib_images=32,
                                       max_top1_drop=100.0, remedies=False))
     manifest = json.loads((out / "manifest.json").read_text())
-    fp32 = next(a for a in manifest["artifacts"] if a["file"] == "model.onnx")
-    assert fp32["parity"]["top1_agreement"] == 1.0 and fp32["parity"]["max_abs_logit_diff"] < 1e-3
     x = np.random.default_rng(1).normal(size=(3, 3, 32, 32)).astype(np.float32)
     with torch.inference_mode():
-        ref = student(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ort_session(out / "model.onnx").run(None, {"input": x})[0], ref, atol=1e-4, rtol=1e-3)
+        ref = student(torch.from_numpy(x)).numpy()  # the training form: export fuses MobileOne/FastViT/RepViT
+    # Random MobileOne weights give logits near 1e9 (its summed branches grow with depth until trained):
+    # parity is judged relative to the logits' scale.
+    scale = max(1.0, float(np.abs(ref).max()))
+    fp32 = next(a for a in manifest["artifacts"] if a["file"] == "model.onnx")
+    assert fp32["parity"]["top1_agreement"] == 1.0 and fp32["parity"]["max_abs_logit_diff"] < 1e-3 * scale
+    np.testing.assert_allclose(ort_session(out / "model.onnx").run(None, {"input": x})[0], ref,
+                               atol=1e-4 * scale, rtol=1e-3)
     int8 = next(a for a in manifest["artifacts"] if a["file"] == "model.int8.onnx")
     graph = int8["quantization"]["graph"]  # random weights: accuracy means nothing, the graph must be INT8
     assert graph["int8_weighted_ops"] == graph["weighted_ops"] > 0

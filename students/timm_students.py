@@ -1,0 +1,137 @@
+"""timm students: ``student.arch: timm:<model name>``, any image model timm can build.
+
+The backbone is ``timm.create_model(name, num_classes=0)`` (its pooled pre-logits features, width
+``head_hidden_size``, discovered from the model); the project adds its own ``classifier``. ImageNet
+weights come through timm's normal loading (the Hugging Face hub, or its local cache); offline and
+not cached, the error names the file to fetch. A local weights file (``.safetensors`` or a
+``.pth`` state_dict, with or without timm's ImageNet classifier) works offline.
+
+``SHIPPED`` are the families the tests export (ONNX parity, complete INT8 graph) on every change;
+other timm names work the same way, untested here. Re-parameterisable families (MobileOne,
+FastViT, RepViT) train in their multi-branch form and are fused by ``deployable`` before export.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from formats.errors import UserError
+
+PREFIX = "timm:"
+# One small member of each edge family (tested: tests/test_export_students.py).
+SHIPPED = ("timm:mobilenetv4_conv_small", "timm:efficientvit_b0", "timm:fastvit_t8", "timm:repvit_m0_9",
+           "timm:mobileone_s0", "timm:ghostnet_100", "timm:efficientnet_lite0", "timm:convnext_atto")
+
+
+def is_timm(arch: str) -> bool:
+    return arch.startswith(PREFIX)
+
+
+def check_timm_name(arch: str) -> str:
+    """The timm model name of ``timm:<name>``; an unknown name is one error with timm's closest names."""
+    import timm
+
+    name = arch[len(PREFIX):]
+    if name in timm.list_models():
+        return name
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else "see timm.list_models()"
+    raise UserError(f"unknown timm student {arch!r}: {hint} (tested families: {', '.join(SHIPPED)})")
+
+
+def create_timm_backbone(arch: str, weights: str) -> tuple[nn.Module, int]:
+    """(backbone giving (B, d) pooled features, d) for ``timm:<name>``; ``weights``: imagenet, none or a file."""
+    import timm
+
+    name = check_timm_name(arch)
+    if weights == "imagenet":
+        _require_cached_imagenet(arch, name)
+        model = timm.create_model(name, pretrained=True, num_classes=0)
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+        if weights != "none":
+            _load_local(model, arch, Path(weights))
+    width = getattr(model, "head_hidden_size", None) or model.num_features
+    return model, int(width)
+
+
+def _require_cached_imagenet(arch: str, name: str) -> None:
+    """Fail at once, naming the file, when the weights are neither cached nor downloadable."""
+    import huggingface_hub
+    import timm
+
+    from students.registry import reachable
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        raise UserError(f"timm has no downloadable ImageNet weights for {arch}: pass student.weights=<a local "
+                        f"weights file> or student.weights=none")
+    cached = any(isinstance(huggingface_hub.try_to_load_from_cache(hub_id, f), str)
+                 for f in ("model.safetensors", "pytorch_model.bin"))
+    if not cached and not reachable("huggingface.co"):
+        raise UserError(
+            f"ImageNet weights for {arch} are not in the Hugging Face cache and huggingface.co is unreachable: "
+            f"download https://huggingface.co/{hub_id}/resolve/main/model.safetensors on a machine with internet "
+            f"and pass student.weights=<that file> (or copy its ~/.cache/huggingface here), or train from scratch "
+            f"with student.weights=none")
+
+
+def _load_local(model: nn.Module, arch: str, path: Path) -> None:
+    """A local state_dict into the headless model; timm's ImageNet classifier keys are dropped."""
+    if not path.is_file():
+        raise UserError(f"student.weights file {path} not found: pass imagenet, none or an existing weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"student.weights file {path} could not be loaded safely ({exc.__class__.__name__}): it "
+                        f"must be a .safetensors file or a plain state_dict for {arch}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"student.weights file {path} holds no state_dict: pass the weights of {arch}")
+    heads = [c for c in _classifier_names(model) if c]
+    state = {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(ln.strip() for ln in str(exc).strip().splitlines()[:2])[:300]
+        raise UserError(f"student.weights file {path} does not fit {arch} ({detail}): pass weights of that "
+                        f"exact timm model") from None
+
+
+def _classifier_names(model: nn.Module) -> list[str]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier", ()) if isinstance(cfg, dict) else ()
+    return [names] if isinstance(names, str) else list(names)
+
+
+def normalization_mismatch(arch: str, weights: str, mean: tuple[float, ...], std: tuple[float, ...]) -> str | None:
+    """A warning when ImageNet weights of ``timm:<name>`` were trained with another mean/std than
+    the data config's (e.g. 0.5/0.5 for some families): fine-tuning then starts off-distribution."""
+    import timm
+
+    if not is_timm(arch) or weights != "imagenet":
+        return None
+    cfg = timm.models.get_pretrained_cfg(arch[len(PREFIX):])
+    if cfg is None or not cfg.mean or not cfg.std:
+        return None
+    want_mean, want_std = tuple(cfg.mean), tuple(cfg.std)
+    if all(abs(a - b) < 1e-3 for a, b in zip((*mean, *std), (*want_mean, *want_std))):
+        return None
+    return (f"warning: the ImageNet weights of {arch} expect mean {list(want_mean)} and std {list(want_std)}, the data "
+            f"config normalises with mean {list(mean)} and std {list(std)}: pass data.mean={list(want_mean)} "
+            f"data.std={list(want_std)} so fine-tuning starts from the inputs the weights know")
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """The inference form: re-parameterisable branches fused (a copy; identity for other models)."""
+    from timm.utils.model import reparameterize_model
+
+    return reparameterize_model(model, inplace=False)
