@@ -19,9 +19,17 @@ Options: ``--backend a,b`` ``--artifact f1,f2`` ``--batch 1,8,32`` ``--data DIR`
 ``--seconds S`` (per measurement) ``--warmup N`` ``--threads N`` ``--out DIR`` ``--no-plots``
 ``--reference-checkpoint best.pt`` (adds a PyTorch eager row when torch is installed)
 ``--timeout S`` (per artifact and backend; a worker that outlives it becomes a failed row).
+``--budget-ms X`` names the most accurate artifact whose SingleStream p90 is within X ms.
+
+Several bundles (``python -m runtime.bench b1 b2 b3 --budget-ms 2``): each is measured as above
+into ``<out>/<bundle name>/``, then one table of every bundle and artifact, the accuracy/latency
+frontier per precision (``frontier.json``, ``frontier.png``) and the pick within the budget
+(runtime.frontier). This runs on the device alone: bundles copied to a Jetson need only the runtime.
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +47,8 @@ from runtime.bench_settings import BenchSettings, Job, settings_json
 from runtime.bench_worker import measure_in_worker
 from runtime.dataset import load_labelled_images
 from runtime.device import device_info, software_versions
+from runtime.frontier import format_frontier, frontier_rows, pick
+from runtime.plots import plot_frontier
 from runtime.report import format_table, write_plots
 
 SCHEMA = "vl2lite-bench"
@@ -63,11 +73,67 @@ def run_bench(bundle_dir: str | Path, settings: BenchSettings = BenchSettings())
               "device": device_info(), "software": software_versions(), "settings": settings_json(settings),
               "data": {"root": str(settings.data), "images": data["images"]} if data else None,
               "results": sorted(rows, key=lambda r: r["status"] != "ok")}
+    if settings.budget_ms is not None:
+        report["budget"] = pick(frontier_rows([report], [recorded_top1(bundle)]), settings.budget_ms)
     write_json(out / "bench.json", report)
     report["plots"] = write_plots(report["results"], out) if settings.plots else []
     print(format_table(report["results"]))
+    if "budget" in report:
+        print(f"\n{report['budget']['message']}")
     print(f"\nwrote {out / 'bench.json'}" + "".join(f", {p}" for p in report["plots"] if p.endswith(".png")))
     return report
+
+
+def recorded_top1(bundle: Bundle) -> dict[str, float]:
+    """artifact file -> the test top-1 the export recorded (the frontier's accuracy without --data)."""
+    return {a.file: a.top1 for a in bundle.artifacts if a.top1 is not None}
+
+
+def run_bench_many(bundle_dirs: list[Path], settings: BenchSettings = BenchSettings()) -> dict[str, Any]:
+    """Measure every bundle (each into ``<out>/<name>/``), then the frontier table, plot and pick."""
+    bundles = [load_bundle(d) for d in bundle_dirs]  # every bundle readable before minutes of measuring
+    if settings.artifacts:
+        raise UserError("--artifact names files of one bundle: leave it out when benchmarking several bundles")
+    if len({b.labels for b in bundles}) > 1:
+        print("warning: these bundles classify different label sets, so their top-1 figures come from different "
+              "test sets and the frontier compares unlike things: compare students of one task", file=sys.stderr)
+    base = Path(settings.out or Path("runs") / "bench" / "frontier")
+    names = _unique([b.name for b in bundles])
+    reports = []
+    for bundle, name in zip(bundles, names):
+        print(f"\n== {name} ({bundle.arch}): {bundle.root}")
+        reports.append(run_bench(bundle.root, dataclasses.replace(settings, out=base / name, budget_ms=None)))
+    rows = frontier_rows(reports, [recorded_top1(b) for b in bundles], names)
+    summary = {"schema": "vl2lite-frontier", "schema_version": 1,
+               "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "device": device_info(),
+               "settings": settings_json(settings), "bundles": {n: str(b.root) for n, b in zip(names, bundles)},
+               "rows": rows, "budget": pick(rows, settings.budget_ms) if settings.budget_ms is not None else None}
+    write_json(base / "frontier.json", summary)
+    plot = plot_frontier(rows, base / "frontier.png") if settings.plots and _has_matplotlib() else None
+    print("\n" + format_frontier(rows))
+    if summary["budget"]:
+        print(f"\n{summary['budget']['message']}")
+    print(f"\nwrote {base / 'frontier.json'}" + (f", {plot}" if plot else ""))
+    return summary
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Bundle names as folder names, a repeated one numbered (two bundles may share a name)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("note: matplotlib is not installed, no frontier plot (pip install matplotlib)")
+        return False
+    return True
 
 
 def plan(bundle: Bundle, settings: BenchSettings) -> tuple[list[Job], list[dict[str, Any]]]:
@@ -121,9 +187,16 @@ def prepare_data(bundle: Bundle, settings: BenchSettings, tmp: Path) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     """CLI: arguments are parsed (strictly, from BenchSettings) before the bundle is opened."""
     parser = parser_for("python -m runtime.bench", __doc__.splitlines()[0], BenchSettings,
-                        [Positional("bundle", "the bundle folder written by python -m export")])
+                        [Positional("bundles", "bundle folders written by python -m export (several: one frontier)",
+                                    "+")])
     args = parser.parse_args(argv)
-    run_cli(lambda: run_bench(args.bundle, settings_from(BenchSettings, args)))
+
+    def bench() -> Any:
+        settings = settings_from(BenchSettings, args)  # its checks are UserErrors: one line, no traceback
+        if len(args.bundles) == 1:
+            return run_bench(args.bundles[0], settings)
+        return run_bench_many([Path(b) for b in args.bundles], settings)
+    run_cli(bench)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class BenchSettings:
     plots: bool = True  # write the two PNG plots (needs matplotlib)
     reference_checkpoint: Path | None = None  # best.pt: adds a PyTorch eager row (needs the training packages)
     timeout_s: float = field(default=1800.0, metadata={"flag": "timeout"})  # per artifact and backend, seconds
+    budget_ms: float | None = None  # latency budget (SingleStream p90, batch 1): names the most accurate artifact within it
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -35,6 +36,8 @@ class BenchSettings:
             raise UserError("--seconds must be > 0, --warmup and --threads >= 0")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.budget_ms is not None and self.budget_ms <= 0:
+            raise UserError(f"--budget-ms must be > 0 milliseconds, got {self.budget_ms}")
         if self.timeout_s <= 0:
             raise UserError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
         for name in self.backends:

@@ -1,4 +1,5 @@
-"""Benchmark plots as PNG: latency against batch size, and accuracy against latency.
+"""Benchmark plots as PNG: latency against batch size, accuracy against latency, and the
+accuracy/latency frontier of several bundles per precision.
 
 matplotlib is optional on a device: it is imported here, when plots are drawn, and an ImportError
 tells the caller to skip them.
@@ -50,6 +51,29 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: Path) -> Path | N
                     xytext=(4, 4), textcoords="offset points")
     ax.set(xlabel="SingleStream latency, p90 (ms)", ylabel="top-1", title="Accuracy against latency")
     ax.grid(True, alpha=0.3)
+    return _save(fig, plt, path)
+
+
+def plot_frontier(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Top-1 against p90 latency, one colour per precision, its frontier drawn as a line."""
+    scored = [r for r in rows if r["top1"] is not None]
+    if not scored:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for precision in [p for p in ("fp32", "fp16", "int8") if any(r["precision"] == p for r in scored)]:
+        mine = [r for r in scored if r["precision"] == precision]
+        dots = ax.scatter([r["p90_ms"] for r in mine], [100 * r["top1"] for r in mine], s=36, label=precision)
+        front = sorted((r for r in mine if r["frontier"]), key=lambda r: r["p90_ms"])
+        ax.plot([r["p90_ms"] for r in front], [100 * r["top1"] for r in front], color=dots.get_facecolor()[0],
+                drawstyle="steps-post", alpha=0.7)
+        for r in mine:
+            ax.annotate(r["bundle"], (r["p90_ms"], 100 * r["top1"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+    ax.set(xscale="log", xlabel="SingleStream latency, p90, batch 1 (ms)", ylabel="top-1 (%)",
+           title="Accuracy against latency, per precision")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, plt, path)
 
 

@@ -1,0 +1,76 @@
+"""Several bundles on one device: one table, the accuracy/latency frontier per precision, and the
+most accurate artifact within a latency budget.
+
+Latency is the SingleStream (batch 1) p90 of ``runtime.bench`` on this machine; accuracy is the
+top-1 measured on ``--data`` when given, else the test top-1 the export recorded in the manifest
+(``top1 source`` says which). A point is on its precision's frontier when no faster point of the
+same precision is at least as accurate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+def frontier_rows(reports: list[dict[str, Any]], recorded: list[dict[str, float]],
+                  names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per measured (bundle, artifact, backend); ``recorded[i]`` maps artifact file -> export
+    top-1; ``names[i]`` names bundle i (default: its manifest name)."""
+    rows = []
+    for i, (report, top1_of) in enumerate(zip(reports, recorded)):
+        for r in report["results"]:
+            if r["status"] != "ok" or r["backend"] == "torch-eager":
+                continue
+            measured = r.get("top1")
+            top1 = measured if measured is not None else top1_of.get(r["artifact"])
+            rows.append({"bundle": names[i] if names else report["bundle"]["name"], "arch": report["bundle"]["arch"], "artifact": r["artifact"],
+                         "backend": r["backend"], "precision": r["precision"], "top1": top1,
+                         "top1_source": "measured (--data)" if measured is not None else "export (test split)",
+                         "p50_ms": r["single_stream"]["p50_ms"], "p90_ms": r["single_stream"]["p90_ms"],
+                         "best_fps": r.get("best_fps"), "size_mb": r["size_mb"]})
+    return mark_frontier(rows)
+
+
+def mark_frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set ``frontier`` on every row: Pareto-optimal (p90 latency down, top-1 up) within its precision."""
+    for precision in {r["precision"] for r in rows}:
+        best = -1.0
+        for r in sorted((r for r in rows if r["precision"] == precision), key=lambda r: (r["p90_ms"], -(r["top1"] or 0))):
+            r["frontier"] = r["top1"] is not None and r["top1"] > best
+            best = max(best, r["top1"] or -1.0)
+    return sorted(rows, key=lambda r: (r["precision"], r["p90_ms"]))
+
+
+def pick(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, Any]:
+    """The most accurate row whose p90 is within ``budget_ms``; else the fastest row, said plainly."""
+    scored = [r for r in rows if r["top1"] is not None]
+    within = [r for r in scored if r["p90_ms"] <= budget_ms]
+    if within:
+        best = max(within, key=lambda r: (r["top1"], -r["p90_ms"]))
+        return {"budget_ms": budget_ms, "met": True, "choice": best,
+                "message": f"most accurate within {budget_ms:g} ms (p90, batch 1): {_name(best)}, top-1 "
+                           f"{100 * best['top1']:.2f}% at {best['p90_ms']:.2f} ms"}
+    if not scored:
+        return {"budget_ms": budget_ms, "met": False, "choice": None,
+                "message": "no artifact has a top-1 to compare (pass --data, or bundles with recorded accuracy)"}
+    closest = min(scored, key=lambda r: r["p90_ms"])
+    return {"budget_ms": budget_ms, "met": False, "choice": closest,
+            "message": f"no artifact meets {budget_ms:g} ms (p90, batch 1) on this device; the fastest is "
+                       f"{_name(closest)} at {closest['p90_ms']:.2f} ms (top-1 {100 * closest['top1']:.2f}%)"}
+
+
+def _name(r: dict[str, Any]) -> str:
+    return f"{r['bundle']} {r['artifact']} on {r['backend']}"
+
+
+def format_frontier(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'bundle':<20} {'arch':<26} {'artifact':<20} {'prec':<5} {'top-1':>7} {'p50 ms':>8} {'p90 ms':>8} "
+            f"{'size MB':>8}  frontier")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        top1 = f"{100 * r['top1']:.2f}" if r["top1"] is not None else "-"
+        lines.append(f"{r['bundle'][:20]:<20} {r['arch'][:26]:<26} {r['artifact'][:20]:<20} {r['precision']:<5} "
+                     f"{top1:>7} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} {r['size_mb']:>8.1f}  "
+                     f"{'*' if r['frontier'] else ''}")
+    sources = sorted({r["top1_source"] for r in rows})
+    lines.append(f"top-1: {', '.join(sources) or '-'}; latency: SingleStream p90, batch 1; * on its precision's frontier")
+    return "\n".join(lines)

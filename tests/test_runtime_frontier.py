@@ -1,0 +1,67 @@
+"""Several bundles on one device: the frontier per precision, the pick within a latency budget."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runtime.bench import BenchSettings, main, run_bench_many
+from runtime.frontier import format_frontier, mark_frontier, pick
+
+FAST = dict(batches=(1,), seconds=0.15, warmup=1, min_iters=3)
+
+
+def _row(bundle, precision, p90, top1):
+    return {"bundle": bundle, "arch": "a", "artifact": f"{bundle}.onnx", "backend": "onnxruntime-cpu",
+            "precision": precision, "top1": top1, "top1_source": "export (test split)", "p50_ms": p90 * 0.8,
+            "p90_ms": p90, "best_fps": None, "size_mb": 1.0}
+
+
+def test_frontier_is_pareto_within_each_precision():
+    rows = mark_frontier([_row("fast", "int8", 1.0, 0.70), _row("slow-worse", "int8", 3.0, 0.69),
+                          _row("slow-better", "int8", 4.0, 0.80), _row("tie-slower", "int8", 5.0, 0.80),
+                          _row("fp32-slow", "fp32", 9.0, 0.50)])
+    on = {r["bundle"]: r["frontier"] for r in rows}
+    assert on == {"fast": True, "slow-worse": False, "slow-better": True, "tie-slower": False,
+                  "fp32-slow": True}  # fp32 has its own frontier: a slow fp32 is not beaten by int8 rows
+    assert "* on its precision's frontier" in format_frontier(rows)
+
+
+def test_pick_most_accurate_within_budget_or_say_plainly_which_is_closest():
+    rows = mark_frontier([_row("a", "int8", 1.0, 0.70), _row("b", "int8", 2.0, 0.75), _row("c", "fp32", 6.0, 0.80)])
+    assert pick(rows, 2.0)["choice"]["bundle"] == "b" and pick(rows, 2.0)["met"]
+    assert pick(rows, 10.0)["choice"]["bundle"] == "c"
+    missed = pick(rows, 0.5)
+    assert not missed["met"] and missed["choice"]["bundle"] == "a"
+    assert "no artifact meets 0.5 ms" in missed["message"] and "the fastest is a" in missed["message"]
+    assert pick(mark_frontier([_row("x", "int8", 1.0, None)]), 5.0)["choice"] is None
+
+
+def test_two_bundles_one_table_one_plot_and_the_pick(exported_bundle: Path, tmp_path: Path, capsys):
+    twin = tmp_path / "twin"
+    shutil.copytree(exported_bundle, twin)  # the same manifest name: the folders are told apart
+    summary = run_bench_many([exported_bundle, twin], BenchSettings(out=tmp_path / "out", budget_ms=1e4, **FAST))
+    saved = json.loads((tmp_path / "out" / "frontier.json").read_text())
+    assert saved["rows"] == summary["rows"] and saved["device"]["cpu_cores"] >= 1
+    name = next(iter(saved["bundles"]))
+    assert list(saved["bundles"]) == [name, f"{name}-2"]
+    assert {(r["bundle"], r["artifact"]) for r in saved["rows"]} == {
+        (b, f) for b in saved["bundles"] for f in ("model.onnx", "model.int8.onnx")}
+    assert all(r["top1_source"] == "export (test split)" and 0 <= r["top1"] <= 1 for r in saved["rows"])
+    assert saved["budget"]["met"] and saved["budget"]["choice"] in saved["rows"]
+    for b in saved["bundles"]:
+        assert (tmp_path / "out" / b / "bench.json").is_file()
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "frontier" in out and "most accurate within 10000 ms" in out
+
+
+def test_several_bundles_refuse_artifact_names_and_a_bad_budget(exported_bundle: Path, tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(exported_bundle), str(exported_bundle), "--artifact", "model.onnx", "--out", str(tmp_path)])
+    assert exc.value.code != 0 and "--artifact names files of one bundle" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([str(exported_bundle), "--budget-ms", "0"])
+    assert exc.value.code != 0 and "--budget-ms must be > 0" in capsys.readouterr().err
