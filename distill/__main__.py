@@ -3,6 +3,7 @@
     python -m distill --config configs/cub.yaml [section.key=value ...]        train
     python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
     python -m distill compare --config X --seeds 0,1,2 [section.key=value ...] baseline vs KD, seed-paired
+    python -m distill sweep --config X student.arch=a,b,c [--budget-ms 2]      many students, one frontier
     python -m distill synthetic data/synthetic-birds [--num_classes 10]        write the demo dataset
 """
 from __future__ import annotations
@@ -118,6 +119,27 @@ def compare(argv: list[str]) -> str:
     return out
 
 
+def sweep(argv: list[str]) -> str:
+    """Train, export and benchmark several students from one teacher cache; prints the frontier and the pick."""
+    from distill.config import load_config
+    from distill.sweep import SweepSettings, format_sweep, split_students
+    from distill.sweep import sweep as run_sweep
+
+    parser = parser_for("python -m distill sweep", "Train, export (python -m export) and benchmark (python -m "
+                        "runtime.bench) several students from one teacher cache; writes <out_dir>/<name>/sweep.json "
+                        f"and the frontier.\n\n{KEYS}", SweepSettings, [OVERRIDES])
+    parser.add_argument("--config", required=True, help="the YAML config, e.g. configs/demo.yaml")
+    args = parser.parse_args(_dotted(argv))
+    settings = settings_from(SweepSettings, args)
+    students, overrides = split_students(args.overrides)
+    cfg = load_config(args.config, overrides)
+    summary = run_sweep(cfg, students, settings)
+    print(format_sweep(summary))
+    out = f"{cfg.train.out_dir}/{cfg.train.name}/sweep.json"
+    print(f"sweep: {out}")
+    return out
+
+
 def synthetic(argv: list[str]) -> str:
     """Write the synthetic CUB-layout bird dataset used by the demo and the tests."""
     from distill.synthetic import generate
@@ -138,7 +160,7 @@ def shutdown_ctx() -> None:
         dist.destroy_process_group()
 
 
-COMMANDS = {"cache": cache, "compare": compare, "synthetic": synthetic}
+COMMANDS = {"cache": cache, "compare": compare, "sweep": sweep, "synthetic": synthetic}
 
 
 def cli(argv: list[str] | None = None) -> None:

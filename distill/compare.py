@@ -54,7 +54,7 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
     for seed in seeds:
         for arm, arm_cfg in arm_cfgs.items():
             arm_cfg = with_overrides(arm_cfg, {"train.seed": seed, "train.name": f"{arm}-seed{seed}"})
-            runs.append(_train_or_reuse(arm_cfg, arm, seed))
+            runs.append(train_or_reuse(arm_cfg, arm, seed))
             summary = summarise(runs, list(arms), seeds, cache_s)
             write_json(root / "compare.json", summary)  # after every run: progress survives a kill
     return summary
@@ -78,7 +78,7 @@ def ensure_cache(cfg: Config) -> float:
     return time.perf_counter() - start
 
 
-def _train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
+def train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
     from distill.train import fit
 
     run_dir = Path(cfg.train.out_dir) / cfg.train.name

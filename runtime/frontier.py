@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+
 def frontier_rows(reports: list[dict[str, Any]], recorded: list[dict[str, float]],
                   names: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per measured (bundle, artifact, backend); ``recorded[i]`` maps artifact file -> export
@@ -63,12 +64,12 @@ def _name(r: dict[str, Any]) -> str:
 
 
 def format_frontier(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'bundle':<20} {'arch':<26} {'artifact':<20} {'prec':<5} {'top-1':>7} {'p50 ms':>8} {'p90 ms':>8} "
+    head = (f"{'bundle':<28} {'arch':<28} {'artifact':<20} {'prec':<5} {'top-1':>7} {'p50 ms':>8} {'p90 ms':>8} "
             f"{'size MB':>8}  frontier")
     lines = [head, "-" * len(head)]
     for r in rows:
         top1 = f"{100 * r['top1']:.2f}" if r["top1"] is not None else "-"
-        lines.append(f"{r['bundle'][:20]:<20} {r['arch'][:26]:<26} {r['artifact'][:20]:<20} {r['precision']:<5} "
+        lines.append(f"{r['bundle'][:28]:<28} {r['arch'][:28]:<28} {r['artifact'][:20]:<20} {r['precision']:<5} "
                      f"{top1:>7} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} {r['size_mb']:>8.1f}  "
                      f"{'*' if r['frontier'] else ''}")
     sources = sorted({r["top1_source"] for r in rows})
