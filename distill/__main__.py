@@ -4,6 +4,7 @@
     python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
     python -m distill compare --config X --seeds 0,1,2 [section.key=value ...] baseline vs KD, seed-paired
     python -m distill sweep --config X student.arch=a,b,c [--budget-ms 2]      many students, one frontier
+    python -m distill check --config X [section.key=value ...]                  decode every image once
     python -m distill synthetic data/synthetic-birds [--num_classes 10]        write the demo dataset
 """
 from __future__ import annotations
@@ -119,6 +120,24 @@ def compare(argv: list[str]) -> str:
     return out
 
 
+def check(argv: list[str]) -> str:
+    """Decode every image of every split once, in parallel; lists every unreadable file (exit 2 if any)."""
+    from distill.data import load_dataset
+    from formats.image_check import check_images
+
+    args = _config_parser("python -m distill check", "Decode every image of every split of the config's dataset "
+                          "once, in parallel, and list every unreadable file (exit status 2 if any).")\
+        .parse_args(_dotted(argv))
+    splits = load_dataset(_load(args).data)
+    report = check_images({"train": splits.train, "val": splits.val, "test": splits.test})
+    for problem in report.problems:
+        print(problem)
+    report.raise_if_bad("Replace or delete them, then run this check again")
+    summary = f"all {report.images} images decode ({report.seconds:.1f} s)"
+    print(summary)
+    return summary
+
+
 def sweep(argv: list[str]) -> str:
     """Train, export and benchmark several students from one teacher cache; prints the frontier and the pick."""
     from distill.config import load_config
@@ -160,7 +179,7 @@ def shutdown_ctx() -> None:
         dist.destroy_process_group()
 
 
-COMMANDS = {"cache": cache, "compare": compare, "sweep": sweep, "synthetic": synthetic}
+COMMANDS = {"cache": cache, "check": check, "compare": compare, "sweep": sweep, "synthetic": synthetic}
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -56,6 +56,7 @@ class DataConfig:
     eval_batch_size: int = 128
     num_workers: int = 4
     prompts: tuple[str, ...] = ()  # prompt templates with "{}"; empty: the dataset's defaults
+    check_images: bool = True  # decode every image once before epoch 1 (in parallel) and list all unreadable ones
 
     def __post_init__(self) -> None:
         _one_of(self.name, "data.name", DATASET_NAMES)

@@ -37,7 +37,9 @@ from distill.run_state import Run, append_jsonl, artifact, restore, results, res
 from distill.targets import teacher_side
 from distill.teacher import resolve_source
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
+from formats.datasets import DatasetSplits
 from formats.errors import UserError
+from formats.image_check import check_images
 from formats.files import write_text
 from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
@@ -90,6 +92,8 @@ def setup(cfg: Config) -> Run:
     check_names(cfg)  # fail on a typo before minutes of data and teacher loading
     seed_everything(cfg.train.seed)
     splits = load_dataset(cfg.data)
+    if cfg.data.check_images and not cfg.train.resume:  # a bad file fails now, not mid-epoch
+        check_splits(splits, ctx.is_main)
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
     mismatch = normalization_mismatch(cfg.student.arch, cfg.student.weights, tuple(cfg.data.mean), tuple(cfg.data.std))
     if mismatch and ctx.is_main:
@@ -203,6 +207,15 @@ def fit(cfg: Config) -> Path:
             append_jsonl(run.dir / "metrics.jsonl", record)
             report_epoch(cfg, record)
     return finish(run)
+
+
+def check_splits(splits: DatasetSplits, verbose: bool) -> None:
+    """Every image of every split decoded once (formats.image_check); all unreadable ones in one error."""
+    report = check_images({"train": splits.train, "val": splits.val, "test": splits.test})
+    if verbose:
+        print(f"checked {report.images} images in {report.seconds:.1f} s", file=sys.stderr)
+    report.raise_if_bad("Replace or delete them (python -m distill check --config ... lists them all), "
+                        "or pass data.check_images=false to find them mid-epoch instead")
 
 
 def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
