@@ -1,9 +1,11 @@
 """Writing a bundle: the staging folder and the atomic publish (temporary sibling, then rename)."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,36 @@ def _schema(manifest: Path) -> str | None:
     return data.get("schema") if isinstance(data, dict) else None
 
 
+def _temp_prefix(out: Path, kind: str) -> str:
+    """``.<bundle>.<kind>-<host>-<pid>-``: whose temporary folder it is, so a later run can tell."""
+    return f".{out.name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Delete the temporary folders of earlier exports to ``out`` that were killed (same host, process
+    gone): a ``.partial-`` staging folder, or an ``.old-`` one left between the two renames of a
+    publish. A live process's folders, other hosts' and anything not named so are never touched."""
+    removed = []
+    host = socket.gethostname()
+    for kind in ("partial", "old"):
+        for path in out.parent.glob(f".{glob.escape(out.name)}.{kind}-{glob.escape(host)}-*-*"):
+            pid = path.name[len(f".{out.name}.{kind}-{host}-"):].split("-", 1)[0]
+            if path.is_dir() and pid.isdecimal() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextmanager
 def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Path]:
     """Yield an empty sibling folder; on success the caller publishes it, on failure it is deleted.
@@ -50,7 +82,8 @@ def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Pa
     _check_target(out, overwrite, keep)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        remove_stale(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "partial"), dir=out.parent))
     except OSError as exc:
         raise UserError(f"cannot write the bundle to {out} ({exc.strerror or exc}): choose a writable --out") from None
     try:
@@ -69,7 +102,7 @@ def publish(tmp: Path, out: Path, manifest: dict[str, Any], overwrite: bool = Fa
     write_json(tmp / MANIFEST, manifest)  # temporary file, then rename
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is an ordinary shared folder
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "old"), dir=out.parent))
         os.replace(out, old / out.name)  # both renames stay on one filesystem: each is atomic
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)

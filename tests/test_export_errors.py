@@ -1,6 +1,7 @@
 """export: every bad input is one clear line and a non-zero exit, never a traceback or a bundle."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,41 @@ def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path)
     assert help_text.returncode == 0 and "--max-top1-drop X" in help_text.stdout
     assert "accuracy budget: top-1 points an artifact may lose vs PyTorch (default: 1.0)" in " ".join(
         help_text.stdout.split())
+
+
+def test_stale_temporaries_of_a_killed_export_are_removed_and_nobody_elses(trained_checkpoint, tmp_path):
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that is gone, as after kill -9
+    host = socket.gethostname()
+    stale = [tmp_path / f".b.partial-{host}-{dead.pid}-x1", tmp_path / f".b.old-{host}-{dead.pid}-x2"]
+    kept = [tmp_path / f".b.partial-{host}-{os.getpid()}-x3",  # a live export's
+            tmp_path / f".b.partial-another-host-{dead.pid}-x4",  # another machine's (shared disk)
+            tmp_path / f".c.partial-{host}-{dead.pid}-x5",  # another bundle's
+            tmp_path / "b.partial-notes"]  # a user's folder
+    for folder in stale + kept:
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half")
+    export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(eval_images=8, parity_images=8))
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_kill_9_mid_export_leaves_nothing_complete_looking_and_the_next_run_completes(trained_checkpoint, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "k"
+    proc = subprocess.Popen([sys.executable, "-m", "export", str(trained_checkpoint), "--int8", "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".k.partial-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the export: ONNX written or being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # no bundle, whatever it had written
+    assert list(tmp_path.glob(".k.partial-*"))  # its staging folder, left by the kill
+    assert run_cli(str(trained_checkpoint), "--out", str(out)).returncode == 0
+    assert (out / "manifest.json").is_file() and not list(tmp_path.glob(".k.partial-*"))
