@@ -33,6 +33,12 @@ _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they are decoded
+# The resized image before the centre crop: a 4x40,000 file (a few hundred bytes) resized to a
+# shorter side of 256 would be 256x2,560,000 pixels (2 GB). Above this many pixels only the
+# region the crop keeps is resized (Pillow's box resize: the same filter taps, rounded on their
+# own region, so a few pixels differ by a few levels of 255), so no request allocates more than
+# this. Every image with an aspect ratio up to 61:1 (at a 256 resize) takes the exact path.
+MAX_RESIZED_PIXELS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,7 @@ class PreprocessSpec:
 def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """One PIL image -> float32 array (3, H, W), exactly as the training evaluation transform."""
     img = img if img.mode == "RGB" else img.convert("RGB")
-    img = _resize_shorter(img, spec.resize_size, _FILTERS[spec.interpolation])
-    img = _center_crop(img, spec.input_size)
+    img = _resize_and_crop(img, spec.resize_size, spec.input_size, _FILTERS[spec.interpolation])
     # (x / scale - mean) / std as one multiply-add per pixel, straight from uint8 HWC into float32 CHW
     std = np.asarray(spec.std, np.float32)
     gain = (1.0 / (np.float32(spec.scale) * std)).astype(np.float32)[:, None, None]  # (3, 1, 1)
@@ -108,24 +113,41 @@ def preprocess_batch(images: list[Image.Image], spec: PreprocessSpec) -> np.ndar
     return np.stack([preprocess_image(img, spec) for img in images])
 
 
-def _resize_shorter(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    w, h = img.size
+def _resized_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """(w, h) with the shorter side at ``size``, the longer truncated as torchvision does."""
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) == (w, h):
-        return img  # torchvision skips the resize as well
-    return img.resize((new_w, new_h), resample)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
 
 
-def _center_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _crop_box(w: int, h: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """torchvision's centre crop window (left, top, right, bottom); outside the image when it is
+    smaller than the crop (torchvision pads by (crop - size) // 2 first, PIL's crop fills zeros)."""
     crop_h, crop_w = size
-    w, h = img.size
-    # torchvision pads a too-small image by (crop - size) // 2 before; PIL's crop outside the
-    # image fills zeros, which is the same padding.
     top = -((crop_h - h) // 2) if crop_h > h else int(round((h - crop_h) / 2.0))
     left = -((crop_w - w) // 2) if crop_w > w else int(round((w - crop_w) / 2.0))
-    return img.crop((left, top, left + crop_w, top + crop_h))
+    return left, top, left + crop_w, top + crop_h
+
+
+def _resize_and_crop(img: Image.Image, size: int, crop: tuple[int, int], resample: Image.Resampling,
+                     max_resized: int = MAX_RESIZED_PIXELS) -> Image.Image:
+    """Resize the shorter side to ``size``, then centre-crop ``crop`` (H, W): torchvision's
+    Resize + CenterCrop. Above ``max_resized`` resized pixels only the cropped region is resized."""
+    w, h = img.size
+    new_w, new_h = _resized_size(w, h, size)
+    box = _crop_box(new_w, new_h, crop)
+    if (new_w, new_h) == (w, h):
+        return img.crop(box)  # torchvision skips the resize as well
+    if new_w * new_h <= max_resized:
+        return img.resize((new_w, new_h), resample).crop(box)  # the exact path for every ordinary image
+    left, top, right, bottom = max(box[0], 0), max(box[1], 0), min(box[2], new_w), min(box[3], new_h)
+    sx, sy = w / new_w, h / new_h
+    part = img.resize((right - left, bottom - top), resample, box=(left * sx, top * sy, right * sx, bottom * sy))
+    if (left, top, right, bottom) == box:
+        return part
+    out = Image.new(img.mode, (box[2] - box[0], box[3] - box[1]))  # zeros, as the padding above
+    out.paste(part, (left - box[0], top - box[1]))
+    return out
 
 
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

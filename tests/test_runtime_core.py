@@ -318,3 +318,36 @@ def test_parse_tegrastats_lines() -> None:
     nano = "RAM 1000/3964MB CPU [5%@1479] EMC_FREQ 0% GR3D_FREQ 0% POM_5V_IN 3107/3107 POM_5V_GPU 0/0"
     assert parse_tegrastats(nano) == {"POM_5V_IN": 3107, "POM_5V_GPU": 0}
     assert parse_tegrastats("RAM 1/2MB") == {}
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_bounded_resize_matches_the_exact_path(interpolation: str, images: list[Path]) -> None:
+    """The crop-region resize (used above MAX_RESIZED_PIXELS) against the full resize + crop, forced on
+    ordinary images: the same filter taps, but each of Pillow's two passes rounds to 8 bits on its own
+    region, so a few pixels land a few levels of 255 apart (the exact path serves every image whose
+    resized size is under MAX_RESIZED_PIXELS: an aspect ratio up to 61:1 at a 256 resize)."""
+    from formats.preprocessing import _FILTERS, _resize_and_crop
+    for path in images:
+        img = open_image(path).convert("RGB")
+        for size, crop in ((256, (224, 224)), (73, (64, 64)), (50, (64, 64))):  # the last pads
+            exact = np.asarray(_resize_and_crop(img, size, crop, _FILTERS[interpolation])).astype(int)
+            bounded = np.asarray(_resize_and_crop(img, size, crop, _FILTERS[interpolation], max_resized=0)).astype(int)
+            assert exact.shape == bounded.shape == (*crop, 3)
+            diff = np.abs(exact - bounded)
+            assert diff.max() <= 8 and diff.mean() < 0.5, str(path)
+
+
+def test_an_extreme_aspect_ratio_allocates_no_more_than_the_crop(tmp_path: Path) -> None:
+    """A 2x400,000 PNG (a few kB) would resize to 256x51,200,000 pixels (39 GB); under a 1 GB
+    address-space limit it preprocesses, in a fresh process, to the crop's shape."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (2, 400_000), (200, 10, 10)).save(path)
+    code = ("import resource, sys, numpy as np\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from formats.preprocessing import PreprocessSpec, open_image, preprocess_image\n"
+            f"spec = PreprocessSpec.from_dict({PRE!r})\n"
+            f"x = preprocess_image(open_image({str(path)!r}), spec)\n"
+            "print(x.shape, float(np.abs(x).max()))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"(3, {PRE['input_size'][0]}, {PRE['input_size'][1]})")
