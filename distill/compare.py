@@ -86,7 +86,7 @@ def train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
     config = to_dict(cfg)
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("config") != config:  # never report a run of another setup as this one
+        if not same_setup(record.get("config"), config):  # never report a run of another setup as this one
             raise UserError(f"{run_dir} holds a finished run of another setup: pass a new train.name for this "
                             f"comparison, or delete {run_dir} to train it again")
         return record
@@ -101,6 +101,37 @@ def train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
               "config": config}
     write_json(record_path, record)
     return record
+
+
+# Keys that change how a run is watched, not what it computes.
+NOT_SETUP = {"train.progress", "train.resume", "train.out_dir", "train.name", "data.num_workers",
+             "data.check_images", "data.eval_batch_size"}
+
+
+def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
+    """Whether a finished run's recorded config is this setup: equal on every key that changes the
+    result; a key the record predates counts as equal when it holds its default (a field added to
+    the config later must not orphan every finished run)."""
+    if not isinstance(recorded, dict):
+        return False
+    old, new, default = _flat(recorded), _flat(current), _flat(to_dict(Config()))
+    for key in (old.keys() | new.keys()) - NOT_SETUP:
+        if key not in old:
+            if new[key] != default.get(key, object()):
+                return False
+        elif old[key] != new.get(key, object()):
+            return False
+    return True
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _median_epoch_s(path: Path) -> float:

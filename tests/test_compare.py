@@ -107,3 +107,17 @@ def test_compare_needs_a_kd_config(compared):
     cfg, _, _ = compared
     with pytest.raises(UserError, match="pass a KD config"):
         compare(with_overrides(cfg, {"teacher.enabled": False}), [0])
+
+
+def test_a_run_recorded_before_a_config_key_existed_is_still_this_setup(compared):
+    from distill.compare import same_setup
+    from distill.config_parse import to_dict
+    cfg, _, _ = compared
+    current = to_dict(cfg)
+    older = to_dict(cfg)
+    del older["data"]["check_images"], older["train"]["select"]  # keys added to the config since
+    assert same_setup(older, current)  # the new keys hold their defaults
+    assert not same_setup(older, to_dict(with_overrides(cfg, {"train.select": "last"})))
+    assert same_setup(current, to_dict(with_overrides(cfg, {"data.num_workers": 3, "train.progress": True})))
+    assert not same_setup(current, to_dict(with_overrides(cfg, {"method.w_ling": 0.5})))
+    assert not same_setup(None, current)
