@@ -11,7 +11,8 @@ Per regime, one teacher cache and ``distill.compare`` over the seeds with three 
 
 - ``baseline``: the teacher-off recipe (cross-entropy only);
 - ``paper``: VL2Lite as written (prompt anchors, L1 visual term, both KD terms weighted 1);
-- ``recommended``: ``configs/imagefolder.yaml`` as shipped (the task-calibrated teacher).
+- ``recommended``: ``configs/imagefolder.yaml`` as shipped (the task-calibrated teacher; since round 3
+  of ``kd_ablation.py``: ``w_vis`` 10, ``w_ling`` 3, which ``kd_gain.json`` predates).
 
 It prints and writes (``benchmarks/results/kd_gain.json``) the teacher's own top-1 on the test
 images (zero-shot with the prompts, with the calibrated anchors, and a linear probe on its
