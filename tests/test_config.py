@@ -26,6 +26,12 @@ def test_cub_config_is_the_paper_setup():
     assert (m.anchors, m.visual, m.linguistic, m.w_vis, m.w_ling) == ("text", "l1", "condensed", 1.0, 1.0)
 
 
+@pytest.mark.parametrize("name", ["imagefolder", "aircraft", "flowers102", "pets", "dtd", "food101"])
+def test_the_other_configs_carry_the_recommended_recipe(name):
+    m = load_config(REPO / "configs" / f"{name}.yaml").method  # benchmarks/kd_ablation.py, rounds 1 and 3
+    assert (m.anchors, m.visual, m.linguistic, m.w_vis, m.w_ling) == ("calibrated", "l1", "classifier", 10.0, 3.0)
+
+
 def test_overrides_are_typed_and_dotted():
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.epochs=20", "data.batch_size=64",
                                                        "data.mean=[0.5,0.5,0.5]", "train.lr=1e-3"])
