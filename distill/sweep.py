@@ -90,12 +90,15 @@ def sweep(cfg: Config, students: list[str], settings: SweepSettings = SweepSetti
 
 
 def export_student(checkpoint: Path, bundle: Path, export_args: str) -> dict[str, Any]:
-    """``python -m export`` for one student; a bundle of this very checkpoint is reused."""
-    manifest = bundle / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        if m.get("source_checkpoint", {}).get("sha256") == sha256_file(checkpoint):
-            return _export_record(bundle, m, 0.0, reused=True)
+    """``python -m export`` for one student; a bundle of this very checkpoint and these export
+    options (recorded beside it, in ``<bundle>.sweep.json``) is reused."""
+    manifest, record = bundle / "manifest.json", bundle.with_name(f"{bundle.name}.sweep.json")
+    made_by = {"checkpoint_sha256": sha256_file(checkpoint), "export_args": export_args}
+    try:
+        if json.loads(record.read_text()) == made_by:
+            return _export_record(bundle, json.loads(manifest.read_text()), 0.0, reused=True)
+    except (OSError, ValueError):
+        pass  # no bundle yet, another one, or a torn file: export (again)
     cmd = [sys.executable, "-m", "export", str(checkpoint), "--out", str(bundle), "--overwrite",
            *shlex.split(export_args)]
     start = time.perf_counter()
@@ -104,6 +107,7 @@ def export_student(checkpoint: Path, bundle: Path, export_args: str) -> dict[str
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         reason = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
         return {"status": "failed", "exit": done.returncode, "reason": reason[:500], "command": shlex.join(cmd)}
+    write_json(record, made_by)
     return _export_record(bundle, json.loads(manifest.read_text()), time.perf_counter() - start, reused=False)
 
 

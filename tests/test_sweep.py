@@ -49,6 +49,9 @@ def test_a_second_sweep_reuses_runs_and_bundles(swept):
     root, _, _, cfg, settings = swept
     again = sweep(cfg, STUDENTS, SweepSettings(export_args=settings.export_args, bench=False))
     assert all(r["export"]["reused"] for r in again["students"]) and "bench" not in again
+    other = sweep(cfg, STUDENTS[:1], SweepSettings(export_args=settings.export_args + " --fp16", bench=False))
+    assert not other["students"][0]["export"]["reused"]  # other export options: exported again
+    assert "model.fp16.onnx" in other["students"][0]["export"]["artifacts"]
 
 
 def test_a_failed_export_is_a_row_that_says_why(tmp_path):
