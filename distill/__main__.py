@@ -123,13 +123,13 @@ def compare(argv: list[str]) -> str:
 def check(argv: list[str]) -> str:
     """Decode every image of every split once, in parallel; lists every unreadable file (exit 2 if any)."""
     from distill.data import load_dataset
-    from formats.image_check import check_images
+    from formats.image_check import check_dataset
 
     args = _config_parser("python -m distill check", "Decode every image of every split of the config's dataset "
                           "once, in parallel, and list every unreadable file (exit status 2 if any).")\
         .parse_args(_dotted(argv))
     splits = load_dataset(_load(args).data)
-    report = check_images({"train": splits.train, "val": splits.val, "test": splits.test})
+    report = check_dataset(splits)
     for problem in report.problems:
         print(problem)
     report.raise_if_bad("Replace or delete them, then run this check again")

@@ -39,8 +39,8 @@ from distill.teacher import resolve_source
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
-from formats.image_check import check_images
 from formats.files import write_text
+from formats.image_check import check_dataset
 from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
 from students.timm_students import normalization_mismatch
@@ -211,7 +211,7 @@ def fit(cfg: Config) -> Path:
 
 def check_splits(splits: DatasetSplits, verbose: bool) -> None:
     """Every image of every split decoded once (formats.image_check); all unreadable ones in one error."""
-    report = check_images({"train": splits.train, "val": splits.val, "test": splits.test})
+    report = check_dataset(splits)
     if verbose:
         print(f"checked {report.images} images in {report.seconds:.1f} s", file=sys.stderr)
     report.raise_if_bad("Replace or delete them (python -m distill check --config ... lists them all), "

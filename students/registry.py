@@ -58,7 +58,7 @@ class Student(nn.Module):
     """Backbone giving (B, d) features (torchvision without its last Linear, or timm headless),
     plus a new ``classifier`` Linear(d, C)."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, arch: str = "") -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, arch: str) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
