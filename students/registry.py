@@ -19,6 +19,7 @@ from torch import nn
 
 from formats.errors import UserError
 from students.timm_students import SHIPPED, check_timm_name, create_timm_backbone, fuse, is_timm
+from students.weights import read_state_dict
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _WEIGHTS: dict[str, str] = {}
@@ -82,7 +83,7 @@ def create_student(arch: str, num_classes: int, weights: str = "none") -> Studen
     if weights == "imagenet":
         model.load_state_dict(_imagenet_state_dict(arch))
     elif weights != "none":
-        model.load_state_dict(_local_state_dict(arch, Path(weights)))
+        model.load_state_dict(read_state_dict(Path(weights), arch))
     feature_dim = _strip_last_linear(model)
     return Student(model, feature_dim, num_classes, arch)
 
@@ -117,17 +118,6 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
             f"student.weights=<path to the .pth file>, or train from scratch with student.weights=none"
         )
     return enum.get_state_dict(progress=False, check_hash=True)
-
-
-def _local_state_dict(arch: str, path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"student.weights file {path} not found: pass imagenet, none or an existing .pth file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"student.weights file {path} could not be loaded safely ({exc.__class__.__name__}): "
-                        f"it must be a plain torchvision state_dict for {arch}") from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
 def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:

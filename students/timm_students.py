@@ -15,10 +15,10 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from formats.errors import UserError
+from students.weights import read_state_dict
 
 PREFIX = "timm:"
 # One small member of each edge family (tested: tests/test_export_students.py).
@@ -35,7 +35,7 @@ def check_timm_name(arch: str) -> str:
     import timm
 
     name = arch[len(PREFIX):]
-    if name in timm.list_models():
+    if timm.is_model(name):
         return name
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else "see timm.list_models()"
@@ -82,20 +82,7 @@ def _require_cached_imagenet(arch: str, name: str) -> None:
 
 def _load_local(model: nn.Module, arch: str, path: Path) -> None:
     """A local state_dict into the headless model; timm's ImageNet classifier keys are dropped."""
-    if not path.is_file():
-        raise UserError(f"student.weights file {path} not found: pass imagenet, none or an existing weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"student.weights file {path} could not be loaded safely ({exc.__class__.__name__}): it "
-                        f"must be a .safetensors file or a plain state_dict for {arch}") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise UserError(f"student.weights file {path} holds no state_dict: pass the weights of {arch}")
+    state = read_state_dict(path, arch)
     heads = [c for c in _classifier_names(model) if c]
     state = {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
     try:
