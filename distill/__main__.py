@@ -5,7 +5,7 @@
     python -m distill compare --config X --seeds 0,1,2 [section.key=value ...] baseline vs KD, seed-paired
     python -m distill sweep --config X student.arch=a,b,c [--budget-ms 2]      many students, one frontier
     python -m distill check --config X [section.key=value ...]                  decode every image once
-    python -m distill synthetic data/synthetic-birds [--num_classes 10]        write the demo dataset
+    python -m distill synthetic data/synthetic-birds [--num-classes 10]        write the demo dataset
 """
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ class SyntheticSettings:
     train_per_class: int = 40  # training images per class
     test_per_class: int = 15  # test images per class
     seed: int = 0  # the images are a pure function of the seed
+    min_size: int = 72  # each image's width and height are drawn from min_size..max_size pixels
+    max_size: int = 128  # (see --min-size)
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2 or self.train_per_class < 2 or self.test_per_class < 1:
+            raise UserError("--num-classes and --train-per-class must be >= 2, --test-per-class >= 1")
+        if not 16 <= self.min_size <= self.max_size:
+            raise UserError(f"--min-size and --max-size need 16 <= min <= max, got {self.min_size}, {self.max_size}")
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -168,7 +176,8 @@ def synthetic(argv: list[str]) -> str:
                         [Positional("root", "where to write it (default: data/synthetic-birds)", nargs="?")])
     args = parser.parse_args(argv)
     s = settings_from(SyntheticSettings, args)
-    out = generate(args.root or "data/synthetic-birds", s.num_classes, s.train_per_class, s.test_per_class, s.seed)
+    out = generate(args.root or "data/synthetic-birds", s.num_classes, s.train_per_class, s.test_per_class, s.seed,
+                   (s.min_size, s.max_size))
     print(f"synthetic CUB-layout dataset at {out}")
     return str(out)
 

@@ -115,13 +115,20 @@ def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
     if not isinstance(recorded, dict):
         return False
     old, new, default = _flat(recorded), _flat(current), _flat(to_dict(Config()))
-    for key in (old.keys() | new.keys()) - NOT_SETUP:
+    ignored = NOT_SETUP | (_teacher_keys(old, new) if not old.get("teacher.enabled", True)
+                           and not new.get("teacher.enabled", True) else set())
+    for key in (old.keys() | new.keys()) - ignored:
         if key not in old:
             if new[key] != default.get(key, object()):
                 return False
         elif old[key] != new.get(key, object()):
             return False
     return True
+
+
+def _teacher_keys(*flat: dict[str, Any]) -> set[str]:
+    """The keys a teacher-off run never reads: the teacher's and the KD method's."""
+    return {k for f in flat for k in f if k.startswith(("teacher.", "method.")) and k != "teacher.enabled"}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -39,7 +39,7 @@ from distill.teacher import resolve_source
 from distill.transforms import ViewSampler, preprocessing_spec, student_target
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
-from formats.files import write_text
+from formats.files import remove_stale_temps, write_text
 from formats.image_check import check_dataset
 from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
@@ -189,9 +189,11 @@ def fit(cfg: Config) -> Path:
     run = setup(cfg)
     if run.ctx.is_main:
         run.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run.dir)  # a killed run's half-written files (only rank 0 writes here)
         write_text(run.dir / "config.yaml", dump_yaml(cfg))
         if run.start_epoch == 0:
             write_text(run.dir / "results.json", json.dumps(results(run, None), indent=2))
+            (run.dir / "metrics.jsonl").unlink(missing_ok=True)  # lines of a run killed before its first last.pt
         report_teacher(cfg, run.teacher_diagnostics)
         warn_noisy_selection(cfg, len(run.splits.val), len(run.splits.class_names))
     for epoch in range(run.start_epoch, cfg.train.epochs):
@@ -203,8 +205,10 @@ def fit(cfg: Config) -> Path:
         if run.ctx.is_main:
             if improved:
                 atomic_save(artifact(run, {"val": val}, epoch + 1), run.dir / "best.pt")
-            atomic_save(resume_state(run, {"val": val}, epoch + 1), run.dir / "last.pt")
+            # the epoch's line before last.pt: a kill between them leaves a line that resume drops and
+            # writes again (it keeps the lines up to last.pt's epoch), never a missing one
             append_jsonl(run.dir / "metrics.jsonl", record)
+            atomic_save(resume_state(run, {"val": val}, epoch + 1), run.dir / "last.pt")
             report_epoch(cfg, record)
     return finish(run)
 

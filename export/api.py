@@ -18,7 +18,7 @@ import export.onnx_fp32  # noqa: F401
 import export.tensorrt  # noqa: F401
 from export.backends import ExportJob, Selection, enforce_budget, get_backend, list_backends, log
 from export.bundle import publish, staging
-from export.evaluation import ImageBatches, predict, torch_runner
+from export.evaluation import ImageBatches, jpeg_draft_parity, predict, torch_runner
 from export.int8 import check_calibration_count
 from export.onnx_fp32 import INPUT, OUTPUT
 from export.options import ExportOptions
@@ -28,6 +28,7 @@ from formats.datasets import DatasetSplits, load_splits
 from formats.errors import UserError
 from formats.files import sha256_file, utc_now, write_json
 from formats.manifest import SCHEMA, SCHEMA_VERSION, ArtifactEntry, Manifest, typed
+from formats.preprocessing import DraftParity
 from students.checkpoint import load_student
 from students.registry import deployable
 
@@ -47,7 +48,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     calib = check_calibration_count(len(splits.train), options) if options.int8 else 0
     with staging(out, options.overwrite, keep=checkpoint) as tmp:
         job = make_job(options, tmp, student, meta, splits, calib)
-        write_sidecars(tmp, meta)
+        write_sidecars(tmp, meta, measure_draft(job, splits))
         artifacts = []
         for name in BACKEND_ORDER:
             backend = get_backend(name)
@@ -111,9 +112,20 @@ def check_tensorrt(options: ExportOptions) -> None:
                         f"write the bundle without engines (then build them on the device: python -m export <checkpoint> --trt)")
 
 
-def write_sidecars(folder: Path, meta: StudentMeta) -> None:
+def measure_draft(job: ExportJob, splits: DatasetSplits) -> DraftParity:
+    """JPEG draft decoding against exact decoding on the evaluation split (the runtime's default
+    takes it only where this accepts it)."""
+    o = job.options
+    source = splits.test if o.eval_split == "test" else splits.val
+    draft = jpeg_draft_parity(source, job.meta.preprocessing, torch_runner(job.student), o.eval_images, o.batch_size)
+    log(f"JPEG draft decoding: {draft.reason}")
+    return draft
+
+
+def write_sidecars(folder: Path, meta: StudentMeta, draft: DraftParity | None = None) -> None:
     (folder / "labels.txt").write_text("".join(f"{name}\n" for name in meta.class_names))
-    write_json(folder / "preprocessing.json", meta.preprocessing.to_dict())
+    pre = dataclasses.replace(meta.preprocessing, jpeg_draft=draft)
+    write_json(folder / "preprocessing.json", pre.to_dict())
 
 
 def tool_versions() -> dict[str, str]:

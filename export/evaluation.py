@@ -15,7 +15,7 @@ import onnxruntime as ort
 import torch
 
 from formats.datasets import ImageSource
-from formats.preprocessing import PreprocessSpec, preprocess_image
+from formats.preprocessing import DECODE_MODES, DraftParity, PreprocessSpec, draft_reduces, load_input, preprocess_image
 
 CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
 
@@ -121,3 +121,38 @@ def parity_ok(figures: dict, ref: Predictions, tol: Tolerance) -> bool:
     scale = float(np.abs(ref.logits[: figures["images"]]).max())
     return figures["max_abs_logit_diff"] <= tol.atol + tol.rtol * scale and \
         figures["top1_agreement"] >= tol.min_agreement
+
+
+# JPEG draft decoding (formats.preprocessing) becomes the runtime's default only when, on at least
+# this many evaluation JPEGs it reduces, it keeps top-1 within this many points of exact decoding
+# and agrees with it on this fraction of the images.
+DRAFT_MIN_IMAGES = 50
+DRAFT_MAX_TOP1_DROP = 0.2
+DRAFT_MIN_AGREEMENT = 0.99
+
+
+def jpeg_draft_parity(source: ImageSource, spec: PreprocessSpec, run: Runner, limit: int,
+                      batch_size: int) -> DraftParity:
+    """Top-1 of exact vs JPEG draft decoding on the first ``limit`` images of ``source`` (0: all)
+    that draft decoding reduces, through ``run`` (the PyTorch student)."""
+    n = len(source) if limit == 0 else min(limit, len(source))
+    files = [(p, source.labels[i]) for i in range(n) if (p := source.path(i)) is not None and draft_reduces(p, spec)]
+    if not files:
+        return DraftParity(0, None, None, None, False, "no evaluation image is a JPEG large enough for draft "
+                           "decoding to reduce: exact decoding everywhere")
+    labels = np.asarray([y for _, y in files])  # (N,)
+    top1 = {}
+    for mode in DECODE_MODES:
+        logits = [run(np.stack([load_input(p, spec, decode=mode) for p, _ in files[i:i + batch_size]]))
+                  for i in range(0, len(files), batch_size)]
+        top1[mode] = np.concatenate(logits).argmax(axis=1)  # (N,)
+    exact, draft = (float((top1[m] == labels).mean()) for m in DECODE_MODES)
+    agreement = float((top1["exact"] == top1["jpeg-draft"]).mean())
+    drop = 100.0 * (exact - draft)
+    accepted = len(files) >= DRAFT_MIN_IMAGES and drop <= DRAFT_MAX_TOP1_DROP and agreement >= DRAFT_MIN_AGREEMENT
+    reason = (f"accepted: {len(files)} JPEGs, top-1 {100 * draft:.2f}% vs {100 * exact:.2f}% exact, "
+              f"{100 * agreement:.1f}% agreement" if accepted else
+              f"not accepted (needs >= {DRAFT_MIN_IMAGES} JPEGs, a top-1 drop <= {DRAFT_MAX_TOP1_DROP} points and "
+              f">= {100 * DRAFT_MIN_AGREEMENT:.0f}% agreement; measured {len(files)} JPEGs, drop {drop:.2f} points, "
+              f"{100 * agreement:.1f}% agreement): exact decoding by default")
+    return DraftParity(len(files), round(exact, 6), round(draft, 6), round(agreement, 6), accepted, reason)

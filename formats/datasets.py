@@ -26,6 +26,7 @@ class ImageSource(Protocol):
 
     def __len__(self) -> int: ...
     def load(self, index: int) -> Image.Image: ...
+    def path(self, index: int) -> Path | None: ...  # the file, where the images are files
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TorchvisionSource:
         img, _ = self.dataset[index]
         return img.convert("RGB")
 
+    def path(self, index: int) -> Path | None:
+        return None  # torchvision's sets keep their files private
+
 
 @dataclass
 class SubsetSource:
@@ -56,6 +60,9 @@ class SubsetSource:
 
     def load(self, index: int) -> Image.Image:
         return self.source.load(self.indices[index])
+
+    def path(self, index: int) -> Path | None:
+        return self.source.path(self.indices[index])
 
 
 @dataclass(frozen=True)

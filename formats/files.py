@@ -24,6 +24,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporaries ``atomic_write`` left in ``folder`` when its process was killed
+    (``.<name>.tmp``; call it only where no other process of this command is writing)."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 

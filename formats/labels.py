@@ -67,6 +67,9 @@ class FileSource:
     def load(self, index: int) -> Image.Image:
         return load_image(self.paths[index])
 
+    def path(self, index: int) -> Path | None:
+        return self.paths[index]
+
     def subset(self, indices: Sequence[int]) -> "FileSource":
         return FileSource([self.paths[i] for i in indices], [self.labels[i] for i in indices])
 

@@ -14,13 +14,20 @@ holds it to 1e-5):
 4. float32 ``pixel / scale``, then ``(x - mean) / std`` per channel, HWC -> CHW.
 
 EXIF orientation is not applied, because the training transform does not apply it either.
+
+JPEG draft decoding (``decode="jpeg-draft"``, opt-in per bundle): libjpeg decodes a JPEG straight
+at 1/2, 1/4 or 1/8 of its size in the DCT domain (Pillow's ``Image.draft``), the largest reduction
+that keeps the image at least as large as step 2's resized size; step 2 then resizes that smaller
+image to the same size, and steps 3-4 are unchanged. The pixels differ slightly from the exact
+path (the DCT reduction is not PIL's filter), so export measures the top-1 parity on the bundle's
+own evaluation images and the runtime takes this path by default only where export accepted it.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,6 +46,31 @@ DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they 
 # own region, so a few pixels differ by a few levels of 255), so no request allocates more than
 # this. Every image with an aspect ratio up to 61:1 (at a 256 resize) takes the exact path.
 MAX_RESIZED_PIXELS = 4_000_000
+DECODE_MODES = ("exact", "jpeg-draft")
+
+
+@dataclass(frozen=True)
+class DraftParity:
+    """What export measured for JPEG draft decoding on the bundle's evaluation images."""
+
+    images: int  # JPEGs that draft decoding reduces (the others decode the same either way)
+    top1_exact: float | None  # fraction, exact decoding, on those images
+    top1_draft: float | None
+    agreement: float | None  # fraction of those images with the same top-1 class
+    accepted: bool  # the runtime's default ("auto") takes the draft path only when true
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "top1_exact": self.top1_exact, "top1_draft": self.top1_draft,
+                "agreement": self.agreement, "accepted": self.accepted, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "DraftParity":
+        try:
+            opt = {k: None if d[k] is None else float(d[k]) for k in ("top1_exact", "top1_draft", "agreement")}
+            return cls(images=int(d["images"]), accepted=d["accepted"] is True, reason=str(d["reason"]), **opt)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"preprocessing.json: jpeg_draft is malformed ({exc!r}): re-export the bundle") from None
 
 
 @dataclass(frozen=True)
@@ -51,6 +83,7 @@ class PreprocessSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     scale: float = 255.0
+    jpeg_draft: DraftParity | None = None  # export's measurement; None: not measured (exact decoding)
 
     def __post_init__(self) -> None:
         if self.interpolation not in _FILTERS:
@@ -74,6 +107,7 @@ class PreprocessSpec:
             "color": "RGB",
             "layout": "NCHW",
             "scale": self.scale,  # pixel / scale before (x - mean) / std
+            "jpeg_draft": None if self.jpeg_draft is None else self.jpeg_draft.to_dict(),
         }
 
     @classmethod
@@ -88,15 +122,27 @@ class PreprocessSpec:
             hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
             return cls(input_size=hw, resize_size=int(d["resize_size"]), interpolation=str(d["interpolation"]),
                        mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
-                       scale=float(d.get("scale", 255.0)))
+                       scale=float(d.get("scale", 255.0)),
+                       jpeg_draft=None if d.get("jpeg_draft") is None else DraftParity.from_dict(d["jpeg_draft"]))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise UserError(f"preprocessing.json is malformed ({exc!r}): re-export the bundle") from None
 
 
-def preprocess_image(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """One PIL image -> float32 array (3, H, W), exactly as the training evaluation transform."""
+class Drafted(NamedTuple):
+    """How a draft-decoded image maps onto its file: the file's (w, h), and the (w, h) extent, in
+    the decoded image's pixels, that the file covers (libjpeg pads a partial last block)."""
+
+    source_size: tuple[int, int]
+    extent: tuple[float, float]
+
+
+def preprocess_image(img: Image.Image, spec: PreprocessSpec, drafted: Drafted | None = None) -> np.ndarray:
+    """One PIL image -> float32 array (3, H, W), exactly as the training evaluation transform.
+
+    ``drafted``: ``img`` was draft-decoded smaller: the resize follows the file's size and extent,
+    so the output has the exact path's geometry."""
     img = img if img.mode == "RGB" else img.convert("RGB")
-    img = _resize_and_crop(img, spec.resize_size, spec.input_size, _FILTERS[spec.interpolation])
+    img = _resize_and_crop(img, spec.resize_size, spec.input_size, _FILTERS[spec.interpolation], drafted=drafted)
     # (x / scale - mean) / std as one multiply-add per pixel, straight from uint8 HWC into float32 CHW
     std = np.asarray(spec.std, np.float32)
     gain = (1.0 / (np.float32(spec.scale) * std)).astype(np.float32)[:, None, None]  # (3, 1, 1)
@@ -130,18 +176,20 @@ def _crop_box(w: int, h: int, size: tuple[int, int]) -> tuple[int, int, int, int
 
 
 def _resize_and_crop(img: Image.Image, size: int, crop: tuple[int, int], resample: Image.Resampling,
-                     max_resized: int = MAX_RESIZED_PIXELS) -> Image.Image:
+                     max_resized: int = MAX_RESIZED_PIXELS, drafted: Drafted | None = None) -> Image.Image:
     """Resize the shorter side to ``size``, then centre-crop ``crop`` (H, W): torchvision's
-    Resize + CenterCrop. Above ``max_resized`` resized pixels only the cropped region is resized."""
+    Resize + CenterCrop. Above ``max_resized`` resized pixels only the cropped region is resized.
+    A draft-decoded image (``drafted``) is resized as its file would be."""
     w, h = img.size
-    new_w, new_h = _resized_size(w, h, size)
+    (src_w, src_h), (ext_w, ext_h) = drafted or ((w, h), (w, h))
+    new_w, new_h = _resized_size(src_w, src_h, size)
     box = _crop_box(new_w, new_h, crop)
-    if (new_w, new_h) == (w, h):
+    if (new_w, new_h) == (w, h) and drafted is None:
         return img.crop(box)  # torchvision skips the resize as well
-    if new_w * new_h <= max_resized:
-        return img.resize((new_w, new_h), resample).crop(box)  # the exact path for every ordinary image
+    if new_w * new_h <= max_resized:  # the exact path for every ordinary image
+        return img.resize((new_w, new_h), resample, box=(0, 0, ext_w, ext_h)).crop(box)
     left, top, right, bottom = max(box[0], 0), max(box[1], 0), min(box[2], new_w), min(box[3], new_h)
-    sx, sy = w / new_w, h / new_h
+    sx, sy = ext_w / new_w, ext_h / new_h
     part = img.resize((right - left, bottom - top), resample, box=(left * sx, top * sy, right * sx, bottom * sy))
     if (left, top, right, bottom) == box:
         return part
@@ -150,11 +198,49 @@ def _resize_and_crop(img: Image.Image, size: int, crop: tuple[int, int], resampl
     return out
 
 
+def load_input(source: str | Path | bytes, spec: PreprocessSpec, max_pixels: int = DEFAULT_MAX_PIXELS,
+               decode: str = "exact") -> np.ndarray:
+    """A file or encoded bytes -> the model input (3, H, W) float32: what predict, bench and serve run.
+
+    ``decode="jpeg-draft"`` decodes JPEGs reduced in the DCT domain where that keeps them at least
+    as large as the resized size (module docstring); other files, and ``"exact"``, decode fully.
+    """
+    if decode not in DECODE_MODES:
+        raise UserError(f"decode {decode!r} is not one of {', '.join(DECODE_MODES)}")
+    img, name = _open(source, max_pixels)
+    size, drafted = img.size, None
+    if decode == "jpeg-draft" and img.format == "JPEG":
+        reduced = img.draft("RGB", _resized_size(*size, spec.resize_size))  # (mode, box); unchanged if none fits
+        if reduced is not None and img.size != size:
+            drafted = Drafted(size, (reduced[1][2], reduced[1][3]))
+    _load(img, name)
+    return preprocess_image(img, spec, drafted)
+
+
+def draft_reduces(source: str | Path, spec: PreprocessSpec) -> bool:
+    """Whether ``decode="jpeg-draft"`` decodes this file smaller than the exact path (header only)."""
+    try:
+        with Image.open(source) as img:
+            if img.format != "JPEG":
+                return False
+            new = _resized_size(*img.size, spec.resize_size)
+            return img.size[0] >= 2 * new[0] and img.size[1] >= 2 * new[1]
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image fully, refusing non-images, truncated files and decompression bombs.
 
     Raises ``ImageError`` with an HTTP-style status (400 bad image, 413 too many pixels).
     """
+    img, name = _open(source, max_pixels)
+    _load(img, name)
+    return img
+
+
+def _open(source: str | Path | bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    """The image with its header read and checked, no pixel decoded yet."""
     name = "request body" if isinstance(source, bytes) else str(source)
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -170,11 +256,14 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     if pixels > max_pixels:
         raise ImageError(f"{name} has {img.size[0]}x{img.size[1]} = {pixels} pixels, over the limit of "
                          f"{max_pixels}: resize it before sending", 413)
+    return img, name
+
+
+def _load(img: Image.Image, name: str) -> None:
     try:
         img.load()
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name} could not be decoded ({exc}): the file is truncated or corrupt", 400) from None
-    return img
 
 
 class ImageError(UserError):

@@ -41,13 +41,14 @@ from formats.bundle import Artifact, Bundle, load_bundle
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
 from formats.files import write_json
-from formats.preprocessing import open_image, preprocess_image
+from formats.preprocessing import load_input
 from runtime.backends import get_backend, list_backends, require_available
 from runtime.bench_settings import BenchSettings, Job, settings_json
 from runtime.bench_worker import measure_in_worker
 from runtime.dataset import load_labelled_images
 from runtime.device import device_info, software_versions
 from runtime.frontier import format_frontier, frontier_rows, pick
+from runtime.model import decode_mode
 from runtime.plots import plot_frontier
 from runtime.report import format_table, write_plots
 
@@ -71,7 +72,7 @@ def run_bench(bundle_dir: str | Path, settings: BenchSettings = BenchSettings())
               "bundle": {"path": str(bundle.root), "name": bundle.name, "arch": bundle.arch,
                          "input": bundle.manifest["input"]},
               "device": device_info(), "software": software_versions(), "settings": settings_json(settings),
-              "data": {"root": str(settings.data), "images": data["images"]} if data else None,
+              "data": {"root": str(settings.data), "images": data["images"], "decode": data["decode"]} if data else None,
               "results": sorted(rows, key=lambda r: r["status"] != "ok")}
     if settings.budget_ms is not None:
         report["budget"] = pick(frontier_rows([report], [recorded_top1(bundle)]), settings.budget_ms)
@@ -174,12 +175,13 @@ def prepare_data(bundle: Bundle, settings: BenchSettings, tmp: Path) -> dict[str
     """Decode and preprocess the --data images once, into .npy files the workers memory-map."""
     items = load_labelled_images(Path(settings.data), bundle.labels, settings.limit)
     h, w = bundle.preprocessing.input_size
+    decode = decode_mode(bundle, settings.decode)
     x = np.lib.format.open_memmap(tmp / "x.npy", mode="w+", dtype=np.float32, shape=(len(items), 3, h, w))
     for i, (path, _) in enumerate(items):
-        x[i] = preprocess_image(open_image(path), bundle.preprocessing)
+        x[i] = load_input(path, bundle.preprocessing, decode=decode)
     x.flush()
     np.save(tmp / "y.npy", np.array([y for _, y in items], dtype=np.int64))
-    return {"x": str(tmp / "x.npy"), "y": str(tmp / "y.npy"), "images": len(items)}
+    return {"x": str(tmp / "x.npy"), "y": str(tmp / "y.npy"), "images": len(items), "decode": decode}
 
 
 # --------------------------------------------------------------------------- CLI

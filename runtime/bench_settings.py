@@ -9,6 +9,7 @@ from typing import Any
 
 from formats.errors import UserError
 from runtime.backends import get_backend
+from runtime.model import DECODE_CHOICES
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class BenchSettings:
     reference_checkpoint: Path | None = None  # best.pt: adds a PyTorch eager row (needs the training packages)
     timeout_s: float = field(default=1800.0, metadata={"flag": "timeout"})  # per artifact and backend, seconds
     budget_ms: float | None = None  # latency budget (SingleStream p90, batch 1): names the most accurate artifact within it
+    decode: str = "auto"  # how --data images are decoded: auto (JPEG draft where export accepted it) | exact | jpeg-draft
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -40,6 +42,8 @@ class BenchSettings:
             raise UserError(f"--budget-ms must be > 0 milliseconds, got {self.budget_ms}")
         if self.timeout_s <= 0:
             raise UserError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.decode not in DECODE_CHOICES:
+            raise UserError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
         for name in self.backends:
             get_backend(name)  # an unknown name lists the valid ones
 

@@ -33,7 +33,7 @@ def device_info() -> dict[str, Any]:
 
 def software_versions() -> dict[str, Any]:
     versions: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("numpy", "PIL", "onnxruntime", "tensorrt", "fastapi", "uvicorn"):
+    for name in ("numpy", "PIL", "onnxruntime", "tensorrt", "starlette", "uvicorn"):
         try:
             versions["Pillow" if name == "PIL" else name] = importlib.import_module(name).__version__
         except ImportError:

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
-from fastapi import Request
+from starlette.requests import Request
 
-from formats.preprocessing import ImageError, open_image, preprocess_image
+from formats.preprocessing import ImageError
 from runtime.batcher import QueueFull, ShuttingDown
 from runtime.serve_state import HttpError, ServerState
 
@@ -79,10 +79,9 @@ def decode_image(data: bytes, state: ServerState) -> np.ndarray:
     if not data:
         raise HttpError(400, "empty request body: send an image (JPEG, PNG, ...)")
     try:
-        img = open_image(data, state.settings.max_pixels)
+        return state.clf.load(data, state.settings.max_pixels)[None]  # (1, 3, H, W)
     except ImageError as exc:
         raise HttpError(exc.status, str(exc)) from None
-    return preprocess_image(img, state.clf.bundle.preprocessing)[None]  # (1, 3, H, W)
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -25,6 +25,7 @@ def model_metadata_json(state: ServerState) -> dict[str, Any]:
             "inputs": [{"name": b.input_name, "datatype": "FP32", "shape": [-1, 3, h, w]}],
             "outputs": [{"name": b.output_name, "datatype": "FP32", "shape": [-1, b.num_classes]}],
             "parameters": {"artifact": state.clf.artifact.file, "max_batch_size": state.settings.max_batch,
+                           "decode": state.clf.decode,
                            "labels": list(b.labels)}}
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from formats.bundle import Artifact, Bundle, load_bundle
 from formats.errors import UserError
-from formats.preprocessing import preprocess_batch
+from formats.preprocessing import DECODE_MODES, load_input, preprocess_batch
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.backends.base import Session
 
@@ -26,6 +26,12 @@ class Classifier:
     bundle: Bundle
     artifact: Artifact
     session: Session
+    decode: str = "exact"  # how image files are decoded: exact | jpeg-draft (decode_mode)
+
+    def load(self, source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+        """An image file or encoded bytes -> the model input (3, H, W), decoded the chosen way."""
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+        return load_input(source, self.bundle.preprocessing, decode=self.decode, **limit)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, H, W) -> (N, C), split into chunks of the bundle's max batch."""
@@ -71,11 +77,26 @@ def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None) -
     raise UserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
 
 
+DECODE_CHOICES = ("auto", *DECODE_MODES)
+
+
+def decode_mode(bundle: Bundle, requested: str = "auto") -> str:
+    """``auto``: JPEG draft decoding where export measured and accepted its top-1 parity on this
+    bundle (preprocessing.json ``jpeg_draft``), else exact; ``exact`` and ``jpeg-draft`` as asked."""
+    if requested not in DECODE_CHOICES:
+        raise UserError(f"--decode {requested!r} is not one of {', '.join(DECODE_CHOICES)}")
+    if requested != "auto":
+        return requested
+    draft = bundle.preprocessing.jpeg_draft
+    return "jpeg-draft" if draft is not None and draft.accepted else "exact"
+
+
 def open_classifier(bundle: str | Path | Bundle, backend: str = "onnxruntime", artifact: str | None = None,
-                    options: SessionOptions = SessionOptions()) -> Classifier:
+                    options: SessionOptions = SessionOptions(), decode: str = "auto") -> Classifier:
     """Load a bundle (checksums verified) and open one artifact on one backend."""
     spec = require_available(get_backend(backend))  # first: "not installed" beats "no artifact for it"
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    mode = decode_mode(b, decode)
     art = select_artifact(b, backend, artifact)
     session = spec.open(art, options)
-    return Classifier(b, art, session)
+    return Classifier(b, art, session, mode)

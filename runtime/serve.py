@@ -1,6 +1,7 @@
 """HTTP inference server: ``python -m runtime.serve <bundle> [--host 127.0.0.1] [--port 8000]``.
 
-FastAPI on uvicorn. Endpoints:
+Starlette on uvicorn (Starlette alone: FastAPI's request models would cost a third of the cold
+start and are not used). Endpoints:
 
 - ``POST /predict[?top_k=5]``: an image as the raw body or as a multipart ``file`` field;
   answers ``{"model", "artifact", "predictions": [{"label", "index", "probability"}]}``.
@@ -30,10 +31,13 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
@@ -48,9 +52,10 @@ from runtime.serve_state import HttpError, ServerState, ServeSettings
 SERVER_NAME = "vl2lite-runtime"
 
 
-def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> FastAPI:
+def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> Starlette:
     """Load the model now (so the process is ready as soon as it listens) and build the app."""
-    clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads, spin=False))
+    clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads, spin=False),
+                          settings.decode)
     if settings.max_batch > clf.bundle.max_batch:
         raise UserError(f"--max-batch {settings.max_batch} is over the bundle's max_batch "
                                f"{clf.bundle.max_batch}: pass --max-batch {clf.bundle.max_batch} or less")
@@ -65,16 +70,16 @@ def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) ->
     state = ServerState(clf, batcher, metrics, settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.ready = True
         yield
         state.ready = False
         await run_in_threadpool(batcher.close)  # uvicorn has finished the requests in flight
 
-    app = FastAPI(title=SERVER_NAME, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = Starlette(routes=_routes(state), lifespan=lifespan,
+                    exception_handlers={HttpError: _http_error, StarletteHTTPException: _framework_error})
+    app.add_middleware(CountRequests, metrics=metrics)
     app.state.server = state
-    _add_handlers(app, state)
-    _add_routes(app, state)
     return app
 
 
@@ -101,74 +106,90 @@ def _endpoint(path: str) -> str:
     return template if template in ROUTES else "other"
 
 
-def _add_handlers(app: FastAPI, state: ServerState) -> None:
-    @app.exception_handler(HttpError)
-    async def http_error(request: Request, exc: HttpError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(StarletteHTTPException)  # the framework's own 404, 405, ...: the same {"error"} shape
-    async def framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path}"},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        endpoint = _endpoint(request.url.path)
-        state.metrics.inc("requests_total", endpoint=endpoint, status=str(response.status_code))
-        state.metrics.observe("request_seconds", time.perf_counter() - start, endpoint=endpoint)
-        return response
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HttpError)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-def _add_routes(app: FastAPI, state: ServerState) -> None:
+async def _framework_error(request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own 404, 405, ...: the same {"error"} shape as ours."""
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path}"},
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+class CountRequests:
+    """ASGI middleware: requests_total and request_seconds per endpoint and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]  # an exception before the answer counts as 500
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = _endpoint(scope["path"])
+            self.metrics.inc("requests_total", endpoint=endpoint, status=str(status[0]))
+            self.metrics.observe("request_seconds", time.perf_counter() - start, endpoint=endpoint)
+
+
+def _routes(state: ServerState) -> list[Route]:
     bundle, limit = state.clf.bundle, int(state.settings.max_body_mb * 1e6)
 
-    @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", state.settings.top_k, 1, bundle.num_classes)
         with admitted(state):
             x = await run_in_threadpool(decode_image, await image_bytes(request, limit), state)
             logits = await infer_batched(state, x)
         preds = top_k_predictions(logits, bundle.labels, top_k)[0]
-        return {"model": bundle.name, "artifact": state.clf.artifact.file,
-                "predictions": [{"label": p.label, "index": p.index, "probability": p.probability} for p in preds]}
+        return JSONResponse({"model": bundle.name, "artifact": state.clf.artifact.file, "predictions": [
+            {"label": p.label, "index": p.index, "probability": p.probability} for p in preds]})
 
-    @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
+    async def metrics(request: Request) -> PlainTextResponse:
         state.metrics.set("queue_depth", state.batcher.depth)
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": "1", "extensions": []}
+    async def server_metadata(request: Request) -> JSONResponse:
+        return JSONResponse({"name": SERVER_NAME, "version": "1", "extensions": []})
 
-    @app.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
 
-    @app.get("/v2/health/ready")
-    async def ready() -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
 
-    @app.get("/v2/models/{name}")
-    async def model_metadata(name: str) -> dict[str, Any]:
-        model_or_404(state, name)
-        return model_metadata_json(state)
+    async def model_metadata(request: Request) -> JSONResponse:
+        model_or_404(state, request.path_params["name"])
+        return JSONResponse(model_metadata_json(state))
 
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> JSONResponse:
+    async def model_ready(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         model_or_404(state, name)
         return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 503)
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> dict[str, Any]:
+    async def infer(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         model_or_404(state, name)
         with admitted(state):
             body = await read_body(request, limit)
             req, x = await run_in_threadpool(parse_infer_request, body, state)
             logits = await infer_batched(state, x)
-        return infer_response(name, req, logits, bundle.output_name)
+        return JSONResponse(infer_response(name, req, logits, bundle.output_name))
+
+    get, post = ["GET"], ["POST"]
+    return [Route("/predict", predict, methods=post), Route("/metrics", metrics, methods=get),
+            Route("/v2", server_metadata, methods=get), Route("/v2/health/live", live, methods=get),
+            Route("/v2/health/ready", ready, methods=get), Route("/v2/models/{name}", model_metadata, methods=get),
+            Route("/v2/models/{name}/ready", model_ready, methods=get),
+            Route("/v2/models/{name}/infer", infer, methods=post)]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -181,8 +202,8 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     """
     app = create_app(bundle, settings)
     state: ServerState = app.state.server
-    print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}) "
-          f"at http://{settings.host}:{settings.port}", flush=True)
+    print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}, "
+          f"{state.clf.decode} decoding) at http://{settings.host}:{settings.port}", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     DrainingServer(config, state).run()
 

@@ -25,6 +25,7 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused with 413 before they are decoded
     top_k: int = 5  # predictions per image
     threads: int = 0  # intra-op threads of the model, 0 = backend default
+    decode: str = "auto"  # auto (JPEG draft decoding where export accepted it for the bundle) | exact | jpeg-draft
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -121,3 +121,8 @@ def test_a_run_recorded_before_a_config_key_existed_is_still_this_setup(compared
     assert same_setup(current, to_dict(with_overrides(cfg, {"data.num_workers": 3, "train.progress": True})))
     assert not same_setup(current, to_dict(with_overrides(cfg, {"method.w_ling": 0.5})))
     assert not same_setup(None, current)
+    off = to_dict(with_overrides(cfg, {"teacher.enabled": False}))  # a teacher-off run reads no teacher or method key
+    assert same_setup(off, to_dict(with_overrides(cfg, {"teacher.enabled": False, "method.w_ling": 0.5,
+                                                        "teacher.cache_views": 2})))
+    assert not same_setup(off, to_dict(with_overrides(cfg, {"teacher.enabled": False, "train.lr": 0.5})))
+    assert not same_setup(off, current)

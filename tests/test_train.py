@@ -119,3 +119,50 @@ def test_cli_trains_and_prints_checkpoint(synthetic_root, tmp_path):
                           timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().endswith("not found: set data.root to where the dataset lives")
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()``; False when it ended (or timed out) first."""
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    return False
+
+
+def test_kill_9_mid_training_then_resume_completes_with_every_epoch_once(synthetic_root, tmp_path):
+    args = [f"{k}={v}" for k, v in demo_overrides(synthetic_root, tmp_path, **{"train.epochs": 4, "train.name": "k9",
+                                                                                "teacher.enabled": False}).items()]
+    cmd = [sys.executable, "-m", "distill", "--config", "configs/demo.yaml", *args]
+    run_dir = tmp_path / "k9"
+    metrics = run_dir / "metrics.jsonl"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _kill_when(proc, lambda: (run_dir / "last.pt").is_file()), "finished before the kill"
+    assert "test" not in json.loads((run_dir / "results.json").read_text())  # nothing says the run finished
+    resumed = subprocess.run([*cmd, "train.resume=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]  # each epoch once: none missing, none twice
+    best, _ = read_checkpoint(run_dir / "best.pt")
+    assert "test" in best["metrics"] and not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_new_run_removes_what_a_killed_one_left(synthetic_root, tmp_path):
+    cfg = load_config(REPO / "configs" / "demo.yaml", demo_overrides(synthetic_root, tmp_path, **{
+        "train.epochs": 1, "train.name": "t", "teacher.enabled": False}))
+    (tmp_path / "t").mkdir()
+    for name in (".best.pt.tmp", ".results.json.tmp"):
+        (tmp_path / "t" / name).write_bytes(b"half")
+    (tmp_path / "t" / "notes.tmp").write_text("a user's file")  # not ours: kept
+    (tmp_path / "t" / "metrics.jsonl").write_text('{"epoch": 1, "loss": 9.0}\n')  # killed before its first last.pt
+    fit(cfg)
+    assert not list((tmp_path / "t").glob(".*.tmp")) and (tmp_path / "t" / "notes.tmp").is_file()
+    lines = (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]).get("loss") != 9.0 and "epoch_time_s" in lines[0]
