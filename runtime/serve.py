@@ -47,7 +47,7 @@ from runtime.intake import admitted, decode_image, image_bytes, infer_batched, q
 from runtime.kserve import infer_response, model_metadata_json, model_or_404, parse_infer_request
 from runtime.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
 from runtime.model import open_classifier, top_k_predictions
-from runtime.serve_state import HttpError, ServerState, ServeSettings
+from runtime.serve_state import HttpError, ServerState, ServeSettings, memory_bound_bytes
 
 SERVER_NAME = "vl2lite-runtime"
 
@@ -147,7 +147,10 @@ def _routes(state: ServerState) -> list[Route]:
     async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", state.settings.top_k, 1, bundle.num_classes)
         with admitted(state):
-            x = await run_in_threadpool(decode_image, await image_bytes(request, limit), state)
+            data = await image_bytes(request, limit)
+            async with state.decode_slots:  # memory: at most --decode-workers images decoded at once
+                x = await run_in_threadpool(decode_image, data, state)
+            del data
             logits = await infer_batched(state, x)
         preds = top_k_predictions(logits, bundle.labels, top_k)[0]
         return JSONResponse({"model": bundle.name, "artifact": state.clf.artifact.file, "predictions": [
@@ -180,7 +183,9 @@ def _routes(state: ServerState) -> list[Route]:
         model_or_404(state, name)
         with admitted(state):
             body = await read_body(request, limit)
-            req, x = await run_in_threadpool(parse_infer_request, body, state)
+            async with state.decode_slots:
+                req, x = await run_in_threadpool(parse_infer_request, body, state)
+            del body
             logits = await infer_batched(state, x)
         return JSONResponse(infer_response(name, req, logits, bundle.output_name))
 
@@ -203,7 +208,8 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     app = create_app(bundle, settings)
     state: ServerState = app.state.server
     print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}, "
-          f"{state.clf.decode} decoding) at http://{settings.host}:{settings.port}", flush=True)
+          f"{state.clf.decode} decoding; requests hold at most {memory_bound_bytes(settings) / 1e9:.2f} GB "
+          f"above the model) at http://{settings.host}:{settings.port}", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     DrainingServer(config, state).run()
 

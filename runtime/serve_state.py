@@ -3,10 +3,12 @@ batcher and metrics of one running app) and ``HttpError`` (a 4xx/5xx answer with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import os
+from dataclasses import dataclass, field
 
 from formats.errors import UserError
-from formats.preprocessing import DEFAULT_MAX_PIXELS
+from formats.preprocessing import DEFAULT_MAX_PIXELS, MAX_RESIZED_PIXELS
 from runtime.batcher import DynamicBatcher
 from runtime.metrics import Metrics
 from runtime.model import Classifier
@@ -26,6 +28,7 @@ class ServeSettings:
     top_k: int = 5  # predictions per image
     threads: int = 0  # intra-op threads of the model, 0 = backend default
     decode: str = "auto"  # auto (JPEG draft decoding where export accepted it for the bundle) | exact | jpeg-draft
+    decode_workers: int = 0  # images decoded (and KServe bodies parsed) at once, 0 = one per CPU core
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -34,6 +37,36 @@ class ServeSettings:
             raise UserError("--max-batch and --max-queue must be >= 1, --max-delay-ms >= 0")
         if self.max_body_mb <= 0 or self.max_pixels < 1 or self.top_k < 1:
             raise UserError("--max-body-mb, --max-pixels and --top-k must be positive")
+        if self.decode_workers < 0:
+            raise UserError(f"--decode-workers must be >= 0 (0: one per CPU core), got {self.decode_workers}")
+
+    @property
+    def workers(self) -> int:
+        return self.decode_workers or os.cpu_count() or 1
+
+    @property
+    def max_inflight(self) -> int:
+        return self.max_queue + self.max_batch
+
+
+# What one decode can hold at once: the decoded image at 4 bytes per pixel (RGBA, CMYK), its RGB
+# conversion, and the resized image before the crop (formats.preprocessing bounds it) twice.
+def decode_peak_bytes(max_pixels: int) -> int:
+    return max_pixels * (4 + 3) + MAX_RESIZED_PIXELS * 3 * 2
+
+
+# A KServe JSON body of n bytes parses into at most about 16n bytes of Python numbers ("999," is
+# 4 bytes of text and 36 of int object and list slot), then 4 bytes of float32 per number.
+JSON_EXPANSION = 16
+
+
+def memory_bound_bytes(settings: ServeSettings) -> int:
+    """Worst-case memory of requests above the loaded model (docs/runtime.md): every admitted
+    request's body twice (a multipart form copies its file part), plus ``workers`` decodes or
+    KServe parses at their peak. Decoding waits for a free worker with the body already read."""
+    body = int(settings.max_body_mb * 1e6)
+    per_worker = max(decode_peak_bytes(settings.max_pixels), JSON_EXPANSION * body)
+    return settings.max_inflight * 2 * body + settings.workers * per_worker
 
 
 class HttpError(Exception):
@@ -50,3 +83,7 @@ class ServerState:
     settings: ServeSettings
     ready: bool = False
     inflight: int = 0  # requests being read, decoded, queued or run (touched on the event loop only)
+    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))  # set by create_app
+
+    def __post_init__(self) -> None:
+        self.decode_slots = asyncio.Semaphore(self.settings.workers)

@@ -139,3 +139,35 @@ def test_unreadable_meta_json_is_one_clear_error(tmp_path):
     (root / "meta.json").write_text('{"fingerprint": "abc"}')
     with pytest.raises(UserError, match="meta.json lacks the field 'fields'"):
         open_cache(root, {})
+
+
+def test_kill_9_mid_build_then_the_next_build_completes_with_the_same_bytes(built, synthetic_root, tmp_path):
+    """A real ``python -m distill cache`` killed after its first shard: the next run keeps that
+    shard, writes the rest, and the cache equals the uninterrupted build byte for byte."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = [f"{k}={v}" for k, v in demo_overrides(synthetic_root, tmp_path / "runs", **{
+        "teacher.cache": str(tmp_path / "cache"), "teacher.cache_views": 3, "teacher.cache_shard_size": 100,
+        "teacher.cache_batch_size": 8}).items()]
+    cmd = [sys.executable, "-m", "distill", "cache", "--config", "configs/demo.yaml", *args]
+    root = tmp_path / "cache"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (root / "shard_00000.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build ended before the kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / "shard_00002.json").exists()  # killed mid-build
+    with pytest.raises(UserError, match="incomplete"):  # a half-built cache never passes for a whole one
+        open_cache(root, json.loads((root / "meta.json").read_text())["fields"])
+    first = (root / "shard_00000.npy").stat().st_mtime_ns
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (root / "shard_00000.npy").stat().st_mtime_ns == first  # kept, not redone
+    for s in range(3):
+        reference = np.load(Path(built.teacher.cache) / f"shard_{s:05d}.npy")
+        assert np.array_equal(np.load(root / f"shard_{s:05d}.npy"), reference)
+    assert not list(root.glob(".*.tmp"))

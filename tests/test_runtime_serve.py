@@ -190,3 +190,39 @@ def test_requests_in_flight_are_bounded_before_their_bodies_are_read(bundle: Pat
             s.close()
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's peak memory from /proc")
+def test_a_flood_of_worst_case_images_stays_within_the_documented_bound(bundle: Path, tmp_path: Path) -> None:
+    """16 MP images (a 60 kB PNG each, 64 MB once decoded as RGBA) sent 16 at once: the peak memory
+    above the idle server stays within memory_bound_bytes; decoding them all at once would not."""
+    from runtime.serve_state import ServeSettings, memory_bound_bytes
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((4000, 4000, 4), np.uint8)
+    pixels[::97, ::89] = rng.integers(0, 256, (42, 45, 4), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGBA").save(buf, "PNG")
+    payload = buf.getvalue()
+    args = ["--max-pixels", "16000000", "--max-queue", "16", "--max-batch", "4", "--max-body-mb", "1",
+            "--decode-workers", "1"]
+    settings = ServeSettings(max_pixels=16_000_000, max_queue=16, max_batch=4, max_body_mb=1, decode_workers=1)
+    bound_kb = memory_bound_bytes(settings) / 1024
+    proc, url = start_server(bundle, *args)
+    try:
+        assert httpx.post(f"{url}/predict", content=payload, timeout=60).status_code == 200  # warm: one decode
+        idle_kb = _memory_kb(proc.pid, "VmRSS")
+        responses = asyncio.run(_load(f"{url}/predict", payload, total=16, concurrency=16))
+        assert [r.status_code for r in responses] == [200] * 16
+        peak_kb = _memory_kb(proc.pid, "VmHWM")
+        assert peak_kb - idle_kb <= bound_kb, (peak_kb - idle_kb, bound_kb)
+        assert bound_kb < 16 * 64_000  # the bound is far below all 16 decoded together
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
