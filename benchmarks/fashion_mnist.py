@@ -51,9 +51,37 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _pick(labels: np.ndarray, per_class: int, seed: int) -> list[int]:
+def _pick(labels: np.ndarray, per_class: int, seed: int, skip: int = 0) -> list[int]:
+    """``per_class`` indices per class, after the first ``skip`` of the same seeded order: the
+    training images of every regime are prefixes of one order, so ``skip`` past the largest gives
+    images none of them trains on."""
     rng = np.random.default_rng(seed)
-    return sorted(i for c in range(len(CLASSES)) for i in rng.permutation(np.flatnonzero(labels == c))[:per_class])
+    return sorted(i for c in range(len(CLASSES))
+                  for i in rng.permutation(np.flatnonzero(labels == c))[skip:skip + per_class])
+
+
+# The largest regime trains on the first 200 per class of the seeded order; a dev split starts after.
+DEV_SKIP = 200
+
+
+def write_dev_folder(out: Path, per_class: int = 100, seed: int = 0, download_root: Path = Path("data")) -> Path:
+    """``out/<class>/*.png``: ``per_class`` Fashion-MNIST *training* images per class that no regime
+    trains on (for choosing a recipe without the test images); an existing complete folder is reused."""
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    idx_dir = find_idx(download_root)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    images, labels = (read_idx(idx_dir / f) for f in FILES["train"])
+    for i in _pick(labels, per_class, seed, skip=DEV_SKIP):
+        folder = tmp / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i], mode="L").save(folder / f"dev_{i:05d}.png")
+    (tmp / ".complete").write_text(f"per_class={per_class} seed={seed} skip={DEV_SKIP}\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 def write_folder(out: Path, per_class: int, test_per_class: int = 100, seed: int = 0,

@@ -41,10 +41,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.bench import BenchSettings  # noqa: E402
-from runtime.measure import measure_session  # noqa: E402
 from formats.files import write_json  # noqa: E402
+from runtime.bench import BenchSettings  # noqa: E402
 from runtime.device import device_info, software_versions  # noqa: E402
+from runtime.measure import measure_session  # noqa: E402
 from runtime.model import Classifier, open_classifier  # noqa: E402
 
 
@@ -212,14 +212,13 @@ def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] =
     image = PAYLOADS[payload]()
     model = open_classifier(Path(bundle), "onnxruntime-cpu", artifact)
     reference = in_process(model, seconds)
+    chosen = ["--backend", "onnxruntime-cpu", *(["--artifact", artifact] if artifact else [])]  # as in-process
     colds = []
     for _ in range(3):
-        proc, _, cold = start(Path(bundle), [], image)
+        proc, _, cold = start(Path(bundle), chosen, image)
         stop(proc)
         colds.append(round(cold, 3))
-    args = ["--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms), "--max-queue", "1024"]
-    if artifact:
-        args += ["--artifact", artifact]
+    args = [*chosen, "--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms), "--max-queue", "1024"]
     results = []
     for mode in decodes:
         clf = open_classifier(Path(bundle), "onnxruntime-cpu", artifact, decode=mode)

@@ -32,6 +32,7 @@ class Artifact:
     top1: float | None = None
     sidecar: Path | None = None  # TensorRT engines: the build environment, checked before loading
     within_budget: bool | None = None  # the accuracy verdict (None: a bundle written before verdicts)
+    sha256: str = ""  # the manifest's checksum of ``file``
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,16 @@ class Bundle:
         raise UserError(f"bundle {self.root} has no artifact {file!r}: choose one of {names}")
 
 
-def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
-    """Load and check a bundle folder; ``verify`` compares every listed file with its sha256."""
+def load_bundle(root: str | Path, verify: bool = True, artifacts: bool = True) -> Bundle:
+    """Load and check a bundle folder; ``verify`` compares every listed file with its sha256, or,
+    with ``artifacts`` false, only labels and preprocessing (``verify_artifact`` then checks the
+    model file that is used: the others may be large and are not read)."""
     root = Path(root)
     raw = _read_manifest(root)
     m = Manifest.from_dict(raw, str(root / MANIFEST))
     checksums = _checksums(root, m)
     if verify:
-        verify_checksums(root, checksums)
+        verify_checksums(root, checksums if artifacts else {k: checksums.get(k, "") for k in (m.labels, m.preprocessing)})
     labels = _read_labels(inside(root, m.labels))
     pre = PreprocessSpec.from_dict(_read_json(inside(root, m.preprocessing)))
     if len(labels) != m.num_classes:
@@ -118,7 +121,7 @@ def _artifact(root: Path, entry: ArtifactEntry) -> Artifact:
     return Artifact(file=entry.file, format=entry.format, precision=entry.precision, target=entry.target,
                     path=inside(root, entry.file), size_bytes=entry.size_bytes, top1=entry.top1,
                     sidecar=inside(root, entry.sidecar) if entry.sidecar else None,
-                    within_budget=None if verdict is None else bool(verdict))
+                    within_budget=None if verdict is None else bool(verdict), sha256=entry.sha256)
 
 
 def _checksums(root: Path, m: Manifest) -> dict[str, str]:
@@ -139,6 +142,16 @@ def verify_checksums(root: Path, checksums: dict[str, str]) -> None:
         if sha256_file(path) != digest:
             raise UserError(f"bundle file {name} is corrupt (sha256 mismatch): rebuild with "
                                    f"python -m export, or copy the bundle to the device again")
+
+
+def verify_artifact(bundle: Bundle, art: Artifact) -> None:
+    """The model file about to be loaded and its engine sidecar, against their sha256."""
+    files = bundle.manifest.get("files", {})
+    checksums = {art.file: art.sha256}
+    if art.sidecar is not None:
+        name = art.sidecar.relative_to(bundle.root).as_posix()
+        checksums[name] = files.get(name, "")
+    verify_checksums(bundle.root, checksums)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from formats.bundle import Artifact, Bundle, load_bundle
+from formats.bundle import Artifact, Bundle, load_bundle, verify_artifact
 from formats.errors import UserError
 from formats.preprocessing import DECODE_MODES, load_input, preprocess_batch
 from runtime.backends import SessionOptions, get_backend, require_available
@@ -93,10 +93,12 @@ def decode_mode(bundle: Bundle, requested: str = "auto") -> str:
 
 def open_classifier(bundle: str | Path | Bundle, backend: str = "onnxruntime", artifact: str | None = None,
                     options: SessionOptions = SessionOptions(), decode: str = "auto") -> Classifier:
-    """Load a bundle (checksums verified) and open one artifact on one backend."""
+    """Load a bundle (its sidecars and the model file it opens checked against their sha256) and open
+    one artifact on one backend."""
     spec = require_available(get_backend(backend))  # first: "not installed" beats "no artifact for it"
-    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, artifacts=False)
     mode = decode_mode(b, decode)
     art = select_artifact(b, backend, artifact)
+    verify_artifact(b, art)  # only the model file it loads: the others may be large and unused here
     session = spec.open(art, options)
     return Classifier(b, art, session, mode)

@@ -351,3 +351,16 @@ def test_an_extreme_aspect_ratio_allocates_no_more_than_the_crop(tmp_path: Path)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith(f"(3, {PRE['input_size'][0]}, {PRE['input_size'][1]})")
+
+
+def test_a_corrupt_model_file_is_refused_by_whoever_loads_it(bundle: Path, tmp_path: Path) -> None:
+    """open_classifier hashes only the file it opens; a corrupt one is still one clear error."""
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="model.onnx is corrupt"):
+        open_classifier(copy, "onnxruntime-cpu", "model.onnx")
+    assert open_classifier(copy, "onnxruntime-cpu", "model.int8.onnx").artifact.file == "model.int8.onnx"
