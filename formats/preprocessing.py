@@ -186,7 +186,7 @@ def _resize_and_crop(img: Image.Image, size: int, crop: tuple[int, int], resampl
     box = _crop_box(new_w, new_h, crop)
     if (new_w, new_h) == (w, h) and drafted is None:
         return img.crop(box)  # torchvision skips the resize as well
-    if new_w * new_h <= max_resized:  # the exact path for every ordinary image
+    if new_w * new_h <= max_resized:  # every ordinary image (the exact path, unless drafted)
         return img.resize((new_w, new_h), resample, box=(0, 0, ext_w, ext_h)).crop(box)
     left, top, right, bottom = max(box[0], 0), max(box[1], 0), min(box[2], new_w), min(box[3], new_h)
     sx, sy = ext_w / new_w, ext_h / new_h

@@ -13,7 +13,9 @@ start and are not used). Endpoints:
 Every inference goes through one dynamic batcher (``--max-batch``, ``--max-delay-ms``) with a
 bounded queue (``--max-queue``; full -> 503). Bad input answers 4xx with ``{"error": ...}``: not
 an image or truncated (400), over ``--max-pixels`` (413), body over ``--max-body-mb`` (413), wrong
-tensor shape/datatype (400), unknown model or route (404), wrong method (405). On SIGTERM the
+tensor shape/datatype (400), unknown model or route (404), wrong method (405). At most
+``--decode-workers`` images are decoded at once, so the memory requests hold is bounded
+(``serve_state.memory_bound_bytes``, printed at startup). On SIGTERM the
 server drains (readiness 503, no new connections, requests in flight and queued answered) and
 exits 0; SIGINT drains the same way.
 Binds to loopback unless ``--host`` says otherwise.
