@@ -67,39 +67,32 @@ DEV_SKIP = 200
 def write_dev_folder(out: Path, per_class: int = 100, seed: int = 0, download_root: Path = Path("data")) -> Path:
     """``out/<class>/*.png``: ``per_class`` Fashion-MNIST *training* images per class that no regime
     trains on (for choosing a recipe without the test images); an existing complete folder is reused."""
-    done = out / ".complete"
-    if done.is_file():
-        return out
-    idx_dir = find_idx(download_root)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    images, labels = (read_idx(idx_dir / f) for f in FILES["train"])
-    for i in _pick(labels, per_class, seed, skip=DEV_SKIP):
-        folder = tmp / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[i], mode="L").save(folder / f"dev_{i:05d}.png")
-    (tmp / ".complete").write_text(f"per_class={per_class} seed={seed} skip={DEV_SKIP}\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return _write_pngs(out, [("train", "", per_class, DEV_SKIP)], seed, download_root,
+                       f"per_class={per_class} seed={seed} skip={DEV_SKIP}")
 
 
 def write_folder(out: Path, per_class: int, test_per_class: int = 100, seed: int = 0,
                  download_root: Path = Path("data")) -> Path:
     """Write ``out/{train,test}/<class>/*.png`` once; an existing complete folder is reused."""
-    done = out / ".complete"
-    if done.is_file():
+    return _write_pngs(out, [("train", "train", per_class, 0), ("test", "test", test_per_class, 0)], seed,
+                       download_root, f"per_class={per_class} test_per_class={test_per_class} seed={seed}")
+
+
+def _write_pngs(out: Path, parts: list[tuple[str, str, int, int]], seed: int, download_root: Path, note: str) -> Path:
+    """Write the images ``parts`` pick, each (IDX split, subfolder, per class, skip), as
+    ``out/<subfolder>/<class>/*.png`` into a temporary folder renamed at the end; reuse a complete one."""
+    if (out / ".complete").is_file():
         return out
     idx_dir = find_idx(download_root)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for split, count in (("train", per_class), ("test", test_per_class)):
+    for split, sub, count, skip in parts:
         images, labels = (read_idx(idx_dir / f) for f in FILES[split])
-        for i in _pick(labels, count, seed):
-            folder = tmp / split / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
+        for i in _pick(labels, count, seed, skip):
+            folder = tmp / sub / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i], mode="L").save(folder / f"{split}_{i:05d}.png")
-    (tmp / ".complete").write_text(f"per_class={per_class} test_per_class={test_per_class} seed={seed}\n")
+    (tmp / ".complete").write_text(note + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

@@ -83,7 +83,7 @@ class ServerState:
     settings: ServeSettings
     ready: bool = False
     inflight: int = 0  # requests being read, decoded, queued or run (touched on the event loop only)
-    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))  # set by create_app
+    decode_slots: asyncio.Semaphore = field(init=False)  # --decode-workers decodes or KServe parses at once
 
     def __post_init__(self) -> None:
         self.decode_slots = asyncio.Semaphore(self.settings.workers)
