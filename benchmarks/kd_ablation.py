@@ -155,31 +155,23 @@ def main(argv: list[str] | None = None) -> None:
 def add_dev_top1(summary: dict, dev_root: Path) -> None:
     """Score every run's selected checkpoint on the dev images (Fashion-MNIST training images no
     regime trains on, 100 per class): 1,000 images to choose on, where validation has 60."""
-    from runtime.dataset import load_labelled_images
     for run in summary["runs"]:
-        run["dev_top1"] = checkpoint_top1(Path(run["run"]) / "best.pt", dev_root, load_labelled_images)
+        run["dev_top1"] = checkpoint_top1(Path(run["run"]) / "best.pt", dev_root)
     for arm, row in summary["arms"].items():
         values = [r["dev_top1"] for r in summary["runs"] if r["arm"] == arm]
         row["dev_top1"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def checkpoint_top1(path: Path, root: Path, load_labelled_images) -> float:
-    """Top-1 of a student checkpoint on a class-folder dataset, through the bundle's preprocessing code."""
-    import numpy as np
-    import torch
-
-    from formats.preprocessing import load_input
+def checkpoint_top1(path: Path, root: Path) -> float:
+    """Top-1 of a student checkpoint on a class-folder dataset, evaluated the way export evaluates."""
+    from export.evaluation import ImageBatches, predict, torch_runner
+    from formats.labels import FileSource
+    from runtime.dataset import load_labelled_images
     from students.checkpoint import load_student
     student, meta = load_student(path)
     items = load_labelled_images(root, meta.class_names)
-    correct = 0
-    with torch.inference_mode():
-        for i in range(0, len(items), 250):
-            chunk = items[i:i + 250]
-            x = torch.from_numpy(np.stack([load_input(p, meta.preprocessing) for p, _ in chunk]))  # (B, 3, H, W)
-            pred = student(x).argmax(1).numpy()
-            correct += int((pred == np.asarray([y for _, y in chunk])).sum())
-    return correct / len(items)
+    source = FileSource([p for p, _ in items], [y for _, y in items])
+    return predict(torch_runner(student), ImageBatches(source, meta.preprocessing.to_dict(), 250)).accuracy()
 
 
 if __name__ == "__main__":

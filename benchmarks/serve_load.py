@@ -60,10 +60,8 @@ def photo_jpeg(width: int = 500, height: int = 375) -> bytes:
     return buf.getvalue()
 
 
-PAYLOADS = {"photo": photo_jpeg, "synthetic": lambda: sample_jpeg()}
-
-
 def sample_jpeg(width: int = 500, height: int = 375) -> bytes:
+    """A synthetic pattern with pixel noise as a JPEG (quality 90): costlier to decode than a photo."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width]
     img = np.stack([np.sin(xx / 17 + c) * np.cos(yy / 23) * 100 + 128 for c in range(3)], -1)
@@ -71,6 +69,9 @@ def sample_jpeg(width: int = 500, height: int = 375) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+PAYLOADS = {"photo": photo_jpeg, "synthetic": sample_jpeg}
 
 
 def in_process(clf: Classifier, seconds: float) -> dict[str, Any]:

@@ -116,8 +116,8 @@ def measure_draft(job: ExportJob, splits: DatasetSplits) -> DraftParity:
     """JPEG draft decoding against exact decoding on the evaluation split (the runtime's default
     takes it only where this accepts it)."""
     o = job.options
-    source = splits.test if o.eval_split == "test" else splits.val
-    draft = jpeg_draft_parity(source, job.meta.preprocessing, torch_runner(job.student), o.eval_images, o.batch_size)
+    source = splits.test if o.eval_split == "test" else splits.val  # what job.reference predicted, exactly decoded
+    draft = jpeg_draft_parity(source, job.meta.preprocessing, torch_runner(job.student), job.reference, o.batch_size)
     log(f"JPEG draft decoding: {draft.reason}")
     return draft
 

@@ -131,28 +131,26 @@ DRAFT_MAX_TOP1_DROP = 0.2
 DRAFT_MIN_AGREEMENT = 0.99
 
 
-def jpeg_draft_parity(source: ImageSource, spec: PreprocessSpec, run: Runner, limit: int,
+def jpeg_draft_parity(source: ImageSource, spec: PreprocessSpec, run: Runner, exact: Predictions,
                       batch_size: int) -> DraftParity:
-    """Top-1 of exact vs JPEG draft decoding on the first ``limit`` images of ``source`` (0: all)
-    that draft decoding reduces, through ``run`` (the PyTorch student)."""
-    n = len(source) if limit == 0 else min(limit, len(source))
-    files = [(p, source.labels[i]) for i in range(n) if (p := source.path(i)) is not None and draft_reduces(p, spec)]
-    if not files:
+    """Top-1 of exact vs JPEG draft decoding, through ``run`` (the PyTorch student), on the images of
+    ``source`` that draft decoding reduces among the first ones, whose exact predictions ``exact`` holds."""
+    paths = [source.path(i) for i in range(len(exact.labels))]
+    idx = [i for i, p in enumerate(paths) if p is not None and draft_reduces(p, spec)]
+    if not idx:
         return DraftParity(0, None, None, None, False, "no evaluation image is a JPEG large enough for draft "
                            "decoding to reduce: exact decoding everywhere")
-    labels = np.asarray([y for _, y in files])  # (N,)
-    top1 = {}
-    for mode in DECODE_MODES:
-        logits = [run(np.stack([load_input(p, spec, decode=mode) for p, _ in files[i:i + batch_size]]))
-                  for i in range(0, len(files), batch_size)]
-        top1[mode] = np.concatenate(logits).argmax(axis=1)  # (N,)
-    exact, draft = (float((top1[m] == labels).mean()) for m in DECODE_MODES)
+    logits = [run(np.stack([load_input(paths[i], spec, decode="jpeg-draft") for i in idx[k:k + batch_size]]))
+              for k in range(0, len(idx), batch_size)]
+    top1 = {"exact": exact.top1[idx], "jpeg-draft": np.concatenate(logits).argmax(axis=1)}  # (N,) each
+    labels = exact.labels[idx]  # (N,)
+    exact_top1, draft = (float((top1[m] == labels).mean()) for m in DECODE_MODES)
     agreement = float((top1["exact"] == top1["jpeg-draft"]).mean())
-    drop = 100.0 * (exact - draft)
-    accepted = len(files) >= DRAFT_MIN_IMAGES and drop <= DRAFT_MAX_TOP1_DROP and agreement >= DRAFT_MIN_AGREEMENT
-    reason = (f"accepted: {len(files)} JPEGs, top-1 {100 * draft:.2f}% vs {100 * exact:.2f}% exact, "
+    drop = 100.0 * (exact_top1 - draft)
+    accepted = len(idx) >= DRAFT_MIN_IMAGES and drop <= DRAFT_MAX_TOP1_DROP and agreement >= DRAFT_MIN_AGREEMENT
+    reason = (f"accepted: {len(idx)} JPEGs, top-1 {100 * draft:.2f}% vs {100 * exact_top1:.2f}% exact, "
               f"{100 * agreement:.1f}% agreement" if accepted else
               f"not accepted (needs >= {DRAFT_MIN_IMAGES} JPEGs, a top-1 drop <= {DRAFT_MAX_TOP1_DROP} points and "
-              f">= {100 * DRAFT_MIN_AGREEMENT:.0f}% agreement; measured {len(files)} JPEGs, drop {drop:.2f} points, "
+              f">= {100 * DRAFT_MIN_AGREEMENT:.0f}% agreement; measured {len(idx)} JPEGs, drop {drop:.2f} points, "
               f"{100 * agreement:.1f}% agreement): exact decoding by default")
-    return DraftParity(len(files), round(exact, 6), round(draft, 6), round(agreement, 6), accepted, reason)
+    return DraftParity(len(idx), round(exact_top1, 6), round(draft, 6), round(agreement, 6), accepted, reason)

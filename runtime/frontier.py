@@ -23,8 +23,8 @@ def frontier_rows(reports: list[dict[str, Any]], recorded: list[dict[str, float]
                 continue
             measured = r.get("top1")
             top1 = measured if measured is not None else top1_of.get(r["artifact"])
-            rows.append({"bundle": names[i] if names else report["bundle"]["name"],
-                         "arch": report["bundle"]["arch"], "artifact": r["artifact"], "backend": r["backend"], "precision": r["precision"], "top1": top1,
+            rows.append({"bundle": names[i] if names else report["bundle"]["name"], "arch": report["bundle"]["arch"],
+                         "artifact": r["artifact"], "backend": r["backend"], "precision": r["precision"], "top1": top1,
                          "top1_source": "measured (--data)" if measured is not None else "export (test split)",
                          "p50_ms": r["single_stream"]["p50_ms"], "p90_ms": r["single_stream"]["p90_ms"],
                          "best_fps": r.get("best_fps"), "size_mb": r["size_mb"]})
@@ -36,10 +36,15 @@ def mark_frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for precision in {r["precision"] for r in rows}:
         best = -1.0  # the best top-1 of the faster rows
         mine = [r for r in rows if r["precision"] == precision]
-        for r in sorted(mine, key=lambda r: (r["p90_ms"], -(r["top1"] if r["top1"] is not None else -1.0))):
+        for r in sorted(mine, key=lambda r: (r["p90_ms"], -_top1(r))):
             r["frontier"] = r["top1"] is not None and r["top1"] > best
-            best = max(best, r["top1"] if r["top1"] is not None else -1.0)
+            best = max(best, _top1(r))
     return sorted(rows, key=lambda r: (r["precision"], r["p90_ms"]))
+
+
+def _top1(row: dict[str, Any]) -> float:
+    """The row's top-1, with -1 for unknown (0.0 is a value)."""
+    return row["top1"] if row["top1"] is not None else -1.0
 
 
 def pick(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, Any]:

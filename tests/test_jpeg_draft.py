@@ -72,20 +72,23 @@ def _labelled(root: Path, n: int, size: tuple[int, int]) -> FileSource:
 
 
 def test_export_measures_draft_parity_and_accepts_only_enough_evidence(tmp_path: Path) -> None:
-    from export.evaluation import DRAFT_MIN_IMAGES, jpeg_draft_parity
+    from export.evaluation import DRAFT_MIN_IMAGES, ImageBatches, jpeg_draft_parity, predict
+
+    def parity(source, run, limit: int = 0) -> DraftParity:
+        exact = predict(run, ImageBatches(source, SPEC.to_dict(), 16, limit))  # export's reference predictions
+        return jpeg_draft_parity(source, SPEC, run, exact, batch_size=16)
+
     source = _labelled(tmp_path, DRAFT_MIN_IMAGES, (300, 200))
-    parity = jpeg_draft_parity(source, SPEC, _mean_colour_runner, limit=0, batch_size=16)
-    assert parity.images == DRAFT_MIN_IMAGES and parity.accepted, parity.reason
-    assert parity.top1_exact == parity.top1_draft == 1.0 and parity.agreement == 1.0
-    few = jpeg_draft_parity(source, SPEC, _mean_colour_runner, limit=10, batch_size=16)
+    measured = parity(source, _mean_colour_runner)
+    assert measured.images == DRAFT_MIN_IMAGES and measured.accepted, measured.reason
+    assert measured.top1_exact == measured.top1_draft == 1.0 and measured.agreement == 1.0
+    few = parity(source, _mean_colour_runner, limit=10)
     assert few.images == 10 and not few.accepted and f"needs >= {DRAFT_MIN_IMAGES} JPEGs" in few.reason
     # A model that reads single pixel values flips with the decoding: refused.
-    fragile = jpeg_draft_parity(source, SPEC, lambda x: np.eye(2)[(np.floor(x[:, 0, 32, 32] * 50) % 2).astype(int)],
-                                0, 16)
+    fragile = parity(source, lambda x: np.eye(2)[(np.floor(x[:, 0, 32, 32] * 50) % 2).astype(int)])
     assert fragile.images == DRAFT_MIN_IMAGES and fragile.agreement < 0.9 and not fragile.accepted
     (tmp_path / "small").mkdir()
-    small = _labelled(tmp_path / "small", 4, (80, 80))
-    none = jpeg_draft_parity(small, SPEC, _mean_colour_runner, limit=0, batch_size=16)
+    none = parity(_labelled(tmp_path / "small", 4, (80, 80)), _mean_colour_runner)
     assert none.images == 0 and not none.accepted and "no evaluation image" in none.reason
 
 
