@@ -22,6 +22,7 @@ from export.evaluation import ImageBatches, jpeg_draft_parity, predict, torch_ru
 from export.int8 import check_calibration_count
 from export.onnx_fp32 import INPUT, OUTPUT
 from export.options import ExportOptions
+from export.qat import read_qat
 from export.triton import write_repository
 from formats.checkpoint import StudentMeta
 from formats.datasets import DatasetSplits, load_splits
@@ -45,9 +46,11 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     student, meta = load_student(checkpoint)
     student = deployable(student)  # re-parameterisable branches fused: the graph users run
     splits = training_splits(meta, options.data_root)
-    calib = check_calibration_count(len(splits.train), options) if options.int8 else 0
+    qat = read_qat(options.qat, checkpoint) if options.qat else None
+    calib = check_calibration_count(len(splits.train), options) if options.int8 and qat is None else 0
     with staging(out, options.overwrite, keep=checkpoint) as tmp:
         job = make_job(options, tmp, student, meta, splits, calib)
+        job.qat = qat
         write_sidecars(tmp, meta, measure_draft(job, splits))
         artifacts = []
         for name in BACKEND_ORDER:

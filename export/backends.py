@@ -43,6 +43,7 @@ class ExportJob:
     calibration_images: int  # how many to draw (checked against the minimum before any work)
     held_out: Selection | None = None  # where INT8 recipes are judged when it is not eval_batches (val)
     tensorrt: str | None = None  # the TensorRT version that built engines, or "not installed"
+    qat: Any = None  # export.qat.QatGraphs: trained INT8 graphs to publish instead of calibrating
 
     def judged_on(self) -> Selection:
         """Where the budget is judged: the validation split, so the reported test figure stays unbiased."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ class OnnxInt8:
         return options.int8
 
     def build(self, job: ExportJob) -> list[dict[str, Any]]:
+        if job.qat is not None:  # trained by python -m export.qat: nothing to calibrate
+            return [self.publish_trained(job, flavour) for flavour in (CPU, TENSORRT)]
         o = job.options
         available, images = len(job.calibration_source), job.calibration_images
         with tempfile.TemporaryDirectory(prefix="int8-", dir=job.dir) as tmp:
@@ -176,7 +179,9 @@ class OnnxInt8:
                     raise BudgetError(f"no INT8 recipe for {flavour.file} met the accuracy budget "
                                       f"(max top-1 drop {o.max_top1_drop:g} points{agreement}) after "
                                       f"{len(attempts)} attempts; raise --max-top1-drop, add --calib-images, "
-                                      f"export without --int8, or pass --best-effort to keep the best one marked",
+                                      f"train the INT8 graphs (python -m export.qat <checkpoint>, then export "
+                                      f"with --qat), export without --int8, or pass --best-effort to keep the "
+                                      f"best one marked",
                                       table)
                 entries.append(self.publish(job, quantizer, flavour, attempts))
                 first = chosen(attempts).recipe  # the TensorRT flavour starts from the CPU winner
@@ -190,16 +195,42 @@ class OnnxInt8:
         check_self_contained(path)
         counts = verify_int8(path, flavour, win.recipe.excluded)
         final = self.final_accuracy(job, path, flavour, attempts)
-        acts = "uint8" if flavour.activations == QuantType.QUInt8 else "int8"
+        quant = {"method": win.recipe.method, "calibration_images": win.recipe.images, "calibration_split": "train",
+                 "excluded_nodes": list(win.recipe.excluded), "attempts": [a.row() for a in attempts],
+                 "remedies_needed": len(attempts) - 1}
+        return self.entry(job, flavour, counts, quant, win.row(), final)
+
+    def publish_trained(self, job: ExportJob, flavour: Flavour) -> dict[str, Any]:
+        """A graph trained by ``python -m export.qat``: copied, checked and scored like a calibrated one."""
+        path = job.dir / flavour.file
+        shutil.copyfile(job.qat.graph(flavour), path)
+        set_metadata(path, list(job.meta.class_names), job.preprocessing)
+        counts = verify_int8(path, flavour)
         judged = job.judged_on()
-        selection = {"split": judged.split, "images": judged.batches.images, "top1": win.top1,
-                     "top1_drop": win.top1_drop, "agreement": win.agreement}
-        quant = {"activations": acts, "weights": "int8", "per_channel": True, "format": "qdq",
-                 "symmetric": flavour is TENSORRT, "method": win.recipe.method,
-                 "calibration_images": win.recipe.images, "calibration_split": "train",
-                 "excluded_nodes": list(win.recipe.excluded), "graph": counts, "selected_on": selection,
-                 "attempts": [a.row() for a in attempts], "remedies_needed": len(attempts) - 1}
-        verdict = job.budget.verdict(judged.split, judged.batches.images, win.top1_drop, win.agreement)
+        chosen_on = accuracy_entry(predict(ort_runner(path), judged.batches), judged.reference)
+        final = chosen_on if job.held_out is None else \
+            accuracy_entry(predict(ort_runner(path), job.eval_batches), job.reference)
+        record = job.qat.figures(flavour)
+        log(f"int8 {flavour.target}: quantization-aware trained ({job.qat.folder}, epoch {record['chosen_epoch']}): "
+            f"{job.options.eval_split} top-1 {100 * final['top1']:.2f}% (drop {final['top1_drop']:+.2f} pts; "
+            f"post-training INT8 lost {record['ptq_vs_qat']['ptq']['top1_drop']:+.2f} on {record['ptq_vs_qat']['split']})")
+        quant = {"method": "qat", "calibration_images": 0, "excluded_nodes": [], "remedies_needed": 0,
+                 "qat": {"folder": str(job.qat.folder), "chosen_epoch": record["chosen_epoch"],
+                         "epochs": len(record["epochs"]) - 1, "selected_on": job.qat.record["selected_on"],
+                         "ptq_vs_qat": record["ptq_vs_qat"]}}
+        return self.entry(job, flavour, counts, quant, chosen_on, final)
+
+    @staticmethod
+    def entry(job: ExportJob, flavour: Flavour, counts: dict[str, Any], recipe: dict[str, Any],
+              chosen_on: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+        """The manifest entry: the recipe, the figures where it was chosen (and its budget verdict), the final ones."""
+        judged = job.judged_on()
+        selection = {"split": judged.split, "images": judged.batches.images,
+                     **{k: chosen_on[k] for k in ("top1", "top1_drop", "agreement")}}
+        quant = {"activations": "uint8" if flavour.activations == QuantType.QUInt8 else "int8", "weights": "int8",
+                 "per_channel": True, "format": "qdq", "symmetric": flavour is TENSORRT, **recipe,
+                 "graph": counts, "selected_on": selection}
+        verdict = job.budget.verdict(judged.split, judged.batches.images, chosen_on["top1_drop"], chosen_on["agreement"])
         return {"file": flavour.file, "format": "onnx", "precision": "int8", "target": flavour.target,
                 "quantization": quant, **final, "budget": verdict, "evaluated_with": flavour.evaluated_with}
 

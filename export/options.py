@@ -44,6 +44,7 @@ class ExportOptions:
     overwrite: bool = False  # replace an existing bundle folder (atomically)
     best_effort: bool = False  # keep artifacts that miss the budget (marked) and --trt without TensorRT (none built)
     seed: int = 0  # calibration sample
+    qat: str | None = None  # folder written by `python -m export.qat`: its trained INT8 graphs, no calibration (needs --int8)
     triton_queue_delay_us: int = 100
 
     def __post_init__(self) -> None:
@@ -64,6 +65,7 @@ class ExportOptions:
         _check(13 <= self.opset <= 21, "opset", "must be in [13, 21]")
         _check(self.workspace_gib > 0, "workspace-gib", "must be > 0")
         _check(self.batch_size >= 1, "batch-size", "must be >= 1")
+        _check(self.qat is None or self.int8, "qat", "needs --int8 (it supplies the INT8 graphs)")
         _check(self.triton_queue_delay_us >= 0, "triton-queue-delay-us", "must be >= 0")
 
     @property

@@ -69,6 +69,8 @@ def test_help_shows_the_field_comments(capsys) -> None:
     ["runtime.predict", "bundle", "image.jpg", "--top-k", "two"],
     ["runtime.bench", "bundle", "--batch", "1,x"],
     ["distill", "--config", "configs/demo.yaml", "--epochs", "3"],
+    ["export.qat", "runs/none/best.pt", "extra"],
+    ["export.qat", "runs/none/best.pt", "--scale-lr", "fast"],
 ])
 def test_every_cli_refuses_bad_arguments_before_work(argv) -> None:
     proc = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,182 @@
+"""Quantization-aware training: the torch graph is the graph onnxruntime runs, training writes back
+into it, and export publishes it without calibration (and refuses graphs of another checkpoint)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.evaluation import ImageBatches, ort_runner
+from export.int8 import CPU, TENSORRT, quantize, verify_int8
+from export.int8_graph import BatchReader, calibration_sample, preprocess
+from export.int8_ladder import Recipe
+from export.onnx_fp32 import export_onnx
+from export.qat_graph import WEIGHT_QMAX, QDQGraph, fake_quant_weight, weight_scale
+from formats.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def graphs(trained_checkpoint, tmp_path_factory):
+    """The trained student's preprocessed FP32 graph, its two post-training INT8 graphs and test images."""
+    from export.api import training_splits
+    from students.checkpoint import load_student
+    student, meta = load_student(trained_checkpoint)
+    splits = training_splits(meta, None)
+    pre = meta.preprocessing.to_dict()
+    work = tmp_path_factory.mktemp("qat-graphs")
+    export_onnx(student, work / "model.onnx", list(meta.input_size), 17)
+    preprocess(work / "model.onnx", work / "pre.onnx")
+    reader = BatchReader("input", calibration_sample(splits.train, pre, 64, 0, 32))
+    for flavour in (CPU, TENSORRT):
+        quantize(work / "pre.onnx", work / flavour.file, flavour, Recipe("minmax", 64), reader)
+    x = np.concatenate([b for b, _ in ImageBatches(splits.test, pre, 40)])  # (80, 3, 32, 32)
+    return work, x
+
+
+@pytest.mark.parametrize("flavour", [CPU, TENSORRT], ids=["u8s8", "s8s8"])
+def test_the_torch_graph_computes_what_onnxruntime_runs_and_training_writes_back(graphs, flavour, tmp_path):
+    work, x = graphs
+    qdq = onnx.load(str(work / flavour.file))
+    graph = QDQGraph(qdq, onnx.load(str(work / "pre.onnx")))
+    fp32 = ort_runner(work / "pre.onnx")(x)
+    with torch.no_grad():
+        sim = graph(torch.from_numpy(x)).numpy()
+    ort = ort_runner(work / flavour.file)(x)
+    # Same graph: the simulation is much closer to onnxruntime's INT8 than either is to FP32... (B, C)
+    assert (sim.argmax(1) == ort.argmax(1)).mean() >= 0.95
+    assert np.abs(sim - ort).max() < 0.1 * np.abs(fp32).max()
+    # ...and a step of training changes the weights and scales, and onnxruntime runs the changed graph.
+    opt = torch.optim.Adam([{"params": graph.weights(), "lr": 1e-2}, {"params": graph.scales(), "lr": 1e-3}])
+    loss = graph(torch.from_numpy(x)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        trained = graph(torch.from_numpy(x)).numpy()
+    onnx.save(graph.write_back(qdq), str(tmp_path / "trained.onnx"))
+    written = ort_runner(tmp_path / "trained.onnx")(x)
+    assert np.abs(trained - sim).max() > 10 * np.abs(written - trained).max() > 0  # it moved; ORT followed
+    counts = verify_int8(tmp_path / "trained.onnx", flavour)  # still a complete INT8 graph of the flavour
+    assert counts == verify_int8(work / flavour.file, flavour)
+
+
+def test_a_graph_torch_does_not_reproduce_is_refused_before_training(graphs):
+    from export.qat import check_fidelity
+    work, x = graphs
+    graph = QDQGraph(onnx.load(str(work / CPU.file)), onnx.load(str(work / "pre.onnx")))
+    assert check_fidelity(graph, work / CPU.file, [(x, None)]) >= 0.95
+    with torch.no_grad():
+        for p in graph.weights():
+            p.mul_(torch.rand_like(p) * 4 - 2)  # the torch side no longer computes the graph onnxruntime runs
+    with pytest.raises(UserError, match="cannot reproduce this student's INT8 graph in torch"):
+        check_fidelity(graph, work / CPU.file, [(x, None)])
+
+
+def test_weights_are_fake_quantized_per_channel_on_the_symmetric_int8_grid():
+    w = torch.randn(8, 4, 3, 3) * torch.linspace(0.01, 2.0, 8)[:, None, None, None]
+    q = fake_quant_weight(w, 0)
+    s = weight_scale(w, 0)[:, None, None, None]  # (8, 1, 1, 1)
+    ints = q / s
+    assert torch.allclose(ints, ints.round(), atol=1e-4) and ints.abs().max() <= WEIGHT_QMAX + 1e-4
+    assert torch.allclose(ints.abs().amax(dim=(1, 2, 3)), torch.full((8,), float(WEIGHT_QMAX)))
+    assert (q - w).abs().max() <= s.max() / 2 + 1e-6  # rounding error at most half a step per channel
+    w.requires_grad_(True)
+    fake_quant_weight(w, 0).sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))  # straight-through gradient
+
+
+def test_an_op_the_interpreter_lacks_is_one_clear_error():
+    from onnx import TensorProto, helper
+    node = helper.make_node("Einsum", ["input", "input"], ["logits"], equation="bi,bi->bi")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(g)
+    with pytest.raises(UserError, match="does not handle the ONNX op 'Einsum'.*post-training INT8"):
+        QDQGraph(model, model)
+
+
+@pytest.fixture(scope="module")
+def qat_folder(trained_checkpoint, tmp_path_factory):
+    from export.qat import QatSettings, quantization_aware_training
+    out = tmp_path_factory.mktemp("qat") / "qat"
+    return quantization_aware_training(trained_checkpoint, QatSettings(epochs=2, out=out, calib_images=64))
+
+
+def test_qat_writes_both_flavours_chosen_on_validation(qat_folder, trained_checkpoint):
+    from formats.files import sha256_file
+    record = json.loads((qat_folder / "qat.json").read_text())
+    assert record["source_checkpoint"]["sha256"] == sha256_file(trained_checkpoint)
+    assert record["selected_on"]["split"] == "val"
+    assert sorted(p.name for p in qat_folder.iterdir()) == ["model.int8.onnx", "model.int8.trt.onnx", "qat.json"]
+    assert not list(qat_folder.parent.glob(".qat.partial-*"))  # the staging folder became the result
+    for flavour in (CPU, TENSORRT):
+        entry = record["flavours"][flavour.file]
+        assert [r["epoch"] for r in entry["epochs"]] == [0, 1, 2] and entry["epochs"][1]["loss"] > 0
+        chosen = entry["epochs"][entry["chosen_epoch"]]
+        assert chosen["kl"] == min(r["kl"] for r in entry["epochs"])  # the epoch closest to FP32 on val
+        assert entry["ptq_vs_qat"]["split"] == "test" and set(entry["ptq_vs_qat"]) >= {"ptq", "qat", "fp32_top1"}
+        assert entry["sha256"] == sha256_file(qat_folder / flavour.file)
+        assert entry["torch_vs_onnxruntime_agreement"] >= 0.95
+        verify_int8(qat_folder / flavour.file, flavour)
+
+
+def test_export_publishes_the_trained_graphs_without_calibrating(qat_folder, trained_checkpoint, tmp_path,
+                                                                  monkeypatch):
+    import export.int8
+    from export.api import export_bundle
+    from export.options import ExportOptions
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a QAT export must not calibrate")
+    monkeypatch.setattr(export.int8, "calibration_sample", no_calibration)
+    monkeypatch.setattr(export.int8, "quantize", no_calibration)
+    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, qat=str(qat_folder),
+                                                                          best_effort=True))
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = json.loads((qat_folder / "qat.json").read_text())
+    for flavour in (CPU, TENSORRT):
+        entry = next(a for a in manifest["artifacts"] if a["file"] == flavour.file)
+        q = entry["quantization"]
+        assert q["method"] == "qat" and q["calibration_images"] == 0 and q["excluded_nodes"] == []
+        assert q["qat"]["ptq_vs_qat"] == record["flavours"][flavour.file]["ptq_vs_qat"]
+        assert q["graph"]["int8_weighted_ops"] == q["graph"]["weighted_ops"]
+        # the same graph on the same test images: export's figure is the one QAT recorded
+        assert entry["top1"] == q["qat"]["ptq_vs_qat"]["qat"]["top1"]
+
+
+def test_export_refuses_qat_graphs_of_another_checkpoint_or_tampered(qat_folder, trained_checkpoint, tmp_path):
+    from export.api import export_bundle
+    from export.options import ExportOptions
+    with pytest.raises(UserError, match="--qat needs --int8"):
+        ExportOptions(qat=str(qat_folder))
+    other = tmp_path / "other.pt"
+    ckpt = torch.load(trained_checkpoint, weights_only=True)
+    ckpt["epoch"] = ckpt.get("epoch", 0) + 1
+    torch.save(ckpt, other)
+    with pytest.raises(UserError, match="trained from another checkpoint"):
+        export_bundle(other, tmp_path / "b1", ExportOptions(int8=True, qat=str(qat_folder)))
+    bad = tmp_path / "tampered"
+    shutil.copytree(qat_folder, bad)
+    (bad / "model.int8.onnx").write_bytes((bad / "model.int8.onnx").read_bytes()[:-10])
+    with pytest.raises(UserError, match="model.int8.onnx is missing or does not match qat.json"):
+        export_bundle(trained_checkpoint, tmp_path / "b2", ExportOptions(int8=True, qat=str(bad)))
+    with pytest.raises(UserError, match="no qat.json there"):
+        export_bundle(trained_checkpoint, tmp_path / "b3", ExportOptions(int8=True, qat=str(tmp_path)))
+    assert not any((tmp_path / f"b{i}").exists() for i in (1, 2, 3))
+
+
+def test_qat_cli_refuses_an_existing_folder_before_work(qat_folder, trained_checkpoint):
+    cmd = [sys.executable, "-m", "export.qat", str(trained_checkpoint), "--out", str(qat_folder)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "already exists: pass --overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(cmd[:4] + ["--epochs", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--epochs" in proc.stderr
