@@ -10,7 +10,9 @@ and all bundles are measured together on this machine with ``python -m runtime.b
 writes the frontier table and plot and names the most accurate student within ``--budget-ms``.
 Export and benchmark run as their own commands (subprocesses): one student's failed export is a
 row that says why and the others go on, and the benchmark half is the very command a device
-runs on copied bundles. ``sweep.json`` holds every student's training, export and bench figures.
+runs on copied bundles. With ``--qat``, a student whose post-training INT8 misses the budget gets
+``python -m export.qat`` (into ``<run>/qat``) and is exported again with ``--qat`` into
+``bundles/<student>-qat/``, the bundle the benchmark then measures. ``sweep.json`` holds every student's training, export and bench figures.
 """
 from __future__ import annotations
 
@@ -36,10 +38,14 @@ class SweepSettings:
     export_args: str = "--int8 --best-effort"  # options for python -m export, as one string
     bench_args: str = "--batch 1,8"  # options for python -m runtime.bench, as one string
     bench: bool = True  # benchmark the bundles here (--no-bench: train and export only, bench on the device)
+    qat: bool = False  # a student whose INT8 misses the budget: python -m export.qat, then export again with --qat
+    qat_args: str = ""  # options for python -m export.qat, as one string
 
     def __post_init__(self) -> None:
         if self.budget_ms is not None and self.budget_ms <= 0:
             raise UserError(f"--budget-ms must be > 0 milliseconds, got {self.budget_ms}")
+        if self.qat and "--int8" not in shlex.split(self.export_args):
+            raise UserError("--qat retrains INT8 graphs that missed the budget: --export-args must include --int8")
 
 
 def split_students(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -75,9 +81,14 @@ def sweep(cfg: Config, students: list[str], settings: SweepSettings = SweepSetti
         run_cfg = with_overrides(cfg, {"student.arch": arch, "train.out_dir": str(root),
                                        "train.name": folder_name(arch)})
         record = train_or_reuse(run_cfg, arch, run_cfg.train.seed)
+        checkpoint, bundle = Path(record["run"]) / "best.pt", root / "bundles" / folder_name(arch)
         row = {"student": arch, "run": record["run"], "test_top1": record["test_top1"], "train_s": record["wall_s"],
-               "export": export_student(Path(record["run"]) / "best.pt", root / "bundles" / folder_name(arch),
-                                        settings.export_args)}
+               "export": export_student(checkpoint, bundle, settings.export_args)}
+        if settings.qat and int8_missed(row["export"]):
+            row["export_ptq"], row["qat"] = row["export"], train_qat(checkpoint, settings.qat_args)
+            if row["qat"]["status"] == "ok":
+                row["export"] = export_student(checkpoint, bundle.with_name(f"{bundle.name}-qat"),
+                                               f"{settings.export_args} --qat {row['qat']['folder']}")
         rows.append(row)
         write_json(root / "sweep.json", {"students": rows, "cache_build_s": cache_s})  # progress survives a kill
     summary: dict[str, Any] = {"students": rows, "cache_build_s": cache_s, "train_export_s": time.perf_counter() - start}
@@ -104,11 +115,43 @@ def export_student(checkpoint: Path, bundle: Path, export_args: str) -> dict[str
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        reason = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
-        return {"status": "failed", "exit": done.returncode, "reason": reason[:500], "command": shlex.join(cmd)}
+        return _failed(done, cmd)
     write_json(record, made_by)
     return _export_record(bundle, json.loads(manifest.read_text()), time.perf_counter() - start, reused=False)
+
+
+def int8_missed(export: dict[str, Any]) -> bool:
+    """Post-training INT8 missed the budget: the export failed for it (exit 3) or kept it marked."""
+    if export["status"] != "ok":
+        return export["exit"] == 3 and "INT8" in export["reason"]
+    return any(a["precision"] == "int8" and a["within_budget"] is False for a in export["artifacts"].values())
+
+
+def train_qat(checkpoint: Path, qat_args: str) -> dict[str, Any]:
+    """``python -m export.qat`` into ``<run>/qat`` (a folder of this very checkpoint and these options,
+    recorded in ``<run>/qat.sweep.json``, is reused); a failure is recorded, not raised."""
+    folder, record = checkpoint.parent / "qat", checkpoint.parent / "qat.sweep.json"
+    made_by = {"checkpoint_sha256": sha256_file(checkpoint), "qat_args": qat_args}
+    try:
+        if json.loads(record.read_text()) == made_by and (folder / "qat.json").is_file():
+            return {"status": "ok", "folder": str(folder), "qat_s": 0.0, "reused": True}
+    except (OSError, ValueError):
+        pass  # none yet, another one, or a torn file: train (again)
+    cmd = [sys.executable, "-m", "export.qat", str(checkpoint), "--out", str(folder), "--overwrite",
+           *shlex.split(qat_args)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return _failed(done, cmd)
+    write_json(record, made_by)
+    return {"status": "ok", "folder": str(folder), "qat_s": time.perf_counter() - start, "reused": False}
+
+
+def _failed(done: subprocess.CompletedProcess, cmd: list[str]) -> dict[str, Any]:
+    """A failed command's row: its exit status and its ``error:`` line (else its last line)."""
+    lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "")
+    return {"status": "failed", "exit": done.returncode, "reason": reason[:500], "command": shlex.join(cmd)}
 
 
 def _export_record(bundle: Path, manifest: dict[str, Any], seconds: float, reused: bool) -> dict[str, Any]:
@@ -144,6 +187,9 @@ def format_sweep(summary: dict[str, Any]) -> str:
             note = f"ok: {arts}"
         else:
             note = f"failed (exit {e['exit']}): {e['reason']}"
+        if "qat" in r:
+            q = r["qat"]
+            note += " [INT8 quantization-aware trained]" if q["status"] == "ok" else f" [QAT failed: {q['reason']}]"
         lines.append(f"{r['student']:<32} {100 * r['test_top1']:>9.2f}% {r['train_s']:>8.0f}  {note}")
     bench = summary.get("bench")
     if bench:

@@ -7,7 +7,7 @@ import pytest
 import distill.cache as cache_mod
 from distill.__main__ import cli
 from distill.config import load_config
-from distill.sweep import SweepSettings, export_student, split_students, sweep
+from distill.sweep import SweepSettings, export_student, int8_missed, split_students, sweep
 from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
@@ -52,6 +52,38 @@ def test_a_second_sweep_reuses_runs_and_bundles(swept):
     other = sweep(cfg, STUDENTS[:1], SweepSettings(export_args=settings.export_args + " --fp16", bench=False))
     assert not other["students"][0]["export"]["reused"]  # other export options: exported again
     assert "model.fp16.onnx" in other["students"][0]["export"]["artifacts"]
+
+
+def test_int8_over_budget_gets_quantization_aware_training_and_a_second_export(swept, monkeypatch):
+    import distill.sweep
+    root, _, _, cfg, settings = swept
+    # Which exports count as a miss is tested below; here the first export is taken as one (a real miss
+    # on a 1-epoch student depends on the CPU's INT8 numerics), and QAT and the second export run for real.
+    monkeypatch.setattr(distill.sweep, "int8_missed", lambda export: export["status"] == "ok")
+    summary = sweep(cfg, STUDENTS[:1], SweepSettings(export_args=settings.export_args, bench=False, qat=True,
+                                                     qat_args="--epochs 1 --calib-images 32"))
+    row = summary["students"][0]
+    assert row["export_ptq"]["status"] == "ok" and row["qat"]["status"] == "ok", row
+    assert row["export"]["status"] == "ok" and Path(row["qat"]["folder"], "qat.json").is_file()
+    manifest = json.loads(Path(row["export"]["bundle"], "manifest.json").read_text())
+    methods = {a["file"]: a["quantization"]["method"] for a in manifest["artifacts"] if a.get("quantization")}
+    assert methods == {"model.int8.onnx": "qat", "model.int8.trt.onnx": "qat"}
+    assert manifest["options"]["qat"] == row["qat"]["folder"] and row["qat"]["reused"] is False
+    again = sweep(cfg, STUDENTS[:1], SweepSettings(export_args=settings.export_args, bench=False, qat=True,
+                                                   qat_args="--epochs 1 --calib-images 32"))["students"][0]
+    assert again["qat"]["reused"] and again["export"]["reused"]  # same checkpoint, same options: nothing redone
+
+
+def test_which_exports_count_as_an_int8_miss():
+    ok = {"status": "ok", "artifacts": {"model.onnx": {"precision": "fp32", "within_budget": True},
+                                        "model.int8.onnx": {"precision": "int8", "within_budget": True}}}
+    assert not int8_missed(ok)
+    ok["artifacts"]["model.int8.trt.onnx"] = {"precision": "int8", "within_budget": False}
+    assert int8_missed(ok)
+    assert int8_missed({"status": "failed", "exit": 3, "reason": "error: no INT8 recipe for model.int8.onnx met ..."})
+    assert not int8_missed({"status": "failed", "exit": 2, "reason": "error: checkpoint x not found"})
+    with pytest.raises(UserError, match="--export-args must include --int8"):
+        SweepSettings(qat=True, export_args="--fp16")
 
 
 def test_a_failed_export_is_a_row_that_says_why(tmp_path):
