@@ -105,19 +105,10 @@ def export_student(checkpoint: Path, bundle: Path, export_args: str) -> dict[str
     options (recorded beside it, in ``<bundle>.sweep.json``) is reused."""
     manifest, record = bundle / "manifest.json", bundle.with_name(f"{bundle.name}.sweep.json")
     made_by = {"checkpoint_sha256": sha256_file(checkpoint), "export_args": export_args}
-    try:
-        if json.loads(record.read_text()) == made_by:
-            return _export_record(bundle, json.loads(manifest.read_text()), 0.0, reused=True)
-    except (OSError, ValueError):
-        pass  # no bundle yet, another one, or a torn file: export (again)
-    cmd = [sys.executable, "-m", "export", str(checkpoint), "--out", str(bundle), "--overwrite",
-           *shlex.split(export_args)]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        return _failed(done, cmd)
-    write_json(record, made_by)
-    return _export_record(bundle, json.loads(manifest.read_text()), time.perf_counter() - start, reused=False)
+    if _made_from(record, made_by) and manifest.is_file():
+        return _export_record(bundle, json.loads(manifest.read_text()), 0.0, reused=True)
+    failed, seconds = _run("export", checkpoint, bundle, export_args, record, made_by)
+    return failed or _export_record(bundle, json.loads(manifest.read_text()), seconds, reused=False)
 
 
 def int8_missed(export: dict[str, Any]) -> bool:
@@ -132,19 +123,31 @@ def train_qat(checkpoint: Path, qat_args: str) -> dict[str, Any]:
     recorded in ``<run>/qat.sweep.json``, is reused); a failure is recorded, not raised."""
     folder, record = checkpoint.parent / "qat", checkpoint.parent / "qat.sweep.json"
     made_by = {"checkpoint_sha256": sha256_file(checkpoint), "qat_args": qat_args}
+    if _made_from(record, made_by) and (folder / "qat.json").is_file():
+        return {"status": "ok", "folder": str(folder), "qat_s": 0.0, "reused": True}
+    failed, seconds = _run("export.qat", checkpoint, folder, qat_args, record, made_by)
+    return failed or {"status": "ok", "folder": str(folder), "qat_s": seconds, "reused": False}
+
+
+def _made_from(record: Path, made_by: dict[str, Any]) -> bool:
+    """Whether ``record`` says the output beside it came from exactly ``made_by`` (none or a torn one: no)."""
     try:
-        if json.loads(record.read_text()) == made_by and (folder / "qat.json").is_file():
-            return {"status": "ok", "folder": str(folder), "qat_s": 0.0, "reused": True}
+        return json.loads(record.read_text()) == made_by
     except (OSError, ValueError):
-        pass  # none yet, another one, or a torn file: train (again)
-    cmd = [sys.executable, "-m", "export.qat", str(checkpoint), "--out", str(folder), "--overwrite",
-           *shlex.split(qat_args)]
+        return False
+
+
+def _run(module: str, checkpoint: Path, out: Path, args: str, record: Path,
+         made_by: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+    """``python -m <module> <checkpoint> --out <out> --overwrite <args>``: (its failure row or None, seconds);
+    on success ``record`` says what made ``out``."""
+    cmd = [sys.executable, "-m", module, str(checkpoint), "--out", str(out), "--overwrite", *shlex.split(args)]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        return _failed(done, cmd)
+        return _failed(done, cmd), 0.0
     write_json(record, made_by)
-    return {"status": "ok", "folder": str(folder), "qat_s": time.perf_counter() - start, "reused": False}
+    return None, time.perf_counter() - start
 
 
 def _failed(done: subprocess.CompletedProcess, cmd: list[str]) -> dict[str, Any]:
