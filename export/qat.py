@@ -32,6 +32,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from export.bundle import _temp_prefix, remove_stale
 from export.evaluation import (CACHE_LIMIT_BYTES, ImageBatches, Predictions, accuracy_entry, ort_runner, predict,
                                torch_runner)
 from export.int8 import CPU, TENSORRT, Flavour, quantize, verify_int8
@@ -96,7 +97,8 @@ def quantization_aware_training(checkpoint: Path, settings: QatSettings) -> Path
     select, report = _scorings(student, splits, pre, settings)
     train = TrainImages(splits, pre, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale(out)  # what a killed run to the same folder left
+    work = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "partial"), dir=out.parent))
     try:
         export_onnx(student, work / FP32_FILE, list(meta.input_size), 17)
         preprocess(work / FP32_FILE, work / "preprocessed.onnx")
@@ -278,13 +280,14 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _publish(work: Path, out: Path) -> None:
     """Rename the finished folder into place (the old one, with --overwrite, goes only after)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.replace(old)
+    os.chmod(work, 0o755)  # mkdtemp makes 0700
+    if not out.exists():
+        work.replace(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "old"), dir=out.parent))
+    out.replace(old / out.name)  # both renames on one filesystem: each is atomic
     work.replace(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- what export reads

@@ -116,7 +116,7 @@ def test_qat_writes_both_flavours_chosen_on_validation(qat_folder, trained_check
     assert record["source_checkpoint"]["sha256"] == sha256_file(trained_checkpoint)
     assert record["selected_on"]["split"] == "val"
     assert sorted(p.name for p in qat_folder.iterdir()) == ["model.int8.onnx", "model.int8.trt.onnx", "qat.json"]
-    assert not list(qat_folder.parent.glob(".qat.partial-*"))  # the staging folder became the result
+    assert [p.name for p in qat_folder.parent.iterdir()] == ["qat"]  # the staging folder became the result
     for flavour in (CPU, TENSORRT):
         entry = record["flavours"][flavour.file]
         assert [r["epoch"] for r in entry["epochs"]] == [0, 1, 2] and entry["epochs"][1]["loss"] > 0
