@@ -119,6 +119,7 @@ class QDQGraph(nn.Module):
             elif n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in inits \
                     and inits[n.input[2]].data_type == onnx.TensorProto.FLOAT:
                 self._float_param(n.input[2])  # a bias kept in float (the TensorRT flavour)
+        self.scale_names = {n.input[1] for n in self.nodes if n.op_type == "QuantizeLinear"}
         for n in self.nodes:
             if n.op_type not in OPS:
                 raise UserError(f"quantization-aware training does not handle the ONNX op {n.op_type!r} "
@@ -166,13 +167,12 @@ class QDQGraph(nn.Module):
 
     def weights(self) -> list[nn.Parameter]:
         """The trainable weights and biases (float; quantized on the fly where the graph has them INT8)."""
-        scales = self._scale_names()
-        return [p for name, key in self.keys.items() if name not in scales for p in [self.params[key]]] + \
+        return [self.params[key] for name, key in self.keys.items() if name not in self.scale_names] + \
             [self.params[slot.key] for slot in self.slots.values()]
 
     def scales(self) -> list[nn.Parameter]:
         """The activation scales of the Q/DQ pairs."""
-        return [self.params[self.keys[name]] for name in sorted(self._scale_names())]
+        return [self.params[self.keys[name]] for name in sorted(self.scale_names)]
 
     # ---------------------------------------------------------------- running
 
@@ -209,7 +209,7 @@ class QDQGraph(nn.Module):
         values: dict[str, np.ndarray] = {}
         for name, key in self.keys.items():
             v = self.params[key].detach()
-            values[name] = (v.clamp_min(MIN_SCALE) if name in self._scale_names() else v).numpy()
+            values[name] = (v.clamp_min(MIN_SCALE) if name in self.scale_names else v).numpy()
         for slot in self.slots.values():
             w = self.params[slot.key].detach()
             if slot.bias_of is None:
@@ -228,9 +228,6 @@ class QDQGraph(nn.Module):
                 new = values[t.name].reshape(old.shape).astype(old.dtype)
                 t.CopyFrom(numpy_helper.from_array(new, t.name))
         return out
-
-    def _scale_names(self) -> set[str]:
-        return {n.input[1] for n in self.nodes if n.op_type == "QuantizeLinear"}
 
     def _axis_of(self, key: str) -> int | None:
         return next(s.axis for s in self.slots.values() if s.key == key)
