@@ -157,8 +157,8 @@ class TrainImages:
         return len(self.x) // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
-        order = np.random.default_rng(self.seed + epoch).permutation(len(self.x))
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = np.random.default_rng([self.seed, epoch])  # the order, flips and shifts of this epoch
+        order = rng.permutation(len(self.x))
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):  # full batches only
             yield augment(torch.from_numpy(self.x[order[start:start + self.batch_size]]), rng)  # (B, 3, H, W)
 
@@ -242,8 +242,8 @@ def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: i
             seen += len(x)
             if seen >= images:
                 break
-    sim_top1, ort_top1 = np.concatenate(sim), np.concatenate(ort)
-    agreement = float((sim_top1.argmax(1) == ort_top1.argmax(1)).mean()) if np.isfinite(sim_top1).all() else 0.0
+    sim_logits, ort_logits = np.concatenate(sim), np.concatenate(ort)  # (N, C) each
+    agreement = float((sim_logits.argmax(1) == ort_logits.argmax(1)).mean()) if np.isfinite(sim_logits).all() else 0.0
     if agreement < MIN_FIDELITY:
         raise UserError(f"quantization-aware training cannot reproduce this student's INT8 graph in torch (top-1 "
                         f"agreement with onnxruntime {agreement:.3f} on {seen} images, needs {MIN_FIDELITY}): "
@@ -332,7 +332,7 @@ def cli(argv: list[str] | None = None) -> None:
     import sys
 
     from formats.cli import Positional, parser_for, settings_from
-    from formats.errors import one_line
+    from formats.errors import run_cli
 
     parser = parser_for("python -m export.qat", "Fine-tune the INT8 graphs of a checkpoint with fake quantization "
                         "toward its FP32 student (for when post-training INT8 misses the accuracy budget); writes "
@@ -340,14 +340,7 @@ def cli(argv: list[str] | None = None) -> None:
                         "<checkpoint> --int8 --qat <out> (no calibration). See docs/export.md.", QatSettings,
                         [Positional("checkpoint", "the best.pt written by python -m distill")])
     args = parser.parse_args(argv)
-    try:
-        out = quantization_aware_training(Path(args.checkpoint), settings_from(QatSettings, args))
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        sys.exit(130)
+    out = run_cli(lambda: quantization_aware_training(Path(args.checkpoint), settings_from(QatSettings, args)))
     print(out)
     print(f"export them with: python -m export {args.checkpoint} --int8 --qat {out}", file=sys.stderr)
 

@@ -299,7 +299,7 @@ def _pool(kind: str) -> Op:
 
 
 def _reshape(m, node, a, at):
-    x, shape = a[0], [int(v) for v in a[1].tolist()]
+    x, shape = a[0], _ints(a[1])
     shape = [x.shape[i] if v == 0 and not at.get("allowzero", 0) else v for i, v in enumerate(shape)]
     return x.reshape(shape)
 

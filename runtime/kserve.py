@@ -41,7 +41,12 @@ def parse_infer_request(body: bytes, state: ServerState) -> tuple[dict[str, Any]
     inputs = req.get("inputs") if isinstance(req, dict) else None
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise HttpError(400, f"'inputs' must be a list with one tensor named {b.input_name!r}")
-    for out in req.get("outputs") or []:
+    if not isinstance(req.get("id", ""), str):
+        raise HttpError(400, "'id' must be a string (it is echoed in the response)")
+    outputs = req.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise HttpError(400, f"'outputs' must be a list of requested outputs (this model has one, {b.output_name!r})")
+    for out in outputs:
         if not isinstance(out, dict) or out.get("name") != b.output_name:
             raise HttpError(400, f"unknown output requested: this model has one output, {b.output_name!r}")
     return req, _tensor(inputs[0], b.input_name, (3, *b.preprocessing.input_size), max_rows)

@@ -97,6 +97,8 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
         (httpx.post(f"{server}/predict", files={"other": ("x.txt", b"hi", "text/plain")}, data={"a": "b"}), 400, "file"),
         (httpx.post(infer, json={"inputs": [{**good, "shape": [1, 3, h + 1, w + 1]}]}), 400, "shape"),
         (httpx.post(infer, json={"inputs": [{**good, "datatype": "INT8"}]}), 400, "datatype"),
+        (httpx.post(infer, json={"inputs": [good], "outputs": 1.0}), 400, "'outputs' must be a list"),  # found by hypothesis
+        (httpx.post(infer, json={"inputs": [good], "id": 7}), 400, "'id' must be a string"),  # found by hypothesis
         (httpx.post(infer, json={"inputs": [{**good, "data": [0.0] * 10}]}), 400, "values"),
         (httpx.post(infer, json={"inputs": [{**good, "data": [str(v) for v in good["data"]]}]}), 400, "not strings"),
         (httpx.post(infer, json={"inputs": [{**good, "data": [True] * len(good["data"])}]}), 400, "not booleans"),
