@@ -66,10 +66,11 @@ def teacher_on_test(cfg) -> dict:
     from distill.data import load_dataset
     from distill.targets import cached_embeddings
     from distill.teacher import Teacher
+    from distill.transforms import view_sampler
 
     splits = load_dataset(cfg.data)
     cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-    emb = cached_embeddings(cache, splits)
+    emb = cached_embeddings(cache, splits, view_sampler(cfg.data, cfg.teacher.cache_seed))
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, torch.device("cpu"))
     test = torch.from_numpy(eval_embeddings(teacher, splits.test, cfg))  # (N_test, D)
     y = torch.tensor(splits.test.labels)

@@ -1,14 +1,15 @@
 """Which student? Accuracy on the real-data benchmark and INT8 latency on this CPU, side by side.
 
 Accuracy: the setup of ``benchmarks/kd_gain.py`` (real assembled teacher, Fashion-MNIST, 30
-training images per class, students from scratch at 64 px, the recommended recipe, final epoch)
-for every student, on the same seeds and the same teacher cache. Latency: each student's seed-0
+training images per class, or 200 with ``--per-class 200``; students from scratch at 64 px, the
+recommended recipe, final epoch) for every student, on the same seeds and the same teacher cache. Latency: each student's seed-0
 checkpoint exported with ``--int8`` and measured with ``runtime.bench`` (several bundles: one
 table, the frontier), at 64 px (the trained bundles) and at 224 px (the same weights exported for
 a 224 px input: latency only, their accuracy at that size means nothing). Speed-ups are against
 ResNet-18 INT8 measured in the same run.
 
     python benchmarks/students.py [--students resnet18,timm:mobilenetv4_conv_small,...] [--seeds 0,1,2]
+                                  [--per-class 30|200] [--epochs N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ DEFAULT = "resnet18,timm:mobilenetv4_conv_small,timm:efficientnet_lite0"
 REFERENCE = "resnet18"
 
 
-def train_students(students: list[str], seeds: list[int], work: Path, epochs: int) -> dict[str, list[dict]]:
+def train_students(students: list[str], seeds: list[int], work: Path, epochs: int,
+                   per_class: int = 30) -> dict[str, list[dict]]:
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain import regime_config
     from benchmarks.kd_gain_teacher import build
@@ -39,9 +41,10 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
     from distill.config import with_overrides
     from distill.sweep import folder_name
 
-    data_root = write_folder(work / "fmnist-30", 30)
+    data_root = write_folder(work / f"fmnist-{per_class}", per_class)
     cfg = regime_config(data_root, build(work / "teacher"), work, epochs)
-    cfg = with_overrides(cfg, {"train.select": "last", "train.out_dir": str(work / "runs" / "students")})
+    runs_dir = work / "runs" / ("students" if per_class == 30 else f"students-{per_class}")  # 30: the first runs' folder
+    cfg = with_overrides(cfg, {"train.select": "last", "train.out_dir": str(runs_dir)})
     ensure_cache(cfg)
     runs: dict[str, list[dict]] = {}
     for arch in students:
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", default=DEFAULT)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--per-class", type=int, default=30, help="training images per class (30 or 200)")
+    parser.add_argument("--epochs", type=int, help="default: 40 with 30 images per class, else 15 (as kd_gain.py)")
     parser.add_argument("--work", default=str(REPO / "data" / "kd-gain"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "students.json"))
     args = parser.parse_args(argv)
@@ -103,16 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     if REFERENCE not in students:
         students.insert(0, REFERENCE)
     seeds, work, start = parse_seeds(args.seeds), Path(args.work), time.perf_counter()
-    runs = train_students(students, seeds, work, args.epochs)
+    args.epochs = args.epochs or (40 if args.per_class == 30 else 15)
+    runs = train_students(students, seeds, work, args.epochs, args.per_class)
     accuracy = {arch: {"test_top1_mean": statistics.fmean(r["test_top1"] for r in rs),
                        "test_top1_std": statistics.stdev([r["test_top1"] for r in rs]) if len(rs) > 1 else 0.0,
                        "per_seed": {str(r["seed"]): r["test_top1"] for r in rs},
                        "train_s_mean": statistics.fmean(r["wall_s"] for r in rs)} for arch, rs in runs.items()}
-    bundles = {arch: export_pair(Path(rs[0]["run"]) / "best.pt", work / "bundles" / "students" / folder_name(arch),
-                                 folder_name(arch)) for arch, rs in runs.items()}
+    bundle_dir = work / "bundles" / ("students" if args.per_class == 30 else f"students-{args.per_class}")
+    bundles = {arch: export_pair(Path(rs[0]["run"]) / "best.pt", bundle_dir / folder_name(arch), folder_name(arch))
+               for arch, rs in runs.items()}
     names = {arch: folder_name(arch) for arch in students}
     results: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "epochs": args.epochs,
-                               "setup": "kd_gain 30 images per class, recommended recipe, train.select=last",
+                               "per_class": args.per_class,
+                               "setup": f"kd_gain {args.per_class} images per class, recommended recipe, "
+                                        "train.select=last",
                                "accuracy": accuracy}
     for size, index in (("64px", 0), ("224px", 1)):
         frontier = bench([bundles[a][index] for a in students], work / "bench" / f"students-{size}")

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.cache_key import describe_mismatch, fingerprint, fingerprint_fields
 from distill.config import Config
 from distill.data import PROMPTS, EvalImages, load_dataset
-from distill.transforms import TargetSpec, ViewSampler
+from distill.transforms import TargetSpec, ViewSampler, view_sampler
 from formats.cache import CacheMeta
 from formats.datasets import ImageSource
 from formats.errors import UserError
@@ -130,8 +130,8 @@ class CacheViews(Dataset):
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
         i, v = self.items[k]
-        img = self.source.load(i)
-        return self.sampler.render(img, self.sampler.params(i, v, *img.size), self.target), i, v
+        (x,), _, _ = self.sampler.sample(self.source, i, v, [self.target])
+        return x, i, v
 
 
 def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Path:
@@ -158,7 +158,7 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
         write_json(root / "meta.json", meta.to_dict())
         if not _record_done(root, "val"):
             _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
-    sampler = ViewSampler(cfg.teacher.cache_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
+    sampler = view_sampler(cfg.data, cfg.teacher.cache_seed)
     todo = [s for s in range(rank, num_shards, world) if not _shard_done(root, s)]
     if todo:
         _build_shards(root, todo, n, size, k, teacher, splits.train, sampler, cfg)

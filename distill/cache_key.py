@@ -25,6 +25,9 @@ def fingerprint_fields(cfg: Config, splits: DatasetSplits) -> dict[str, Any]:
     Neither the student nor ``train.seed`` is part of it: one cache serves every seed and student.
     """
     train, val, class_names = splits.train, splits.val, splits.class_names
+    # blended views change the cached views; a cache without them keeps its fingerprint
+    mix = {} if cfg.data.mix == "none" else {"data.mix": cfg.data.mix, "data.mix_prob": cfg.data.mix_prob,
+                                             "data.mix_alpha": cfg.data.mix_alpha}
     return {
         "format": FORMAT_VERSION,
         "teacher.model": cfg.teacher.model,
@@ -42,6 +45,7 @@ def fingerprint_fields(cfg: Config, splits: DatasetSplits) -> dict[str, Any]:
         "teacher.cache_seed": cfg.teacher.cache_seed,
         "teacher.cache_views": cfg.teacher.cache_views,
         "teacher.cache_shard_size": cfg.teacher.cache_shard_size,
+        **mix,
     }
 
 

@@ -27,23 +27,33 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TeacherEmbeddings:
-    """The teacher's view of the task: train (N, K, D), val (N_val, D), text anchors (C, D)."""
+    """The teacher's view of the task: train (N, K, D), val (N_val, D), text anchors (C, D).
+
+    ``train_plain`` (N, K) marks the views that show their image alone; blended views (``data.mix``)
+    carry two classes and are left out of calibration and the probe. None: every view is plain.
+    """
 
     train: torch.Tensor
     train_labels: torch.Tensor  # (N,)
     val: torch.Tensor
     val_labels: torch.Tensor  # (N_val,)
     text: torch.Tensor
+    train_plain: torch.Tensor | None = None  # (N, K) bool
 
     def to(self, device: torch.device) -> "TeacherEmbeddings":
         """On the training device: calibration and the probe then run on the GPU when there is one."""
+        plain = None if self.train_plain is None else self.train_plain.to(device)
         return TeacherEmbeddings(*(x.to(device) for x in (self.train, self.train_labels, self.val,
-                                                          self.val_labels, self.text)))
+                                                          self.val_labels, self.text)), plain)
 
     def flat_train(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N·K, D) embeddings and (N·K,) labels: every view is a training row."""
+        """(M, D) embeddings and (M,) labels: every plain view is a training row (M ≤ N·K)."""
         n, k, d = self.train.shape
-        return self.train.reshape(n * k, d), self.train_labels.repeat_interleave(k)
+        t, y = self.train.reshape(n * k, d), self.train_labels.repeat_interleave(k)
+        if self.train_plain is None:
+            return t, y
+        keep = self.train_plain.reshape(n * k)
+        return t[keep], y[keep]
 
 
 @dataclass

@@ -52,6 +52,9 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_scale_min: float = 0.35  # RandomResizedCrop scale range [min, 1]
     hflip: bool = True
+    mix: str = "none"  # none | mixup | cutmix: some training views blend two images (the teacher sees the blend)
+    mix_prob: float = 0.5  # share of the training views that are blended
+    mix_alpha: float = 1.0  # the blend's own-image share lam ~ Beta(alpha, alpha)
     batch_size: int = 64
     eval_batch_size: int = 128
     num_workers: int = 4
@@ -65,6 +68,9 @@ class DataConfig:
         _check(self.input_size >= 16, "data.input_size", "must be at least 16")
         _check(self.resize_size >= self.input_size, "data.resize_size", "must be >= data.input_size")
         _check(0.0 < self.crop_scale_min <= 1.0, "data.crop_scale_min", "must be in (0, 1]")
+        _one_of(self.mix, "data.mix", ("none", "mixup", "cutmix"))
+        _check(0.0 <= self.mix_prob <= 1.0, "data.mix_prob", "must be in [0, 1]")
+        _check(self.mix_alpha > 0.0, "data.mix_alpha", "must be > 0")
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
         _check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")

@@ -68,9 +68,11 @@ class ViewSchedule:
 
 
 class TrainViews(Dataset):
-    """Seeded augmented views: ``(x_student, x_teacher, label, index, view)``; ``set_view`` picks the view.
+    """Seeded augmented views: ``(x_student, x_teacher, label, partner label, lam, index, view)``.
 
-    ``x_teacher`` is an empty tensor when no teacher target is given (baseline, or cached teacher).
+    ``set_view`` picks the view of each image. ``x_teacher`` is an empty tensor when no teacher target
+    is given (baseline, or cached teacher). A blended view (``data.mix``) carries its partner's label
+    and its own share ``lam``; any other view its own label twice and lam 1.
     """
 
     def __init__(self, source: ImageSource, sampler: ViewSampler, student: TargetSpec,
@@ -85,13 +87,12 @@ class TrainViews(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
-        img = self.source.load(index)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, float, int, int]:
         view = self.view_of(index)
-        params = self.sampler.params(index, view, *img.size)
-        x_s = self.sampler.render(img, params, self.student)
-        x_t = self.sampler.render(img, params, self.teacher) if self.teacher else torch.empty(0)
-        return x_s, x_t, self.source.labels[index], index, view
+        targets = [self.student, self.teacher] if self.teacher else [self.student]
+        xs, partner_label, lam = self.sampler.sample(self.source, index, view, targets)
+        x_t = xs[1] if self.teacher else torch.empty(0)
+        return xs[0], x_t, self.source.labels[index], partner_label, lam, index, view
 
 
 class EvalImages(Dataset):

@@ -17,6 +17,17 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels)
 
 
+def mixed_classification_loss(logits: torch.Tensor, y: torch.Tensor, y2: torch.Tensor,
+                              lam: torch.Tensor) -> torch.Tensor:
+    """L_cls of blended views (mixup/cutmix) = 1/B Σ_b [λ_b CE(z_b, y_b) + (1 − λ_b) CE(z_b, y2_b)].
+
+    logits (B, C); y, y2 (B,) the own and partner labels; lam (B,) the own share (1: plain CE).
+    """
+    ce = F.cross_entropy(logits, y, reduction="none")  # (B,)
+    ce2 = F.cross_entropy(logits, y2, reduction="none")  # (B,)
+    return (lam * ce + (1.0 - lam) * ce2).mean()
+
+
 def visual_kd_loss(h_norm: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """L_vis = L1(ĥ, a) = 1/(B·d) Σ_b Σ_j |ĥ_bj − a_bj|.  Both (B, d)."""
     return F.l1_loss(h_norm, a)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.config import MethodConfig
-from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, projected_kd_loss,
-                            visual_kd_loss, vl2lite_loss)
+from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, mixed_classification_loss,
+                            projected_kd_loss, visual_kd_loss, vl2lite_loss)
 from students.registry import Student
 
 
@@ -58,11 +58,18 @@ class Condensation(nn.Module):
 
 
 def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor, y: torch.Tensor,
-                t: torch.Tensor | None, method: MethodConfig, w_cls: float) -> dict[str, torch.Tensor]:
-    """All loss terms of one batch; ``heads``/``t`` None is the teacher-off baseline (CE only)."""
+                t: torch.Tensor | None, method: MethodConfig, w_cls: float, y2: torch.Tensor | None = None,
+                lam: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch; ``heads``/``t`` None is the teacher-off baseline (CE only).
+
+    ``y2``/``lam`` (B,): blended views' partner labels and own shares (``data.mix``); None: no blends.
+    """
     h = student.features(x)  # (B, d)
     logits = student.classifier(h)  # (B, C), on the unnormalised features
-    l_cls = classification_loss(logits.float(), y)
+    if y2 is None or lam is None:
+        l_cls = classification_loss(logits.float(), y)
+    else:
+        l_cls = mixed_classification_loss(logits.float(), y, y2, lam)
     if heads is None or t is None:
         return {"loss": l_cls, "cls": l_cls, "logits": logits}
     h32, t = h.float(), t.float()

@@ -18,7 +18,7 @@ from distill.calibrate import Calibration, TeacherEmbeddings, calibrate, diagnos
 from distill.config import Config
 from distill.data import PROMPTS, DatasetSplits
 from distill.teacher import Teacher
-from distill.transforms import TargetSpec
+from distill.transforms import TargetSpec, ViewSampler, view_sampler
 
 # (x_teacher, indices, views) -> t (B, D) on the training device
 Targets = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,7 +39,7 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device) -> Te
         return TeacherSide(None, None, None, 0, cfg.train.seed, None)
     if cfg.teacher.cache:
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
-        emb = cached_embeddings(cache, splits).to(device)
+        emb = cached_embeddings(cache, splits, view_sampler(cfg.data, cfg.teacher.cache_seed)).to(device)
         calibration = calibrate(emb, cfg.method)
         return TeacherSide(_cached_targets(cache, device), calibration.anchors, None, cache.num_views,
                            cfg.teacher.cache_seed, diagnostics(emb, calibration))
@@ -61,10 +61,14 @@ def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
     return cached
 
 
-def cached_embeddings(cache: TeacherCache, splits: DatasetSplits) -> TeacherEmbeddings:
-    """The cache as TeacherEmbeddings: every cached view of the training split, val, text anchors."""
+def cached_embeddings(cache: TeacherCache, splits: DatasetSplits, sampler: ViewSampler) -> TeacherEmbeddings:
+    """The cache as TeacherEmbeddings: every cached view of the training split (blended ones marked), val,
+    text anchors."""
+    n = len(splits.train)
+    plain = torch.tensor([[sampler.mix_params(i, v, n) is None for v in range(cache.num_views)] for i in range(n)],
+                         dtype=torch.bool).reshape(n, cache.num_views)  # (N, K)
     return TeacherEmbeddings(cache.train_embeddings(), torch.tensor(splits.train.labels), cache.val_embeddings,
-                             torch.tensor(splits.val.labels), cache.text_embeddings)
+                             torch.tensor(splits.val.labels), cache.text_embeddings, plain)
 
 
 def _online_embeddings(teacher: Teacher, splits: DatasetSplits, text: torch.Tensor, cfg: Config) -> TeacherEmbeddings:

@@ -36,7 +36,7 @@ from distill.progress import postfix, progress, report_epoch, report_student, re
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
 from distill.targets import teacher_side
 from distill.teacher import resolve_source
-from distill.transforms import ViewSampler, preprocessing_spec, student_target
+from distill.transforms import preprocessing_spec, student_target, view_sampler
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
 from formats.files import remove_stale_temps, write_text
@@ -55,8 +55,9 @@ class Trainable(nn.Module):
         super().__init__()
         self.student, self.heads, self.method = student, heads, method
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, w_cls: float):
-        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, w_cls: float,
+                y2: torch.Tensor | None = None, lam: torch.Tensor | None = None):
+        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam)
 
 
 def pick_device(name: str) -> torch.device:
@@ -106,8 +107,8 @@ def setup(cfg: Config) -> Run:
     if ctx.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer, scheduler = make_optimizer(cfg, list(model.parameters()))
-    sampler = ViewSampler(side.view_seed, (cfg.data.crop_scale_min, 1.0), cfg.data.hflip)
-    train_set = TrainViews(splits.train, sampler, student_target(cfg.data), side.teacher_view)
+    train_set = TrainViews(splits.train, view_sampler(cfg.data, side.view_seed), student_target(cfg.data),
+                           side.teacher_view)
     run = Run(cfg, run_dir, device, ctx, splits, student, heads, model, side.targets, side.num_views, optimizer,
               scheduler, train_set, preprocessing_spec(cfg.data), side.diagnostics)
     if cfg.train.resume:
@@ -155,11 +156,15 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     names = ("loss", "cls", "vis", "ling")
     sums = torch.zeros(len(names), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
     seen, start = 0, time.perf_counter()
-    for step, (x_s, x_t, y, idx, view) in enumerate(progress(loader, run, epoch)):
+    for step, (x_s, x_t, y, y2, lam, idx, view) in enumerate(progress(loader, run, epoch)):
         x_s, y = x_s.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if cfg.data.mix == "none":
+            y2 = lam = None  # plain CE, exactly as without blends
+        else:
+            y2, lam = y2.to(dev, non_blocking=True), lam.to(dev, torch.float32, non_blocking=True)
         t = run.targets(x_t, idx, view) if run.targets else None  # (B, D)
         with autocast(dev, cfg.train.amp):
-            losses = run.model(x_s, y, t, w_cls)
+            losses = run.model(x_s, y, t, w_cls, y2, lam)
         run.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         run.optimizer.step()

@@ -1,5 +1,6 @@
 """Teacher-embedding cache: round trip, identity, resume, corruption, training without a teacher."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ from distill.cache import build_cache, open_cache
 from distill.cache_key import fingerprint_fields
 from distill.config import load_config
 from distill.data import load_dataset
+from distill.targets import cached_embeddings
 from distill.teacher import Teacher
 from distill.train import fit
-from distill.transforms import ViewSampler
+from distill.transforms import ViewSampler, view_sampler
 from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
@@ -126,6 +128,33 @@ def test_training_from_cache_never_runs_the_teacher(built, monkeypatch):
     best = fit(built)
     records = [json.loads(x) for x in (best.parent / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and "train_ling" in records[0] and records[-1]["train_cls"] < records[0]["train_cls"]
+
+
+def test_blended_views_are_cached_as_the_teacher_sees_them_and_train(synthetic_root, tmp_path):
+    mixed = cfg_for(synthetic_root, tmp_path, **{"data.mix": "mixup", "data.mix_prob": 0.5, "train.epochs": 1})
+    splits = load_dataset(mixed.data)
+    fields = fingerprint_fields(mixed, splits)
+    assert fields["data.mix"] == "mixup" and fields["data.mix_prob"] == 0.5
+    assert "data.mix" not in fingerprint_fields(cfg_for(synthetic_root, tmp_path), splits)  # old caches stay valid
+    torch.manual_seed(0)
+    build_cache(mixed)
+    cache = open_cache(mixed.teacher.cache, fields)
+    torch.manual_seed(0)
+    teacher = Teacher(mixed.teacher.model, mixed.teacher.pretrained, torch.device("cpu"))
+    sampler = view_sampler(mixed.data, mixed.teacher.cache_seed)
+    n = len(splits.train)
+    blended = [(i, v) for i in range(n) for v in range(3) if sampler.mix_params(i, v, n) is not None][:3]
+    assert len(blended) == 3
+    xs = [sampler.sample(splits.train, i, v, [teacher.target])[0][0] for i, v in blended]
+    fresh = teacher.encode_images(torch.stack(xs))  # the teacher's embedding of each blend
+    idx, views = (torch.tensor(c) for c in zip(*blended))
+    assert torch.allclose(cache.lookup(idx, views), fresh, atol=2e-3)
+    emb = cached_embeddings(cache, splits, sampler)
+    t, _ = emb.flat_train()  # calibration and the probe see the plain views only
+    assert len(t) == int(emb.train_plain.sum()) and 0 < len(t) < n * 3
+    best = fit(mixed)  # the blends' two labels reach the loss
+    record = json.loads((best.parent / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(record["train_cls"]) and "train_ling" in record
 
 
 def test_unreadable_meta_json_is_one_clear_error(tmp_path):

@@ -1,5 +1,4 @@
 """The task-calibrated teacher and the teacher diagnostics: pure functions on embeddings."""
-import pytest
 import torch
 import torch.nn.functional as F
 

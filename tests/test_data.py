@@ -100,8 +100,9 @@ def test_views_are_a_pure_function_of_seed_index_view(synthetic_root):
     teacher = TargetSpec(48, "bicubic", (0.4, 0.4, 0.4), (0.3, 0.3, 0.3))
     ds = TrainViews(splits.train, sampler, student, teacher)
     ds.set_view(ViewSchedule(seed=7, epoch=3))
-    xs1, xt1, y, i, v = ds[5]
-    xs2, xt2, _, _, _ = ds[5]
+    xs1, xt1, y, y2, lam, i, v = ds[5]
+    xs2, xt2, *_ = ds[5]
+    assert (y2, lam) == (y, 1.0)  # no blends configured: the own label, all of it
     assert torch.equal(xs1, xs2) and torch.equal(xt1, xt2)
     assert xs1.shape == (3, 32, 32) and xt1.shape == (3, 48, 48) and (i, v) == (5, 3)
     ds.set_view(ViewSchedule(seed=7, epoch=4))
@@ -116,9 +117,40 @@ def test_student_and_teacher_see_the_same_crop(synthetic_root):
     sampler = ViewSampler(seed=1, scale=(0.3, 1.0), hflip=True)
     spec = TargetSpec(32, "bilinear", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     ds = TrainViews(splits.train, sampler, spec, TargetSpec(64, "bilinear", (0.0,) * 3, (1.0,) * 3))
-    x_s, x_t, _, _, _ = ds[0]
+    x_s, x_t, *_ = ds[0]
     down = torch.nn.functional.avg_pool2d(x_t[None], 2)[0]  # teacher view at the student's size
     assert (down - x_s).abs().mean() < 0.03
+
+
+def test_blended_views_are_pure_and_keep_the_crops(synthetic_root):
+    splits = load_dataset(cub(synthetic_root))
+    n, spec = len(splits.train), TargetSpec(32, "bilinear", (0.5,) * 3, (0.25,) * 3)
+    plain = ViewSampler(seed=3, scale=(0.3, 1.0), hflip=True)
+    mixup = ViewSampler(seed=3, scale=(0.3, 1.0), hflip=True, mix="mixup", mix_prob=1.0, mix_alpha=1.0)
+    m = mixup.mix_params(4, 2, n)
+    assert m is not None and m.partner != 4 and 0.0 <= m.lam <= 1.0 and m.box is None
+    assert mixup.mix_params(4, 2, n) == m and mixup.mix_params(4, 3, n) != m  # pure in (seed, i, v)
+    own, partner = splits.train.load(4), splits.train.load(m.partner)
+    a = plain.render(own, plain.params(4, 2, *own.size), spec)  # the crops do not move with mixing on
+    b = plain.render(partner, plain.params(m.partner, 2, *partner.size), spec)
+    (x,), y2, lam = mixup.sample(splits.train, 4, 2, [spec])
+    assert torch.allclose(x, m.lam * a + (1 - m.lam) * b, atol=1e-6)
+    assert (y2, lam) == (splits.train.labels[m.partner], m.lam)
+    # cutmix: a square of area 1 - lam comes from the partner, the rest is the image's own view
+    cutmix = ViewSampler(seed=3, scale=(0.3, 1.0), hflip=True, mix="cutmix", mix_prob=1.0, mix_alpha=1.0)
+    c = cutmix.mix_params(4, 2, n)
+    top, left, h, w = (round(f * 32) for f in c.box)
+    assert c.lam == pytest.approx(1 - c.box[2] * c.box[3])
+    (x,), _, _ = cutmix.sample(splits.train, 4, 2, [spec])
+    b = plain.render(splits.train.load(c.partner), plain.params(c.partner, 2, *splits.train.load(c.partner).size), spec)
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[top:top + h, left:left + w] = True
+    assert inside.any() and torch.equal(x[:, inside], b[:, inside]) and torch.equal(x[:, ~inside], a[:, ~inside])
+    # mix_prob blends that share of the views, and never with one image alone
+    half = ViewSampler(seed=3, scale=(0.3, 1.0), hflip=True, mix="mixup", mix_prob=0.5)
+    share = sum(half.mix_params(i, v, n) is not None for i in range(n) for v in range(20)) / (20 * n)
+    assert 0.35 < share < 0.65
+    assert half.mix_params(0, 0, 1) is None
 
 
 def test_eval_transform_matches_spec(synthetic_root):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, projected_kd_loss,
-                            visual_kd_loss, vl2lite_loss, w_cls_schedule)
+from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, mixed_classification_loss,
+                            projected_kd_loss, visual_kd_loss, vl2lite_loss, w_cls_schedule)
 
 
 def softmax(xs):
@@ -19,6 +19,18 @@ def test_classification_loss_matches_hand_value():
     y = torch.tensor([0, 1])
     hand = (-math.log(softmax([2, 0, 1])[0]) - math.log(softmax([0.5, 0.5, 3])[1])) / 2
     assert classification_loss(logits, y).item() == pytest.approx(hand, rel=1e-6)
+
+
+def test_mixed_classification_loss_splits_ce_by_lam():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.5, 0.5, 3.0]])
+    y, y2 = torch.tensor([0, 1]), torch.tensor([2, 1])
+    ones = torch.ones(2)
+    assert torch.allclose(mixed_classification_loss(logits, y, y2, ones), classification_loss(logits, y))
+    assert torch.allclose(mixed_classification_loss(logits, y, y2, 0 * ones), classification_loss(logits, y2))
+    lam = torch.tensor([0.25, 0.5])
+    ce = lambda row, c: -math.log(softmax(logits[row].tolist())[c])  # noqa: E731
+    hand = (0.25 * ce(0, 0) + 0.75 * ce(0, 2) + 0.5 * ce(1, 1) + 0.5 * ce(1, 1)) / 2
+    assert mixed_classification_loss(logits, y, y2, lam).item() == pytest.approx(hand, rel=1e-6)
 
 
 def test_visual_kd_is_mean_absolute_difference():
