@@ -107,3 +107,22 @@ def build(out_dir: Path, ridge: float = 1e-2) -> Path:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(out_dir / "open_clip_model.safetensors")
     return out_dir
+
+
+def write_student_weights(path: Path) -> Path:
+    """The same ImageNet EfficientNet-Lite0 weights as a timm ``tf_efficientnet_lite0`` state_dict file, for
+    an ImageNet-initialised student (``student.weights=<path>``); reused if present."""
+    import timm
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    _, weights = _parts()
+    model = timm.create_model(TIMM_NAME, pretrained=False, num_classes=0)
+    _load_trunk(model, weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return path

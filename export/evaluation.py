@@ -74,17 +74,19 @@ def torch_runner(model: torch.nn.Module) -> Runner:
     return run
 
 
-def ort_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU session with every graph optimisation on (what the runtime uses on x86)."""
+def ort_session(path: Path, threads: int = 0, optimize: bool = True) -> ort.InferenceSession:
+    """A CPU session with every graph optimisation on (what the runtime uses on x86); ``optimize=False``:
+    none, so a Q/DQ graph runs op by op with ONNX's reference semantics (no fused integer kernels)."""
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.intra_op_num_threads = threads
     so.log_severity_level = 3  # our own messages say what matters; ORT's warnings are noise here
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def ort_runner(path: Path, threads: int = 0) -> Runner:
-    session = ort_session(path, threads)
+def ort_runner(path: Path, threads: int = 0, optimize: bool = True) -> Runner:
+    session = ort_session(path, threads, optimize)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 

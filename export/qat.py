@@ -192,7 +192,7 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
              reader)
     qdq = onnx.load(str(ptq))
     graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")))
-    fidelity = check_fidelity(graph, ptq, select.batches)
+    fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour is CPU)
     rows = [{"epoch": 0, **_scored(ptq, select), "loss": None}]
     _log(flavour, rows[-1])
     best = work / flavour.file
@@ -222,7 +222,7 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
                 "fp32_top1": round(report.reference.accuracy(), 6),
                 "ptq": _figures(_scored(ptq, report)), "qat": _figures(_scored(best, report))}
     ptq.unlink()
-    return {"target": flavour.target, "torch_vs_onnxruntime_agreement": fidelity, "chosen_epoch": chosen["epoch"],
+    return {"target": flavour.target, "torch_vs_onnxruntime": fidelity, "chosen_epoch": chosen["epoch"],
             "epochs": rows, "ptq_vs_qat": compared,
             "graph": verify_int8(best, flavour), "sha256": sha256_file(best),
             "seconds": round(time.perf_counter() - start, 1)}
@@ -231,10 +231,17 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
 MIN_FIDELITY = 0.95  # the torch graph must pick onnxruntime's top-1 on this share of the selection images
 
 
-def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: int = 256) -> float:
+def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: int = 256,
+                   fused: bool = True) -> dict[str, Any]:
     """Top-1 agreement of the torch graph with onnxruntime on the same Q/DQ graph, before any training;
-    one clear error where the torch side does not reproduce it (training it would train something else)."""
-    run, sim, ort, seen = ort_runner(path), [], [], 0
+    one clear error where the torch side does not reproduce it (training it would train something else).
+
+    ``fused``: against onnxruntime as the runtime runs it (the CPU graph: its fused integer kernels
+    are the deployment); otherwise against the graph's reference Q/DQ semantics (onnxruntime with
+    graph optimisations off): the TensorRT graph is deployed by TensorRT, which builds its engine from
+    those semantics, and onnxruntime's fused S8S8 CPU kernels only emulate it.
+    """
+    run, sim, ort, seen = ort_runner(path, optimize=fused), [], [], 0
     with torch.no_grad():
         for x, _ in batches:
             sim.append(graph(torch.from_numpy(x)).numpy())  # (B, C)
@@ -244,11 +251,12 @@ def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: i
                 break
     sim_logits, ort_logits = np.concatenate(sim), np.concatenate(ort)  # (N, C) each
     agreement = float((sim_logits.argmax(1) == ort_logits.argmax(1)).mean()) if np.isfinite(sim_logits).all() else 0.0
+    against = "onnxruntime-cpu" if fused else "onnx Q/DQ reference semantics (onnxruntime, optimisations off)"
     if agreement < MIN_FIDELITY:
         raise UserError(f"quantization-aware training cannot reproduce this student's INT8 graph in torch (top-1 "
-                        f"agreement with onnxruntime {agreement:.3f} on {seen} images, needs {MIN_FIDELITY}): "
+                        f"agreement with {against} {agreement:.3f} on {seen} images, needs {MIN_FIDELITY}): "
                         f"export with post-training INT8 (--int8 without --qat)")
-    return round(agreement, 6)
+    return {"agreement": round(agreement, 6), "against": against, "images": seen}
 
 
 def _scored(path: Path, on: Scoring) -> dict[str, float]:

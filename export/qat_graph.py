@@ -20,6 +20,7 @@ new scales): nothing is calibrated at export, and onnxruntime runs what was trai
 from __future__ import annotations
 
 import copy
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,6 +35,7 @@ from torch import nn
 from formats.errors import UserError
 
 WEIGHT_QMAX = 127  # symmetric INT8 weights: [-127, 127] (TensorRT and onnxruntime both accept it)
+INT32_MAX = float(np.iinfo(np.int32).max)  # INT32 biases stay within [-INT32_MAX, INT32_MAX]
 MIN_SCALE = 1e-12
 INT_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
 
@@ -197,7 +199,15 @@ class QDQGraph(nn.Module):
 
     def _weight(self, slot: WeightSlot) -> torch.Tensor:
         w = self.params[slot.key]
-        return w if slot.bias_of is not None else fake_quant_weight(w, slot.axis)
+        if slot.bias_of is None:
+            return fake_quant_weight(w, slot.axis)
+        grid = self._bias_grid(slot)
+        return round_ste(w / grid).clamp(-INT32_MAX, INT32_MAX) * grid  # the INT32 bias onnxruntime adds
+
+    def _bias_grid(self, slot: WeightSlot) -> torch.Tensor:
+        """A bias's step: s_x · s_w, its input's activation scale times its weight's (per-channel) scale."""
+        s_w = weight_scale(self.params[slot.bias_of], self._axis_of(slot.bias_of))
+        return s_w * self.params[self.keys[slot.input_scale]].clamp_min(MIN_SCALE)
 
     def qrange(self, zp_name: str) -> tuple[int, int]:
         return self.int_range.get(zp_name, INT_RANGES[onnx.TensorProto.UINT8])
@@ -216,10 +226,10 @@ class QDQGraph(nn.Module):
                 s = weight_scale(w, slot.axis)
                 values[slot.quantized] = torch.clamp(torch.round(w / _along(s, slot.axis, w.ndim)),
                                                      -WEIGHT_QMAX, WEIGHT_QMAX).numpy()
-            else:
-                s = weight_scale(self.params[slot.bias_of], self._axis_of(slot.bias_of)) * \
-                    self.params[self.keys[slot.input_scale]].detach().clamp_min(MIN_SCALE)
-                values[slot.quantized] = torch.round(w / s).numpy()
+            else:  # on its INT32 grid, never past INT32's range (a near-zero weight channel has a tiny grid)
+                s = self._bias_grid(slot).detach()
+                values[slot.quantized] = torch.nan_to_num(torch.round(w.double() / s.double()), 0.0, INT32_MAX,
+                                                          -INT32_MAX).clamp(-INT32_MAX, INT32_MAX).numpy()
             values[slot.scale] = s.numpy()
         out = copy.deepcopy(qdq)
         for t in out.graph.initializer:
@@ -335,13 +345,17 @@ def _slice(m, node, a, at):
     starts, ends = _ints(a[1]), _ints(a[2])
     axes = _ints(a[3]) if len(a) > 3 and a[3] is not None else list(range(len(starts)))
     steps = _ints(a[4]) if len(a) > 4 and a[4] is not None else [1] * len(starts)
-    index = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        if step < 1:
-            raise UserError(f"quantization-aware training: Slice with step {step} (node {node.name}) is not handled")
+        if step == 0:
+            raise UserError(f"Q/DQ graph: Slice with step 0 (node {node.name}) is not valid ONNX")
         dim = x.shape[axis]
-        index[axis] = slice(max(-dim, min(start, dim)), max(-dim, min(end, dim)), step)
-    return x[tuple(index)]
+        start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
+        if step > 0:  # ONNX clamps starts and ends to [0, dim] going forward...
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:  # ...and to [0, dim - 1] and [-1, dim - 1] going backward (e.g. reversing the pads of F.pad)
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        x = x.index_select(axis, torch.arange(start, end, step, dtype=torch.int64))
+    return x
 
 
 def _split(m, node, a, at):
@@ -381,7 +395,7 @@ def _pad(m, node, a, at):
     for axis, b, e in zip(axes, begin, end):
         k = a[0].ndim - 1 - axis % a[0].ndim
         full[2 * k], full[2 * k + 1] = b, e
-    value = float(a[2]) if mode == "constant" and len(a) > 2 and a[2] is not None else 0.0
+    value = float(a[2].detach().reshape(-1)[0]) if mode == "constant" and len(a) > 2 and a[2] is not None else 0.0
     return F.pad(a[0], full, mode=mode, value=value) if mode == "constant" else F.pad(a[0], full, mode=mode)
 
 
@@ -396,6 +410,12 @@ def _cast(m, node, a, at):
     if at["to"] not in CASTS:
         raise UserError(f"quantization-aware training: Cast to type {at['to']} (node {node.name}) is not handled")
     return a[0].to(CASTS[at["to"]])
+
+
+def _constant_of_shape(m, node, a, at):
+    value = numpy_helper.to_array(at["value"]) if "value" in at else np.zeros(1, np.float32)  # ONNX default: 0.0
+    fill = torch.from_numpy(value.reshape(-1)[:1].copy())  # (1,), the value and its dtype
+    return fill.expand(_ints(a[0])).clone()
 
 
 def _hard_sigmoid(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
@@ -444,5 +464,11 @@ OPS: dict[str, Op] = {
     "Cast": _cast,
     "Expand": lambda m, n, a, at: a[0] * torch.ones(_ints(a[1]), dtype=a[0].dtype),
     "Identity": lambda m, n, a, at: a[0],
+    # shape arithmetic (TF "same" padding computes its pads from the input size)
+    "Ceil": lambda m, n, a, at: torch.ceil(a[0]),
+    "Floor": lambda m, n, a, at: torch.floor(a[0]),
+    "Max": lambda m, n, a, at: functools.reduce(torch.maximum, a),
+    "Min": lambda m, n, a, at: functools.reduce(torch.minimum, a),
+    "ConstantOfShape": _constant_of_shape,
     "Dropout": lambda m, n, a, at: a[0],
 }
