@@ -24,7 +24,8 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 
 from export.backends import BudgetError, ExportJob, log, register_backend
 from export.evaluation import accuracy_entry, ort_runner, predict
-from export.int8_graph import BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive, weighted_nodes
+from export.int8_graph import (BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive, shape_nodes,
+                               weighted_nodes)
 from export.int8_ladder import Attempt, Recipe, chosen, format_table, run_ladder
 from export.onnx_fp32 import FP32_FILE, check_self_contained, set_metadata
 from export.options import RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
@@ -67,10 +68,11 @@ def check_calibration_count(available: int, options: ExportOptions) -> int:
 
 def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: BatchReader) -> None:
     reader.rewind()
+    keep_float = list(recipe.excluded) + shape_nodes(onnx.load(str(pre)).graph)  # shape arithmetic stays exact
     with contextlib.redirect_stdout(sys.stderr):  # the calibrator print()s progress; stdout is the bundle path
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=flavour.activations, weight_type=QuantType.QInt8,
-                        calibrate_method=METHODS[recipe.method], nodes_to_exclude=list(recipe.excluded),
+                        calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep_float,
                         extra_options=dict(flavour.extra_options))
 
 

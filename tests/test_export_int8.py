@@ -136,3 +136,40 @@ def test_calibration_batches_have_one_size():
     assert stacked.shape[0] == 44 and stacked[:32].sum() == 0 and stacked[32:].min() == 1  # same images, same order
     same = [np.zeros((8, 3, 4, 4), np.float32)] * 3
     assert BatchReader("input", same).batches is not None and len(BatchReader("input", same).batches) == 3
+
+
+def test_tf_same_padding_stays_exact_in_both_int8_graphs(tmp_path):
+    """TF "same" padding computes its pads from the input's shape with float ops (Shape -> Div -> Ceil
+    -> ... -> Pad); an 8-bit grid on those small integers shifts the padding (an ImageNet
+    EfficientNet-Lite0 lost 27 points that way). The shape arithmetic must stay float."""
+    import numpy as np
+    import onnx
+    import torch
+    from timm.layers import create_conv2d
+
+    from export.evaluation import ort_runner
+    from export.int8 import CPU, TENSORRT, quantize
+    from export.int8_graph import BatchReader, preprocess, shape_nodes
+    from export.onnx_fp32 import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(create_conv2d(3, 8, 3, stride=2, padding="same"), torch.nn.ReLU6(),
+                                create_conv2d(8, 8, 3, stride=2, padding="same", depthwise=True), torch.nn.ReLU6(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    export_onnx(model, tmp_path / "fp32.onnx", [33, 33], 17)  # odd size: uneven pads
+    preprocess(tmp_path / "fp32.onnx", tmp_path / "pre.onnx")
+    graph = onnx.load(str(tmp_path / "pre.onnx")).graph
+    arithmetic = set(shape_nodes(graph))
+    assert {"Ceil", "Pad"} <= {n.op_type for n in graph.node}  # the padding is computed in the graph
+    assert {n.op_type for n in graph.node if n.name in arithmetic} >= {"Ceil"}
+    assert not arithmetic & {n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "Pad", "GlobalAveragePool")}
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 33, 33)).astype(np.float32)
+    fp32 = ort_runner(tmp_path / "pre.onnx")(x)
+    for flavour in (CPU, TENSORRT):
+        quantize(tmp_path / "pre.onnx", tmp_path / flavour.file, flavour, Recipe("minmax", 16), BatchReader("input", [x]))
+        q = onnx.load(str(tmp_path / flavour.file)).graph
+        produced_by = {o: n.name for n in q.node for o in n.output}
+        quantized = {produced_by.get(n.input[0]) for n in q.node if n.op_type == "QuantizeLinear"}
+        assert not quantized & arithmetic, flavour.target  # no Q/DQ on the shape arithmetic
+        int8 = ort_runner(tmp_path / flavour.file)(x)
+        assert np.abs(int8 - fp32).max() < 0.1 * np.abs(fp32).max(), flavour.target
