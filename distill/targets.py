@@ -64,9 +64,10 @@ def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:
 def cached_embeddings(cache: TeacherCache, splits: DatasetSplits, sampler: ViewSampler) -> TeacherEmbeddings:
     """The cache as TeacherEmbeddings: every cached view of the training split (blended ones marked), val,
     text anchors."""
-    n = len(splits.train)
-    plain = torch.tensor([[sampler.mix_params(i, v, n) is None for v in range(cache.num_views)] for i in range(n)],
-                         dtype=torch.bool).reshape(n, cache.num_views)  # (N, K)
+    n, plain = len(splits.train), None  # None: no view is blended
+    if sampler.mix != "none":
+        plain = torch.tensor([[sampler.mix_params(i, v, n) is None for v in range(cache.num_views)] for i in range(n)],
+                             dtype=torch.bool).reshape(n, cache.num_views)  # (N, K)
     return TeacherEmbeddings(cache.train_embeddings(), torch.tensor(splits.train.labels), cache.val_embeddings,
                              torch.tensor(splits.val.labels), cache.text_embeddings, plain)
 
