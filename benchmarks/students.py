@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.imagenet:
         from benchmarks.kd_gain_teacher import write_student_weights
         imagenet[IMAGENET_STUDENT] = write_student_weights(work / "student-weights" / "tf_efficientnet_lite0.safetensors")
-        students += [] if IMAGENET_STUDENT in students else [IMAGENET_STUDENT]
+        if IMAGENET_STUDENT not in students:
+            students.append(IMAGENET_STUDENT)
     runs = train_students(students, seeds, work, args.epochs, args.per_class, imagenet)
     accuracy = {arch: {"test_top1_mean": statistics.fmean(r["test_top1"] for r in rs),
                        "test_top1_std": statistics.stdev([r["test_top1"] for r in rs]) if len(rs) > 1 else 0.0,

@@ -12,7 +12,8 @@ torch with
 
 - every INT8 weight replaced by a trainable float weight, quantized per output channel at every
   step the way ``write_back`` will store it: ``s_c = max|w_c| / 127``, ``q = clamp(round(w / s_c), -127, 127)``;
-- every quantized (INT32) bias as a trainable float bias, stored on the grid ``s_x * s_w`` onnxruntime uses.
+- every quantized (INT32) bias as a trainable float bias, rounded at every step (straight-through, within
+  INT32) onto the grid ``s_x * s_w`` on which onnxruntime adds it.
 
 ``write_back`` turns the trained values into the same graph again (INT8 weights, INT32 biases,
 new scales): nothing is calibrated at export, and onnxruntime runs what was trained.
@@ -122,6 +123,7 @@ class QDQGraph(nn.Module):
                     and inits[n.input[2]].data_type == onnx.TensorProto.FLOAT:
                 self._float_param(n.input[2])  # a bias kept in float (the TensorRT flavour)
         self.scale_names = {n.input[1] for n in self.nodes if n.op_type == "QuantizeLinear"}
+        self.axes = {slot.key: slot.axis for slot in self.slots.values()}  # weight key -> per-channel axis
         for n in self.nodes:
             if n.op_type not in OPS:
                 raise UserError(f"quantization-aware training does not handle the ONNX op {n.op_type!r} "
@@ -206,7 +208,7 @@ class QDQGraph(nn.Module):
 
     def _bias_grid(self, slot: WeightSlot) -> torch.Tensor:
         """A bias's step: s_x · s_w, its input's activation scale times its weight's (per-channel) scale."""
-        s_w = weight_scale(self.params[slot.bias_of], self._axis_of(slot.bias_of))
+        s_w = weight_scale(self.params[slot.bias_of], self.axes[slot.bias_of])
         return s_w * self.params[self.keys[slot.input_scale]].clamp_min(MIN_SCALE)
 
     def qrange(self, zp_name: str) -> tuple[int, int]:
@@ -239,8 +241,6 @@ class QDQGraph(nn.Module):
                 t.CopyFrom(numpy_helper.from_array(new, t.name))
         return out
 
-    def _axis_of(self, key: str) -> int | None:
-        return next(s.axis for s in self.slots.values() if s.key == key)
 
 
 # ---------------------------------------------------------------------------- the ops (ONNX semantics)
