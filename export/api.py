@@ -44,7 +44,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     checkpoint, out = Path(checkpoint), Path(out)
     check_tensorrt(options)
     student, meta = load_student(checkpoint)
-    student = deployable(student)  # re-parameterisable branches fused: the graph users run
+    student = deployable(student, meta.input_size)  # branches fused, padding fixed: the graph users run
     splits = training_splits(meta, options.data_root)
     qat = read_qat(options.qat, checkpoint) if options.qat else None
     calib = check_calibration_count(len(splits.train), options) if options.int8 and qat is None else 0

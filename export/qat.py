@@ -88,7 +88,7 @@ def quantization_aware_training(checkpoint: Path, settings: QatSettings) -> Path
     out = Path(settings.out) if settings.out is not None else checkpoint.resolve().parent / "qat"
     _check_out(out, settings.overwrite)
     student, meta = load_student(checkpoint)
-    student = deployable(student)
+    student = deployable(student, meta.input_size)
     splits = training_splits(meta, settings.data_root)
     if len(splits.train) < settings.batch_size:
         raise UserError(f"only {len(splits.train)} training images: quantization-aware training needs at least "

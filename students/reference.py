@@ -21,8 +21,8 @@ class TorchSession:
     """The checkpoint's student in eval mode, on the first CUDA GPU if there is one, else the CPU."""
 
     def __init__(self, checkpoint: Path) -> None:
-        model, _ = load_student(checkpoint)
-        model = deployable(model)  # the same inference form as the exported graph
+        model, meta = load_student(checkpoint)
+        model = deployable(model, meta.input_size)  # the same inference form as the exported graph
         cuda = torch.cuda.is_available()
         self._device = "cuda" if cuda else "cpu"
         self._model = model.to(self._device)

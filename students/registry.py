@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from formats.errors import UserError
-from students.timm_students import SHIPPED, check_timm_name, create_timm_backbone, fuse, is_timm
+from students.timm_students import SHIPPED, check_timm_name, create_timm_backbone, fuse, is_timm, static_same_padding
 from students.weights import read_state_dict
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -88,11 +88,14 @@ def create_student(arch: str, num_classes: int, weights: str = "none") -> Studen
     return Student(model, feature_dim, num_classes, arch)
 
 
-def deployable(student: Student) -> Student:
-    """The inference form of a trained student (eval mode): re-parameterisable timm branches fused
-    (MobileOne, FastViT, RepViT; the same function, fewer operations); other students unchanged."""
+def deployable(student: Student, input_size: tuple[int, int] | list[int]) -> Student:
+    """The inference form of a trained student for (H, W) = ``input_size`` inputs (eval mode):
+    re-parameterisable timm branches fused (MobileOne, FastViT, RepViT) and TF "same" padding fixed
+    for that size (``tf_*``); the same function with fewer operations. Other students unchanged."""
     student = student.eval()
-    return fuse(student).eval() if is_timm(student.arch) else student
+    if not is_timm(student.arch):
+        return student
+    return static_same_padding(fuse(student), (int(input_size[0]), int(input_size[1]))).eval()
 
 
 def _strip_last_linear(model: nn.Module) -> int:

@@ -1,4 +1,8 @@
 """Every registered student: builds, discovers its width, classifies, and fails clearly offline."""
+import copy
+import io
+
+import onnx
 import pytest
 import torch
 
@@ -76,7 +80,7 @@ def test_timm_local_weights_with_imagenet_classifier(tmp_path, suffix):
 def test_reparameterisable_students_are_fused_for_deployment(arch):
     torch.manual_seed(0)
     student = create_student(arch, 4).eval()
-    fused = deployable(student)
+    fused = deployable(student, (32, 32))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref, out = student(x), fused(x)
@@ -84,6 +88,42 @@ def test_reparameterisable_students_are_fused_for_deployment(arch):
     count = lambda m: sum(1 for _ in m.modules())  # noqa: E731
     assert count(fused) < count(student)  # its branches merged into single convolutions
     assert count(create_student(arch, 4)) == count(student)  # a copy: the training form is untouched
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 30)])
+def test_tf_same_padding_is_fixed_for_the_input_size(size):
+    """TF "same" padding (timm's Conv2dSame / MaxPool2dSame / AvgPool2dSame, computed from the input's
+    shape at run time) becomes fixed padding for the bundle's size: the same function, and an ONNX
+    graph with no shape arithmetic (what made the ImageNet EfficientNet-Lite0 1.9x slower in INT8)."""
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    from students.timm_students import static_same_padding
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), torch.nn.ReLU(),  # asymmetric pad at an even size
+                                Conv2dSame(4, 4, 4, stride=1, groups=4),  # an even kernel: asymmetric too
+                                Conv2dSame(4, 4, 5, stride=1, dilation=2),  # symmetric: the conv's own padding
+                                MaxPool2dSame(3, stride=2), AvgPool2dSame(3, stride=2)).eval()
+    x = torch.randn(2, 3, *size) - 2  # mostly negative after the ReLU-free layers: -inf vs 0 padding matters
+    with torch.no_grad():
+        ref = model(x)
+        fixed = static_same_padding(copy.deepcopy(model), size)
+        assert torch.equal(fixed(x), ref)
+    assert not any(isinstance(m, (Conv2dSame, MaxPool2dSame, AvgPool2dSame)) for m in fixed.modules())
+    assert fixed[3].padding == (4, 4)
+    graph = io.BytesIO()
+    torch.onnx.export(fixed, (x,), graph, dynamo=False, opset_version=17)
+    assert "Shape" not in {n.op_type for n in onnx.load_from_string(graph.getvalue()).graph.node}
+
+
+def test_deployable_tf_student_matches_its_training_form():
+    torch.manual_seed(0)
+    student = create_student("timm:tf_efficientnet_lite0", 3).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        ref, out = student(x), deployable(student, (48, 48))(x)
+    assert torch.allclose(out, ref, atol=1e-5 * float(ref.abs().max()))
+    assert type(student.backbone.conv_stem).__name__ == "Conv2dSame"  # a copy: the training form is untouched
 
 
 def test_timm_weights_trained_with_another_normalisation_are_named():
