@@ -103,6 +103,10 @@ def make_job(options: ExportOptions, tmp: Path, student: torch.nn.Module, meta: 
         job.held_out = Selection("val", val, predict(torch_runner(student), val))
         log(f"the accuracy budget is judged on {val.images} val images (INT8 recipes are chosen there); "
             f"every artifact is reported on test")
+    judged = job.judged_on()
+    coarse = job.budget.coarseness(judged.split, judged.batches.images)
+    if coarse:
+        log(coarse)
     return job
 
 

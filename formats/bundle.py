@@ -6,6 +6,8 @@ garbage predictions later.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,17 @@ class Budget:
 
     max_top1_drop: float  # percentage points
     min_agreement: float  # fraction of images, 0..1
+
+    def coarseness(self, split: str, images: int) -> str | None:
+        """A warning when one image of the judged split moves top-1 by more than the budget allows:
+        the verdict can then only read 0, 1, 2 ... images, and a drop of one image already misses."""
+        step = 100.0 / max(images, 1)  # points of top-1 per image
+        if step <= self.max_top1_drop:
+            return None
+        return (f"WARNING: the accuracy budget is judged on {images} {split} images, where one image is {step:.2f} "
+                f"points of top-1, more than the budget's {self.max_top1_drop:g}: a single changed prediction "
+                f"misses it; train with a larger data.val_fraction (at least {math.ceil(100 / self.max_top1_drop)} "
+                f"{split} images) or pass a --max-top1-drop of at least {step:.2f}")
 
     def verdict(self, split: str, images: int, top1_drop: float, agreement: float) -> dict[str, Any]:
         """The manifest's ``budget`` entry of one artifact."""

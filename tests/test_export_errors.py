@@ -87,6 +87,18 @@ def test_fewer_than_recommended_calibration_images_warns(trained_checkpoint, tmp
     assert "WARNING: INT8 calibration uses only 216 images" in capsys.readouterr().err
 
 
+def test_a_budget_finer_than_one_judged_image_is_named(trained_checkpoint, tmp_path, capsys):
+    from formats.bundle import Budget
+    assert Budget(1.0, 0.0).coarseness("val", 100) is None  # one image = 1 point: resolvable
+    warning = Budget(1.0, 0.0).coarseness("val", 60)
+    assert "60 val images, where one image is 1.67 points" in warning and "at least 100 val images" in warning
+    # the synthetic checkpoint's validation split: 10 classes x 3 images
+    export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions())
+    assert "judged on 30 val images, where one image is 3.33 points" in capsys.readouterr().err
+    export_bundle(trained_checkpoint, tmp_path / "c", ExportOptions(max_top1_drop=5.0))
+    assert "where one image is" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("field, value, fragment", [
     ("calib_method", "median", "--calib-method must be one of minmax, entropy, percentile"),
     ("max_top1_drop", -1.0, "--max-top1-drop must be in [0, 100]"),
