@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from export.bundle import _temp_prefix, remove_stale
-from export.evaluation import (CACHE_LIMIT_BYTES, ImageBatches, Predictions, accuracy_entry, ort_runner, predict,
-                               torch_runner)
+from export.evaluation import (CACHE_LIMIT_BYTES, REFERENCE_SEMANTICS, ImageBatches, Predictions, accuracy_entry,
+                               ort_runner, predict, torch_runner)
 from export.int8 import CPU, TENSORRT, Flavour, quantize, verify_int8
 from export.int8_graph import BatchReader, calibration_sample, preprocess
 from export.int8_ladder import Recipe
@@ -192,8 +192,8 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
              reader)
     qdq = onnx.load(str(ptq))
     graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")))
-    fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour is CPU)
-    rows = [{"epoch": 0, **_scored(ptq, select), "loss": None}]
+    fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour.fused)
+    rows = [{"epoch": 0, **_scored(ptq, select, flavour), "loss": None}]
     _log(flavour, rows[-1])
     best = work / flavour.file
     shutil.copyfile(ptq, best)
@@ -212,7 +212,7 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
             losses.append(loss.item())
         candidate = work / f"epoch-{flavour.target}.onnx"
         onnx.save(graph.write_back(qdq), str(candidate))
-        rows.append({"epoch": epoch, **_scored(candidate, select), "loss": round(float(np.mean(losses)), 6)})
+        rows.append({"epoch": epoch, **_scored(candidate, select, flavour), "loss": round(float(np.mean(losses)), 6)})
         _log(flavour, rows[-1])
         if rows[-1]["kl"] < min(r["kl"] for r in rows[:-1]):
             candidate.replace(best)
@@ -220,7 +220,7 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
     chosen = min(rows, key=lambda r: r["kl"])
     compared = {"split": report.split, "images": report.batches.images,
                 "fp32_top1": round(report.reference.accuracy(), 6),
-                "ptq": _figures(_scored(ptq, report)), "qat": _figures(_scored(best, report))}
+                "ptq": _figures(_scored(ptq, report, flavour)), "qat": _figures(_scored(best, report, flavour))}
     ptq.unlink()
     return {"target": flavour.target, "torch_vs_onnxruntime": fidelity, "chosen_epoch": chosen["epoch"],
             "epochs": rows, "ptq_vs_qat": compared,
@@ -251,7 +251,7 @@ def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: i
                 break
     sim_logits, ort_logits = np.concatenate(sim), np.concatenate(ort)  # (N, C) each
     agreement = float((sim_logits.argmax(1) == ort_logits.argmax(1)).mean()) if np.isfinite(sim_logits).all() else 0.0
-    against = "onnxruntime-cpu" if fused else "onnx Q/DQ reference semantics (onnxruntime, optimisations off)"
+    against = "onnxruntime-cpu" if fused else REFERENCE_SEMANTICS
     if agreement < MIN_FIDELITY:
         raise UserError(f"quantization-aware training cannot reproduce this student's INT8 graph in torch (top-1 "
                         f"agreement with {against} {agreement:.3f} on {seen} images, needs {MIN_FIDELITY}): "
@@ -259,17 +259,17 @@ def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: i
     return {"agreement": round(agreement, 6), "against": against, "images": seen}
 
 
-def _scored(path: Path, on: Scoring) -> dict[str, float]:
-    """onnxruntime's top-1, drop and agreement vs FP32 on ``on``, and ``kl``: the mean
+def _scored(path: Path, on: Scoring, flavour: Flavour) -> dict[str, float]:
+    """The flavour's top-1, drop and agreement vs FP32 on ``on`` (scored as ``export`` scores it), and ``kl``: the mean
     KL(FP32 || INT8) per image, the criterion that chooses the epoch (a few validation images
     move top-1 by whole points; the KL moves smoothly)."""
-    pred = predict(ort_runner(path), on.batches)
+    pred = predict(flavour.runner(path), on.batches)
     kl = distillation_loss(torch.from_numpy(pred.logits), torch.from_numpy(on.reference.logits))
     return {**accuracy_entry(pred, on.reference), "kl": round(float(kl), 6)}
 
 
 def _figures(row: dict[str, Any]) -> dict[str, float]:
-    return {k: row[k] for k in ("top1", "top1_drop", "agreement", "kl")}
+    return {k: row[k] for k in ("top1", "top1_drop", "top1_drop_ci95", "agreement", "kl")}
 
 
 def _log(flavour: Flavour, row: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ class ArtifactEntry:
     top1: float  # on reference.split, a fraction
     top1_drop: float  # percentage points below reference.top1
     agreement: float  # fraction of images whose top-1 equals PyTorch's
+    top1_drop_ci95: float | None = None  # points: top1_drop is known to +- this (95%, paired); None: older bundles
     budget: dict[str, Any] | None = None  # the verdict of formats.bundle.Budget; None: written before verdicts
     parity: dict[str, Any] | None = None  # ONNX vs PyTorch logits on the first images (ONNX and engines)
     quantization: dict[str, Any] | None = None  # INT8 only: recipe, graph counts, attempts

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from export.api import export_bundle
-from export.evaluation import ort_session
+from export.evaluation import REFERENCE_SEMANTICS, ort_session
 from export.int8 import CPU, TENSORRT, verify_int8
 from export.options import ExportOptions
 from formats.bundle import MANIFEST, file_hashes, verify_bundle
@@ -109,7 +109,7 @@ def test_fp16_keeps_float32_interface(bundle, manifest):
 def test_int8_flavours_are_really_int8_and_within_budget(bundle, manifest):
     cpu, trt = _artifact(manifest, "model.int8.onnx"), _artifact(manifest, "model.int8.trt.onnx")
     assert cpu["quantization"]["activations"] == "uint8" and trt["quantization"]["activations"] == "int8"
-    assert trt["quantization"]["symmetric"] and trt["evaluated_with"] == "onnxruntime-cpu emulation"
+    assert trt["quantization"]["symmetric"] and trt["evaluated_with"] == REFERENCE_SEMANTICS
     for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
         counts = verify_int8(bundle / art["file"], flavour, tuple(art["quantization"]["excluded_nodes"]))
         assert counts == art["quantization"]["graph"] and counts["int8_initializers"] >= 20
@@ -142,9 +142,36 @@ def test_reported_int8_top1_is_the_test_split_figure(bundle, manifest, trained_c
     from students.checkpoint import read_checkpoint
     ckpt, meta = read_checkpoint(trained_checkpoint)
     test = ImageBatches(training_splits(meta, None).test, ckpt["preprocessing"], 32, 0)
-    for file in ("model.int8.onnx", "model.int8.trt.onnx"):
-        top1 = predict(ort_runner(bundle / file), test).accuracy()
+    for file, fused in (("model.int8.onnx", True), ("model.int8.trt.onnx", False)):  # TensorRT's: reference semantics
+        top1 = predict(ort_runner(bundle / file, optimize=fused), test).accuracy()
         assert _artifact(manifest, file)["top1"] == pytest.approx(top1, abs=1e-6)
+
+
+def test_every_drop_carries_its_paired_interval(manifest):
+    for art in manifest["artifacts"]:
+        assert art["top1_drop_ci95"] >= 0.0, art["file"]
+        if art["agreement"] == 1.0:
+            assert art["top1_drop_ci95"] == 0.0, art["file"]  # no image changed: the drop is exact
+
+
+def test_drop_interval_counts_only_images_that_changed_correctness():
+    from export.evaluation import Predictions, accuracy_entry
+    labels = np.zeros(1000, dtype=np.int64)
+    onehot = lambda top: np.eye(3, dtype=np.float32)[top]  # noqa: E731  (N,) -> (N, 3) logits
+    ref_top = np.zeros(1000, dtype=np.int64)
+    ref_top[:300] = 1  # the reference is right on 700 images
+    top = ref_top.copy()
+    top[300:360] = 1  # 60 images lost
+    top[:40] = 0  # 40 won
+    top[360:400] = 2  # 40 lost...
+    top[400:440] = 2
+    top[100:140] = 2  # ... and 40 changed between two wrong classes: no effect on the drop
+    entry = accuracy_entry(Predictions(onehot(top), labels), Predictions(onehot(ref_top), labels))
+    lost, won, n = 140, 40, 1000
+    d = (lost - won) / n
+    assert entry["top1_drop"] == pytest.approx(100 * d)
+    assert entry["top1_drop_ci95"] == pytest.approx(100 * 1.96 * np.sqrt(((lost + won) / n - d * d) / n), abs=1e-4)
+    assert entry["agreement"] == pytest.approx(1 - 220 / n)
 
 
 def test_int8_graph_of_the_wrong_flavour_is_refused(bundle):
