@@ -151,14 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     results["wall_s"] = time.perf_counter() - start
     write_json(Path(args.out), results)
     ref = accuracy[REFERENCE]["test_top1_mean"]
-    print(f"\n{'student':<32} {'test top-1':>16} {'vs resnet18':>11} {'INT8 64px ms':>12} {'x R18':>6} "
+    labels = {arch: arch + (" (ImageNet)" if arch in imagenet else "") for arch in students}
+    width = max(32, *(len(label) for label in labels.values()))
+    print(f"\n{'student':<{width}} {'test top-1':>16} {'vs resnet18':>11} {'INT8 64px ms':>12} {'x R18':>6} "
           f"{'INT8 224px ms':>13} {'x R18':>6}")
     lat = {size: {r["student"]: r for r in results[size]} for size in ("64px", "224px")}
     for arch in students:
         a = accuracy[arch]
         s64, s224 = lat["64px"][arch], lat["224px"][arch]
-        label = arch + (" (ImageNet)" if arch in imagenet else "")
-        print(f"{label:<32} {100 * a['test_top1_mean']:>8.2f} ± {100 * a['test_top1_std']:.2f} "
+        print(f"{labels[arch]:<{width}} {100 * a['test_top1_mean']:>8.2f} ± {100 * a['test_top1_std']:.2f} "
               f"{100 * (a['test_top1_mean'] - ref):>+11.2f} {s64['int8_p50_ms']:>12.3f} "
               f"{s64['int8_speedup_vs_resnet18_int8']:>6.2f} {s224['int8_p50_ms']:>13.3f} "
               f"{s224['int8_speedup_vs_resnet18_int8']:>6.2f}")
