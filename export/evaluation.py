@@ -7,7 +7,6 @@ come from the model alone.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator

@@ -7,7 +7,6 @@ garbage predictions later.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -65,6 +65,28 @@ class SubsetSource:
         return self.source.path(self.indices[index])
 
 
+@dataclass
+class ConcatSource:
+    """Several image sources one after another (indices of the first, then of the second, ...)."""
+
+    parts: list[Any]
+
+    def __post_init__(self) -> None:
+        self.labels = [label for part in self.parts for label in part.labels]
+        self._where = [(k, i) for k, part in enumerate(self.parts) for i in range(len(part))]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def load(self, index: int) -> Image.Image:
+        k, i = self._where[index]
+        return self.parts[k].load(i)
+
+    def path(self, index: int) -> Path | None:
+        k, i = self._where[index]
+        return self.parts[k].path(i)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where a dataset lives and how it is split: the ``data`` section a checkpoint records."""

@@ -20,6 +20,7 @@ from export.int8_graph import BatchReader, calibration_sample, preprocess
 from export.int8_ladder import Recipe
 from export.onnx_fp32 import export_onnx
 from export.qat_graph import WEIGHT_QMAX, QDQGraph, fake_quant_weight, weight_scale
+from formats.datasets import SubsetSource
 from formats.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,19 +184,38 @@ def test_qat_writes_both_flavours_chosen_on_validation(qat_folder, trained_check
     from formats.files import sha256_file
     record = json.loads((qat_folder / "qat.json").read_text())
     assert record["source_checkpoint"]["sha256"] == sha256_file(trained_checkpoint)
-    assert record["selected_on"]["split"] == "val"
+    assert record["selected_on"]["split"] == "val+train" and record["selected_on"]["images"] == 30 + 210
     assert sorted(p.name for p in qat_folder.iterdir()) == ["model.int8.onnx", "model.int8.trt.onnx", "qat.json"]
     assert [p.name for p in qat_folder.parent.iterdir()] == ["qat"]  # the staging folder became the result
     for flavour in (CPU, TENSORRT):
         entry = record["flavours"][flavour.file]
         assert [r["epoch"] for r in entry["epochs"]] == [0, 1, 2] and entry["epochs"][1]["loss"] > 0
         chosen = entry["epochs"][entry["chosen_epoch"]]
-        assert chosen["kl"] == min(r["kl"] for r in entry["epochs"])  # the epoch closest to FP32 on val
+        assert chosen["kl"] == min(r["kl"] for r in entry["epochs"])  # the epoch closest to FP32 on val+train
         assert entry["ptq_vs_qat"]["split"] == "test" and set(entry["ptq_vs_qat"]) >= {"ptq", "qat", "fp32_top1"}
         assert entry["sha256"] == sha256_file(qat_folder / flavour.file)
         assert entry["torch_vs_onnxruntime"]["agreement"] >= 0.95
         assert ("reference" in entry["torch_vs_onnxruntime"]["against"]) == (flavour is TENSORRT)
         verify_int8(qat_folder / flavour.file, flavour)
+
+
+def test_the_epoch_is_judged_on_validation_plus_unaugmented_training_images(trained_checkpoint):
+    import dataclasses
+
+    from export.api import training_splits
+    from export.qat import QatSettings, _scorings
+    from students.checkpoint import load_student
+    student, meta = load_student(trained_checkpoint)
+    splits, pre = training_splits(meta, None), meta.preprocessing.to_dict()
+    select, report = _scorings(student, splits, pre, QatSettings(select_train_images=5))
+    assert (select.split, select.batches.images, report.split) == ("val+train", 30 + 5, "test")
+    first = next(iter(select.batches))[0]  # (B, 3, H, W): the validation images come first, as they are
+    assert np.array_equal(first[:4], next(iter(ImageBatches(splits.val, pre, 4)))[0])
+    assert _scorings(student, splits, pre, QatSettings(select_train_images=0))[0].split == "val"
+    no_val = dataclasses.replace(splits, val=SubsetSource(splits.val, []))
+    assert _scorings(student, no_val, pre, QatSettings(select_train_images=5))[0].split == "train"  # never test
+    with pytest.raises(UserError, match="--select-train-images must be >= 0"):
+        QatSettings(select_train_images=-1)
 
 
 def test_export_publishes_the_trained_graphs_without_calibrating(qat_folder, trained_checkpoint, tmp_path,
