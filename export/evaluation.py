@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 from formats.datasets import ImageSource
+from formats.isa import measured_here
 from formats.preprocessing import DECODE_MODES, DraftParity, PreprocessSpec, draft_reduces, load_input, preprocess_image
 
 CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
@@ -89,6 +90,12 @@ def ort_session(path: Path, threads: int = 0, optimize: bool = True) -> ort.Infe
 # what onnxruntime computes with its graph optimisations off: each QuantizeLinear / DequantizeLinear
 # and float op as the ONNX spec defines it, no fused integer kernels
 REFERENCE_SEMANTICS = "onnx Q/DQ reference semantics (onnxruntime, optimisations off)"
+
+
+def ort_measured_on(optimize: bool = True) -> dict[str, Any]:
+    """Where a figure scored here by ``ort_runner`` was measured: this CPU's ISA class and onnxruntime."""
+    kernels = "" if optimize else ", graph optimisations off"
+    return measured_here(f"onnxruntime {ort.__version__} CPUExecutionProvider{kernels}")
 
 
 def ort_runner(path: Path, threads: int = 0, optimize: bool = True) -> Runner:

@@ -7,7 +7,7 @@ from typing import Any
 import onnx
 
 from export.backends import ExportJob, log, register_backend
-from export.evaluation import accuracy_entry, ort_runner, parity, predict
+from export.evaluation import accuracy_entry, ort_measured_on, ort_runner, parity, predict
 from export.onnx_fp32 import FP32_FILE, check_self_contained
 from export.options import ExportOptions
 from formats.errors import UserError
@@ -53,7 +53,7 @@ class OnnxFP16:
         log(f"onnx fp16: parity max|diff| {par['max_abs_logit_diff']:.2e}, agreement {par['top1_agreement']:.3f}")
         return [{"file": FP16_FILE, "format": "onnx", "precision": "fp16", "target": "gpu",
                  **accuracy_entry(pred, job.reference), "budget": job.verdict(run, pred), "parity": par,
-                 "evaluated_with": "onnxruntime-cpu"}]
+                 "evaluated_with": "onnxruntime-cpu", "measured_on": ort_measured_on()}]
 
 
 register_backend(OnnxFP16())

@@ -3,10 +3,16 @@
 Static Q/DQ quantization held to an accuracy budget, with a remedy ladder (``export.int8_ladder``)
 fed by calibration batches and graph analysis (``export.int8_graph``).
 
-Two flavours from one calibration: U8S8 (uint8 activations, int8 weights) for onnxruntime on x86,
-where only that combination hits the VNNI kernels, and symmetric S8S8 for TensorRT, which
-accepts only signed symmetric Q/DQ. Precision lives in the graph, so TensorRT 10 and 11 both
+Two flavours from one calibration: U8S8 (uint8 activations, int8 weights) for onnxruntime on
+CPUs, where only that combination hits the fast integer kernels, and symmetric S8S8 for TensorRT,
+which accepts only signed symmetric Q/DQ. Precision lives in the graph, so TensorRT 10 and 11 both
 build INT8 engines from ``model.int8.trt.onnx`` without calibrators.
+
+The CPU flavour's weights are 7-bit ([-64, 64], onnxruntime's ``reduce_range``) so that one graph
+computes the same logits on every x86 CPU: without VNNI (AVX2, AVX-512 without VNNI) onnxruntime's
+U8S8 kernels sum pairs of u8·s8 products in int16 (VPMADDUBSW), and 255·127·2 = 64,770 saturates
+where 255·64·2 = 32,640 cannot. On VNNI and AMX CPUs the kernels are the same either way (same
+speed, ``benchmarks/int8_isa.py``). ``export.int8_safety`` checks every written graph for it.
 """
 from __future__ import annotations
 
@@ -23,10 +29,11 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from export.backends import BudgetError, ExportJob, log, register_backend
-from export.evaluation import REFERENCE_SEMANTICS, Runner, accuracy_entry, ort_runner, predict
+from export.evaluation import REFERENCE_SEMANTICS, Runner, accuracy_entry, ort_measured_on, ort_runner, predict
 from export.int8_graph import (BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive, shape_nodes,
                                weighted_nodes)
 from export.int8_ladder import Attempt, Recipe, chosen, format_table, run_ladder
+from export.int8_safety import INT16_MAX, u8s8_saturation
 from export.onnx_fp32 import FP32_FILE, check_self_contained, set_metadata
 from export.options import RECOMMENDED_CALIBRATION_IMAGES, ExportOptions
 from formats.errors import UserError
@@ -43,20 +50,30 @@ class Flavour:
     extra_options: dict
     evaluated_with: str
     fused: bool  # scored by onnxruntime with its graph optimisations (fused integer kernels) or without
+    weight_qmax: int  # weights are integers in [-weight_qmax, weight_qmax]
 
     def runner(self, path: Path) -> Runner:
         """How this flavour's graphs are scored here: as their runtime computes them."""
         return ort_runner(path, optimize=self.fused)
 
 
+    @property
+    def reduce_range(self) -> bool:
+        """7-bit weights: onnxruntime's ``reduce_range`` quantizes them to [-64, 64]."""
+        return self.weight_qmax == REDUCED_WEIGHT_QMAX
+
+
+REDUCED_WEIGHT_QMAX = 64  # 255 * 64 * 2 = 32,640 <= 32,767: an int16 pair sum of u8·s8 products cannot saturate
+
 # onnxruntime is this graph's runtime: scored as it runs it, fused integer kernels included.
-CPU = Flavour("model.int8.onnx", "onnxruntime-cpu", QuantType.QUInt8, {}, "onnxruntime-cpu", fused=True)
+CPU = Flavour("model.int8.onnx", "onnxruntime-cpu", QuantType.QUInt8, {}, "onnxruntime-cpu", fused=True,
+              weight_qmax=REDUCED_WEIGHT_QMAX)
 # TensorRT takes INT8 Q/DQ on activations and weights only; biases stay float (no INT32 DequantizeLinear).
 # No TensorRT here: scored by the graph's Q/DQ reference semantics, which TensorRT builds its engine
 # from, not by onnxruntime's fused S8S8 CPU kernels, which differ from them (10% of top-1 on MobileNetV3).
 TENSORRT = Flavour("model.int8.trt.onnx", "tensorrt", QuantType.QInt8,
                    {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-                   REFERENCE_SEMANTICS, fused=False)
+                   REFERENCE_SEMANTICS, fused=False, weight_qmax=127)
 
 
 def check_calibration_count(available: int, options: ExportOptions) -> int:
@@ -81,7 +98,7 @@ def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: Bat
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=flavour.activations, weight_type=QuantType.QInt8,
                         calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep_float,
-                        extra_options=dict(flavour.extra_options))
+                        reduce_range=flavour.reduce_range, extra_options=dict(flavour.extra_options))
 
 
 def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -89,8 +106,9 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
 
     Checked: Q and DQ nodes exist; every weighted op but the ``excluded`` ones (kept in float on
     purpose) reads its weight through a DequantizeLinear of an INT8 initializer; activation zero
-    points have the flavour's type; and for TensorRT no
-    DequantizeLinear reads an INT32 tensor (a quantized bias, which TensorRT does not accept).
+    points have the flavour's type; for TensorRT no DequantizeLinear reads an INT32 tensor (a
+    quantized bias, which TensorRT does not accept); for U8S8 no op can saturate an int16 pair sum
+    on any x86 CPU (``export.int8_safety``; recorded as ``saturation``).
     """
     model = onnx.load(str(path))
     g = model.graph
@@ -116,6 +134,11 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
         problems.append(f"activation zero points {sorted(map(str, zp_types))}, expected {want}")
     if flavour is TENSORRT and int32_dq:
         problems.append(f"{int32_dq} INT32 DequantizeLinear (quantized biases)")
+    if flavour.activations == QuantType.QUInt8:  # U8S8: the same logits on every x86 CPU, or no INT8 label
+        counts["saturation"] = u8s8_saturation(path)
+        if not counts["saturation"]["safe_on_every_x86"]:
+            problems.append(f"{counts['saturation']['ops_over_limit']} U8S8 ops whose int16 pair sums can saturate on "
+                            f"x86 CPUs without VNNI (worst {counts['saturation']['worst_pair_sum']} > {INT16_MAX})")
     if problems:
         raise RuntimeError(f"{path.name} is not an INT8 Q/DQ graph for {flavour.target} ({'; '.join(problems)}; "
                            f"{counts}); refusing to label it INT8")
@@ -238,11 +261,13 @@ class OnnxInt8:
         selection = {"split": judged.split, "images": judged.batches.images,
                      **{k: chosen_on[k] for k in ("top1", "top1_drop", "agreement")}}
         quant = {"activations": "uint8" if flavour.activations == QuantType.QUInt8 else "int8", "weights": "int8",
+                 "weight_range": [-flavour.weight_qmax, flavour.weight_qmax],
                  "per_channel": True, "format": "qdq", "symmetric": flavour is TENSORRT, **recipe,
                  "graph": counts, "selected_on": selection}
         verdict = job.budget.verdict(judged.split, judged.batches.images, chosen_on["top1_drop"], chosen_on["agreement"])
         return {"file": flavour.file, "format": "onnx", "precision": "int8", "target": flavour.target,
-                "quantization": quant, **final, "budget": verdict, "evaluated_with": flavour.evaluated_with}
+                "quantization": quant, **final, "budget": verdict, "evaluated_with": flavour.evaluated_with,
+                "measured_on": ort_measured_on(flavour.fused)}
 
     @staticmethod
     def final_accuracy(job: ExportJob, path: Path, flavour: Flavour) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import onnx
 import torch
 
 from export.backends import ExportJob, log, register_backend
-from export.evaluation import FP32_TOLERANCE, accuracy_entry, ort_runner, parity, parity_ok, predict
+from export.evaluation import FP32_TOLERANCE, accuracy_entry, ort_measured_on, ort_runner, parity, parity_ok, predict
 from export.options import ExportOptions
 from formats.errors import UserError
 
@@ -84,7 +84,8 @@ class OnnxFP32:
                             f"the bundle was not written — report this with the checkpoint's arch")
         log(f"onnx fp32: parity max|diff| {par['max_abs_logit_diff']:.2e}, agreement {par['top1_agreement']:.3f}")
         return [{"file": FP32_FILE, "format": "onnx", "precision": "fp32", "target": "any",
-                 **accuracy_entry(pred, job.reference), "budget": job.verdict(run, pred), "parity": par}]
+                 **accuracy_entry(pred, job.reference), "budget": job.verdict(run, pred), "parity": par,
+                 "measured_on": ort_measured_on()}]
 
 
 register_backend(OnnxFP32())

@@ -43,6 +43,7 @@ from export.evaluation import (CACHE_LIMIT_BYTES, REFERENCE_SEMANTICS, ImageBatc
 from export.int8 import CPU, TENSORRT, Flavour, quantize, verify_int8
 from export.int8_graph import BatchReader, calibration_sample, preprocess
 from export.int8_ladder import Recipe
+from export.int8_safety import u8s8_saturation
 from export.onnx_fp32 import FP32_FILE, export_onnx
 from export.options import CALIBRATION_METHODS
 from export.qat_graph import QDQGraph
@@ -205,7 +206,7 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
     quantize(work / "preprocessed.onnx", ptq, flavour, Recipe(s.calib_method, sum(len(b) for b in reader.batches)),
              reader)
     qdq = onnx.load(str(ptq))
-    graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")))
+    graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")), weight_qmax=flavour.weight_qmax)
     fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour.fused)
     rows = [{"epoch": 0, **_scored(ptq, select, flavour), "loss": None}]
     _log(flavour, rows[-1])
@@ -344,6 +345,9 @@ def read_qat(folder: str | Path, checkpoint: Path) -> QatGraphs:
         path = folder / flavour.file
         if not isinstance(entry, dict) or not path.is_file() or sha256_file(path) != entry.get("sha256"):
             raise UserError(f"--qat {folder}: {flavour.file} is missing or does not match {QAT_FILE}: {fix}")
+        if flavour.reduce_range and not u8s8_saturation(path)["safe_on_every_x86"]:
+            raise UserError(f"--qat {folder}: {flavour.file} has 8-bit weights whose int16 pair sums can saturate on x86 "
+                            f"CPUs without VNNI (trained by an older version): {fix} again (7-bit weights)")
     return QatGraphs(folder, record)
 
 

@@ -11,7 +11,9 @@ torch with
       x_hat = (q - z) * s                           qmin, qmax: the zero point's type (uint8 or int8)
 
 - every INT8 weight replaced by a trainable float weight, quantized per output channel at every
-  step the way ``write_back`` will store it: ``s_c = max|w_c| / 127``, ``q = clamp(round(w / s_c), -127, 127)``;
+  step the way ``write_back`` will store it: ``s_c = max|w_c| / Q``, ``q = clamp(round(w / s_c), -Q, Q)``,
+  with ``Q`` the flavour's grid (127 for TensorRT's S8S8, 64 for the CPU's 7-bit U8S8 weights, which
+  no x86 CPU's int16 pair sums can saturate: ``export.int8_safety``);
 - every quantized (INT32) bias as a trainable float bias, rounded at every step (straight-through, within
   INT32) onto the grid ``s_x * s_w`` on which onnxruntime adds it.
 
@@ -35,7 +37,7 @@ from torch import nn
 
 from formats.errors import UserError
 
-WEIGHT_QMAX = 127  # symmetric INT8 weights: [-127, 127] (TensorRT and onnxruntime both accept it)
+WEIGHT_QMAX = 127  # symmetric INT8 weights: [-127, 127] (TensorRT and onnxruntime both accept it), unless told
 INT32_MAX = float(np.iinfo(np.int32).max)  # INT32 biases stay within [-INT32_MAX, INT32_MAX]
 MIN_SCALE = 1e-12
 INT_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
@@ -46,11 +48,11 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def weight_scale(w: torch.Tensor, axis: int | None) -> torch.Tensor:
-    """Symmetric INT8 scale of ``w``: per channel along ``axis`` (shape (C,)), or one scalar."""
+def weight_scale(w: torch.Tensor, axis: int | None, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    """Symmetric scale of ``w`` onto [-qmax, qmax]: per channel along ``axis`` (shape (C,)), or one scalar."""
     a = w.detach().abs()
     amax = a.max() if axis is None else a.transpose(0, axis).reshape(w.shape[axis], -1).max(dim=1).values
-    return (amax / WEIGHT_QMAX).clamp_min(MIN_SCALE)
+    return (amax / qmax).clamp_min(MIN_SCALE)
 
 
 def _along(v: torch.Tensor, axis: int | None, ndim: int) -> torch.Tensor:
@@ -62,10 +64,10 @@ def _along(v: torch.Tensor, axis: int | None, ndim: int) -> torch.Tensor:
     return v.reshape(shape)
 
 
-def fake_quant_weight(w: torch.Tensor, axis: int | None) -> torch.Tensor:
-    s = _along(weight_scale(w, axis), axis, w.ndim)  # the scale comes from w: |w / s| <= 127 up to rounding
+def fake_quant_weight(w: torch.Tensor, axis: int | None, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    s = _along(weight_scale(w, axis, qmax), axis, w.ndim)  # the scale comes from w: |w / s| <= qmax up to rounding
     q = round_ste(w / s)
-    q = q + (q.clamp(-WEIGHT_QMAX, WEIGHT_QMAX) - q).detach()  # a guard that keeps the largest weight's gradient
+    q = q + (q.clamp(-qmax, qmax) - q).detach()  # a guard that keeps the largest weight's gradient
     return q * s
 
 
@@ -93,8 +95,9 @@ def _key(name: str) -> str:
 class QDQGraph(nn.Module):
     """Runs a Q/DQ ONNX graph (B,3,H,W) -> (B,C) in torch, trainable, with fake quantization."""
 
-    def __init__(self, qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> None:
+    def __init__(self, qdq: onnx.ModelProto, float_model: onnx.ModelProto, weight_qmax: int = WEIGHT_QMAX) -> None:
         super().__init__()
+        self.weight_qmax = weight_qmax  # weights live on [-weight_qmax, weight_qmax] (the flavour's grid)
         g = qdq.graph
         self.nodes = list(g.node)
         self.attrs = [_attrs(n) for n in self.nodes]
@@ -202,13 +205,13 @@ class QDQGraph(nn.Module):
     def _weight(self, slot: WeightSlot) -> torch.Tensor:
         w = self.params[slot.key]
         if slot.bias_of is None:
-            return fake_quant_weight(w, slot.axis)
+            return fake_quant_weight(w, slot.axis, self.weight_qmax)
         grid = self._bias_grid(slot)
         return round_ste(w / grid).clamp(-INT32_MAX, INT32_MAX) * grid  # the INT32 bias onnxruntime adds
 
     def _bias_grid(self, slot: WeightSlot) -> torch.Tensor:
         """A bias's step: s_x · s_w, its input's activation scale times its weight's (per-channel) scale."""
-        s_w = weight_scale(self.params[slot.bias_of], self.axes[slot.bias_of])
+        s_w = weight_scale(self.params[slot.bias_of], self.axes[slot.bias_of], self.weight_qmax)
         return s_w * self.params[self.keys[slot.input_scale]].clamp_min(MIN_SCALE)
 
     def qrange(self, zp_name: str) -> tuple[int, int]:
@@ -225,9 +228,9 @@ class QDQGraph(nn.Module):
         for slot in self.slots.values():
             w = self.params[slot.key].detach()
             if slot.bias_of is None:
-                s = weight_scale(w, slot.axis)
+                s = weight_scale(w, slot.axis, self.weight_qmax)
                 values[slot.quantized] = torch.clamp(torch.round(w / _along(s, slot.axis, w.ndim)),
-                                                     -WEIGHT_QMAX, WEIGHT_QMAX).numpy()
+                                                     -self.weight_qmax, self.weight_qmax).numpy()
             else:  # on its INT32 grid, never past INT32's range (a near-zero weight channel has a tiny grid)
                 s = self._bias_grid(slot).detach()
                 values[slot.quantized] = torch.nan_to_num(torch.round(w.double() / s.double()), 0.0, INT32_MAX,

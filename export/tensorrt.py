@@ -32,6 +32,7 @@ from export.int8 import TENSORRT
 from export.onnx_fp32 import FP32_FILE, INPUT
 from export.options import ExportOptions
 from formats.errors import UserError
+from formats.isa import measured_here
 
 TIMING_CACHE = "timing.cache"
 NOT_INSTALLED = "TensorRT is not installed here (it needs an NVIDIA GPU: pip install tensorrt)"
@@ -153,12 +154,21 @@ def engine_runner(path: Path) -> Runner:
     return run
 
 
+def engine_measured_on() -> dict[str, Any]:
+    """Where an engine's figures were measured: the build GPU (``isa``: its compute capability) and TensorRT."""
+    gpu = device_info()
+    return {**measured_here(f"tensorrt {tensorrt_version()}, cuda {gpu['cuda']}"),
+            "isa": f"cuda-sm{gpu['compute_capability'].replace('.', '')}", "gpu": gpu["gpu"],
+            "compute_capability": gpu["compute_capability"]}
+
+
 def evaluate_engine(job: ExportJob, path: Path) -> dict[str, Any]:
     """Top-1 and parity of an engine against the PyTorch student, on the evaluation split."""
     run = in_chunks(engine_runner(path), job.options.max_batch)
     pred = predict(run, job.eval_batches)
     figures = {**accuracy_entry(pred, job.reference), "budget": job.verdict(run, pred),
-               "parity": parity(pred, job.reference, job.options.parity_images), "evaluated_with": "tensorrt"}
+               "parity": parity(pred, job.reference, job.options.parity_images), "evaluated_with": "tensorrt",
+               "measured_on": engine_measured_on()}
     log(f"tensorrt: {path.name}: top-1 {100 * figures['top1']:.2f}% (drop {figures['top1_drop']:+.2f} pts, "
         f"max|diff| {figures['parity']['max_abs_logit_diff']:.2e})")
     return figures

@@ -39,6 +39,9 @@ class ArtifactEntry:
     parity: dict[str, Any] | None = None  # ONNX vs PyTorch logits on the first images (ONNX and engines)
     quantization: dict[str, Any] | None = None  # INT8 only: recipe, graph counts, attempts
     evaluated_with: str | None = None  # where the figures came from, when not the artifact's own target
+    # where top1 / top1_drop / agreement were measured: {"isa", "cpu", "machine", "engine"} (formats.isa), plus
+    # {"gpu", "compute_capability"} for engines; None: a bundle written before provenance ("measured on: unknown")
+    measured_on: dict[str, Any] | None = None
     sidecar: str | None = None  # engines only: the build environment JSON
     source: str | None = None  # engines only: the ONNX file the engine was built from
 

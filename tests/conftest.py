@@ -43,9 +43,14 @@ def trained_checkpoint(synthetic_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_bundle(trained_checkpoint, tmp_path_factory) -> Path:
     """The real export of ``trained_checkpoint``: FP32, FP16, both INT8 flavours, Triton repository
-    (``--trt --best-effort``: without TensorRT the engines are skipped and the rest is written)."""
+    (``--trt --best-effort``: without TensorRT the engines are skipped and the rest is written).
+
+    The budget is judged on 30 validation images, where one image is 3.33 points: a budget of 10
+    points (three images) is one that split can resolve, so whether the INT8 graphs pass it does not
+    hang on a single image whose INT8 logits round one way on one CPU and the other way on another."""
     from export.api import export_bundle
     from export.options import ExportOptions
     out = tmp_path_factory.mktemp("bundles") / "demo"
-    opts = ExportOptions(int8=True, fp16=True, trt=True, best_effort=True, triton=True, calib_images=64, max_batch=16)
+    opts = ExportOptions(int8=True, fp16=True, trt=True, best_effort=True, triton=True, calib_images=64, max_batch=16,
+                         max_top1_drop=10.0)
     return export_bundle(trained_checkpoint, out, opts)

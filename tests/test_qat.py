@@ -48,12 +48,14 @@ def graphs(trained_checkpoint, tmp_path_factory):
 def test_the_torch_graph_computes_what_onnxruntime_runs_and_training_writes_back(graphs, flavour, tmp_path):
     work, x = graphs
     qdq = onnx.load(str(work / flavour.file))
-    graph = QDQGraph(qdq, onnx.load(str(work / "pre.onnx")))
+    graph = QDQGraph(qdq, onnx.load(str(work / "pre.onnx")), weight_qmax=flavour.weight_qmax)
     fp32 = ort_runner(work / "pre.onnx")(x)
     with torch.no_grad():
         sim = graph(torch.from_numpy(x)).numpy()
-    ort = ort_runner(work / flavour.file)(x)
-    # Same graph: the simulation is much closer to onnxruntime's INT8 than either is to FP32... (B, C)
+    # as the flavour's runtime computes it: the CPU graph with onnxruntime's fused integer kernels (7-bit
+    # weights: the same sums on every x86 CPU), the TensorRT graph by its Q/DQ reference semantics
+    ort = flavour.runner(work / flavour.file)(x)
+    # Same graph: the simulation is much closer to the deployed INT8 than either is to FP32... (B, C)
     assert (sim.argmax(1) == ort.argmax(1)).mean() >= 0.95
     assert np.abs(sim - ort).max() < 0.1 * np.abs(fp32).max()
     # ...and it computes the graph's reference Q/DQ semantics (onnxruntime op by op, no fused kernels), up to
@@ -78,7 +80,7 @@ def test_biases_run_on_the_int32_grid_onnxruntime_adds(graphs):
     from onnx import numpy_helper
     work, _ = graphs
     qdq = onnx.load(str(work / CPU.file))
-    graph = QDQGraph(qdq, onnx.load(str(work / "pre.onnx")))
+    graph = QDQGraph(qdq, onnx.load(str(work / "pre.onnx")), weight_qmax=CPU.weight_qmax)
     inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
     biases = [slot for slot in graph.slots.values() if slot.bias_of is not None]
     assert biases  # the CPU graph quantizes every Conv/Gemm bias to INT32
@@ -94,7 +96,7 @@ def test_biases_run_on_the_int32_grid_onnxruntime_adds(graphs):
 def test_a_graph_torch_does_not_reproduce_is_refused_before_training(graphs):
     from export.qat import check_fidelity
     work, x = graphs
-    graph = QDQGraph(onnx.load(str(work / CPU.file)), onnx.load(str(work / "pre.onnx")))
+    graph = QDQGraph(onnx.load(str(work / CPU.file)), onnx.load(str(work / "pre.onnx")), weight_qmax=CPU.weight_qmax)
     fidelity = check_fidelity(graph, work / CPU.file, [(x, None)])
     assert fidelity["agreement"] >= 0.95 and fidelity["against"] == "onnxruntime-cpu"
     with torch.no_grad():
@@ -104,16 +106,17 @@ def test_a_graph_torch_does_not_reproduce_is_refused_before_training(graphs):
         check_fidelity(graph, work / CPU.file, [(x, None)])
 
 
-def test_weights_are_fake_quantized_per_channel_on_the_symmetric_int8_grid():
+@pytest.mark.parametrize("qmax", [WEIGHT_QMAX, CPU.weight_qmax], ids=["8-bit", "7-bit"])
+def test_weights_are_fake_quantized_per_channel_on_the_symmetric_grid(qmax):
     w = torch.randn(8, 4, 3, 3) * torch.linspace(0.01, 2.0, 8)[:, None, None, None]
-    q = fake_quant_weight(w, 0)
-    s = weight_scale(w, 0)[:, None, None, None]  # (8, 1, 1, 1)
+    q = fake_quant_weight(w, 0, qmax)
+    s = weight_scale(w, 0, qmax)[:, None, None, None]  # (8, 1, 1, 1)
     ints = q / s
-    assert torch.allclose(ints, ints.round(), atol=1e-4) and ints.abs().max() <= WEIGHT_QMAX + 1e-4
-    assert torch.allclose(ints.abs().amax(dim=(1, 2, 3)), torch.full((8,), float(WEIGHT_QMAX)))
+    assert torch.allclose(ints, ints.round(), atol=1e-4) and ints.abs().max() <= qmax + 1e-4
+    assert torch.allclose(ints.abs().amax(dim=(1, 2, 3)), torch.full((8,), float(qmax)))
     assert (q - w).abs().max() <= s.max() / 2 + 1e-6  # rounding error at most half a step per channel
     w.requires_grad_(True)
-    fake_quant_weight(w, 0).sum().backward()
+    fake_quant_weight(w, 0, qmax).sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))  # straight-through gradient
 
 

@@ -108,7 +108,10 @@ def test_tf_same_padding_is_fixed_for_the_input_size(size):
     with torch.no_grad():
         ref = model(x)
         fixed = static_same_padding(copy.deepcopy(model), size)
-        assert torch.equal(fixed(x), ref)
+        out = fixed(x)
+    # the same function through other conv code paths (explicit pad vs the conv's own): equal up to float32
+    # rounding, which differs by the kernels a CPU picks; a wrong pad (0 vs -inf, one pixel off) moves outputs by O(1)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     assert not any(isinstance(m, (Conv2dSame, MaxPool2dSame, AvgPool2dSame)) for m in fixed.modules())
     assert fixed[3].padding == (4, 4)
     graph = io.BytesIO()
