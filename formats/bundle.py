@@ -7,7 +7,7 @@ garbage predictions later.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,11 @@ class Artifact:
     sidecar: Path | None = None  # TensorRT engines: the build environment, checked before loading
     within_budget: bool | None = None  # the accuracy verdict (None: a bundle written before verdicts)
     sha256: str = ""  # the manifest's checksum of ``file``
+    top1_drop: float | None = None  # points below the PyTorch reference on the manifest's reference split
+    top1_drop_ci95: float | None = None  # half-width of top1_drop's paired 95% interval (None: older bundles)
+    # where top1 and top1_drop were measured (formats.isa); None: a bundle written before provenance.
+    # Left out of the hash: a dict is unhashable, and file + sha256 already identify the artifact.
+    measured_on: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,8 @@ def _artifact(root: Path, entry: ArtifactEntry) -> Artifact:
     return Artifact(file=entry.file, format=entry.format, precision=entry.precision, target=entry.target,
                     path=inside(root, entry.file), size_bytes=entry.size_bytes, top1=entry.top1,
                     sidecar=inside(root, entry.sidecar) if entry.sidecar else None,
-                    within_budget=None if verdict is None else bool(verdict), sha256=entry.sha256)
+                    within_budget=None if verdict is None else bool(verdict), sha256=entry.sha256,
+                    top1_drop=entry.top1_drop, top1_drop_ci95=entry.top1_drop_ci95, measured_on=entry.measured_on)
 
 
 def _checksums(root: Path, m: Manifest) -> dict[str, str]:

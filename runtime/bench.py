@@ -4,7 +4,9 @@ For every artifact and every backend that can run it here (or those named with `
 warm-up, then SingleStream latency at batch 1 (p50/p90/p99 in ms; MLPerf reports p90), Offline
 throughput per batch size (images/s), model size, peak memory, top-1 on ``--data`` when given,
 and on a Jetson the module input power from tegrastats. Prints one table, writes ``bench.json``
-(with the device and software versions) and two PNG plots.
+(with the device and software versions) and two PNG plots. With ``--data``, each artifact's top-1
+drop against the FP32 model on those images is set beside the manifest's and flagged when the two
+differ beyond their intervals (runtime.provenance).
 
 Each (artifact, backend) is measured in a fresh worker process, so one model's memory, threads
 and allocator state cannot colour the next one's figures, and "peak memory" is that process's own
@@ -42,14 +44,16 @@ from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
 from formats.files import write_json
 from formats.preprocessing import load_input
-from runtime.backends import get_backend, list_backends, require_available
+from runtime.backends import SessionOptions, get_backend, list_backends, require_available
 from runtime.bench_settings import BenchSettings, Job, settings_json
 from runtime.bench_worker import measure_in_worker
 from runtime.dataset import load_labelled_images
 from runtime.device import device_info, software_versions
 from runtime.frontier import format_frontier, frontier_rows, pick
+from runtime.measure import top1_accuracy
 from runtime.model import decode_mode
 from runtime.plots import plot_frontier
+from runtime.provenance import compare_with_manifest, format_comparison, fp32_artifact, reference_row, row_label
 from runtime.report import format_table, write_plots
 
 SCHEMA = "vl2lite-bench"
@@ -67,18 +71,24 @@ def run_bench(bundle_dir: str | Path, settings: BenchSettings = BenchSettings())
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         data = prepare_data(bundle, settings, Path(tmp)) if settings.data else None
         rows += [measure_in_worker(bundle, job, settings, data, Path(tmp)) for job in jobs]
+        if data:  # inside: the FP32 reference may still need the prepared images
+            data["fp32_reference"], data["no_reference"] = compare_on_data(bundle, rows, data, settings)
     report = {"schema": SCHEMA, "schema_version": 1,
               "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "bundle": {"path": str(bundle.root), "name": bundle.name, "arch": bundle.arch,
                          "input": bundle.manifest["input"]},
               "device": device_info(), "software": software_versions(), "settings": settings_json(settings),
-              "data": {"root": str(settings.data), "images": data["images"], "decode": data["decode"]} if data else None,
+              "data": {"root": str(settings.data), "images": data["images"], "decode": data["decode"],
+                       "fp32_reference": data["fp32_reference"], "no_reference": data["no_reference"] or None}
+              if data else None,
               "results": sorted(rows, key=lambda r: r["status"] != "ok")}
     if settings.budget_ms is not None:
         report["budget"] = pick(frontier_rows([report], [recorded_top1(bundle)]), settings.budget_ms)
     write_json(out / "bench.json", report)
     report["plots"] = write_plots(report["results"], out) if settings.plots else []
     print(format_table(report["results"]))
+    if data:
+        print(f"\n{format_comparison(report['results'], data['fp32_reference'], data['no_reference'])}")
     if "budget" in report:
         print(f"\n{report['budget']['message']}")
     print(f"\nwrote {out / 'bench.json'}" + "".join(f", {p}" for p in report["plots"] if p.endswith(".png")))
@@ -182,6 +192,35 @@ def prepare_data(bundle: Bundle, settings: BenchSettings, tmp: Path) -> dict[str
     x.flush()
     np.save(tmp / "y.npy", np.array([y for _, y in items], dtype=np.int64))
     return {"x": str(tmp / "x.npy"), "y": str(tmp / "y.npy"), "images": len(items), "decode": decode}
+
+
+def compare_on_data(bundle: Bundle, rows: list[dict[str, Any]], data: dict[str, Any],
+                    settings: BenchSettings) -> tuple[str | None, str]:
+    """Set each artifact's drop on --data beside the manifest's (runtime.provenance): (what the FP32
+    reference was, e.g. "model.onnx on onnxruntime-cpu", "") or (None, why there is none)."""
+    ref = fp32_reference(bundle, rows, data, settings)
+    compare_with_manifest(bundle, rows, np.load(data["y"]), None if isinstance(ref, str) else ref)
+    return (None, ref) if isinstance(ref, str) else (ref[0], "")
+
+
+def fp32_reference(bundle: Bundle, rows: list[dict[str, Any]], data: dict[str, Any],
+                   settings: BenchSettings) -> tuple[str, np.ndarray] | str:
+    """(label, per-image FP32 predictions), or why there are none. The FP32 row measured here when
+    there is one; else (``--artifact`` left it out) model.onnx is run once more on the CPU, in this
+    process after every worker has finished, so no timed figure is coloured by it."""
+    art = fp32_artifact(bundle)
+    if art is None:
+        return f"bundle {bundle.root} has no FP32 ONNX artifact"
+    row = reference_row(rows, art.file)
+    if row is not None:
+        return row_label(row), np.asarray(row["predictions"])
+    print(f"measuring {art.file} on onnxruntime-cpu for the top-1 drop on --data ...", flush=True)
+    try:
+        session = require_available(get_backend("onnxruntime-cpu")).open(art, SessionOptions(threads=settings.threads))
+        preds = top1_accuracy(session, data, bundle.max_batch)["predictions"]
+    except (UserError, RuntimeError, OSError) as exc:  # said in the report: it must not lose the measured rows
+        return f"no FP32 reference: {art.file} did not run on onnxruntime-cpu ({exc})"
+    return f"{art.file} on onnxruntime-cpu", np.asarray(preds)
 
 
 # --------------------------------------------------------------------------- CLI

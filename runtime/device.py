@@ -16,11 +16,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from formats.isa import this_cpu
+
 
 def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "memory_gb": _memory_gb(),
+        "isa": this_cpu()["isa"],  # the integer-kernel class: what decides whether INT8 figures carry over
     }
     gpus = nvidia_smi_gpus()
     if gpus:

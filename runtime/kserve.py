@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from formats.isa import describe
 from runtime.serve_state import HttpError, ServerState
 
 
@@ -26,6 +27,7 @@ def model_metadata_json(state: ServerState) -> dict[str, Any]:
             "outputs": [{"name": b.output_name, "datatype": "FP32", "shape": [-1, b.num_classes]}],
             "parameters": {"artifact": state.clf.artifact.file, "max_batch_size": state.settings.max_batch,
                            "decode": state.clf.decode,
+                           "measured_on": describe(state.clf.artifact.measured_on),  # where its top-1 was measured
                            "labels": list(b.labels)}}
 
 

@@ -90,13 +90,14 @@ def latency_stats(seconds: np.ndarray) -> dict[str, Any]:
 
 
 def top1_accuracy(session: Session, data: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Top-1 on the prepared --data images, and each image's predicted class: the parent pairs them
+    with the FP32 model's to re-measure the drop (runtime.provenance). Class indices, not logits:
+    N integers travel back from the worker, not N x C floats."""
     x = np.load(data["x"], mmap_mode="r")  # (N, 3, H, W) float32, written by bench.prepare_data
     y = np.load(data["y"])  # (N,) int64
-    correct = 0
-    for i in range(0, len(y), batch):
-        logits = session.run(np.ascontiguousarray(x[i:i + batch]))
-        correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
-    return {"top1": round(correct / len(y), 4), "images": int(len(y))}
+    preds = np.concatenate([session.run(np.ascontiguousarray(x[i:i + batch])).argmax(axis=1)
+                            for i in range(0, len(y), batch)])  # (N,)
+    return {"top1": round(float((preds == y).mean()), 4), "images": int(len(y)), "predictions": preds.tolist()}
 
 
 def _peak_rss_mb() -> float:

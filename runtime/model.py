@@ -12,6 +12,7 @@ from formats.errors import UserError
 from formats.preprocessing import DECODE_MODES, load_input, preprocess_batch
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.backends.base import Session
+from runtime.provenance import startup_note
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Classifier:
     artifact: Artifact
     session: Session
     decode: str = "exact"  # how image files are decoded: exact | jpeg-draft (decode_mode)
+
+    @property
+    def provenance_note(self) -> str | None:
+        """The line to print once at start when this device is not where the artifact's accuracy was
+        measured, or that is unknown (INT8 only: runtime.provenance.startup_note); else None."""
+        return startup_note(self.artifact)
 
     def load(self, source: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
         """An image file or encoded bytes -> the model input (3, H, W), decoded the chosen way."""

@@ -7,6 +7,7 @@ Options: ``--backend`` (default ``onnxruntime``: CUDA when installed, else CPU),
 from __future__ import annotations
 
 import json as jsonlib
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ def predict_files(bundle: str | Path, images: list[str | Path], top_k: int = 5, 
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     clf = open_classifier(bundle, backend, artifact, decode=decode)
+    if clf.provenance_note:  # once, before any answer: the manifest's top-1 may not hold on this CPU
+        print(clf.provenance_note, file=sys.stderr)
     step, results = clf.bundle.max_batch, []
     for start in range(0, len(images), step):  # decode one batch at a time: memory stays bounded
         x = np.stack([clf.load(Path(p)) for p in images[start:start + step]])  # (B, 3, H, W)

@@ -27,6 +27,7 @@ runtime.intake, the KServe v2 tensors and metadata in runtime.kserve.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -212,6 +213,8 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}, "
           f"{state.clf.decode} decoding; requests hold at most {memory_bound_bytes(settings) / 1e9:.2f} GB "
           f"above the model) at http://{settings.host}:{settings.port}", flush=True)
+    if state.clf.provenance_note:  # once at start: the manifest's top-1 may not hold on this CPU
+        print(state.clf.provenance_note, file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     DrainingServer(config, state).run()
 

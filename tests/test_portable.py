@@ -12,6 +12,8 @@ from export.int8 import CPU, TENSORRT
 from export.int8_safety import INT16_MAX, u8s8_saturation, worst_pair_sum
 from formats.isa import UNKNOWN, isa_class, provenance_note, saturates_8bit_u8s8, this_cpu
 
+pytestmark = pytest.mark.cpu_kernels
+
 
 @pytest.mark.parametrize("machine,flags,expected", [
     ("x86_64", {"avx2", "avx512bw", "avx512_vnni", "amx_int8"}, "x86-amx"),
@@ -113,3 +115,14 @@ def test_the_exported_cpu_graph_has_7bit_weights_and_every_figure_its_provenance
     trt = next(a for a in manifest["artifacts"] if a["file"] == TENSORRT.file)
     assert trt["quantization"]["weight_range"] == [-127, 127]  # TensorRT's GPU kernels sum in int32: full 8 bits
     assert "optimisations off" in trt["measured_on"]["engine"]
+
+
+def test_a_forced_torch_kernel_level_is_really_in_force():
+    """make test runs these tests again with ATEN_CPU_CAPABILITY=avx2: that pass must run the AVX2 kernels."""
+    import os
+
+    import torch
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not forced:
+        pytest.skip("torch runs its default kernels in this pass (make test's second pass forces avx2)")
+    assert torch.backends.cpu.get_cpu_capability().lower() == forced.lower()

@@ -44,6 +44,7 @@ def graphs(trained_checkpoint, tmp_path_factory):
     return work, x
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("flavour", [CPU, TENSORRT], ids=["u8s8", "s8s8"])
 def test_the_torch_graph_computes_what_onnxruntime_runs_and_training_writes_back(graphs, flavour, tmp_path):
     work, x = graphs
@@ -76,6 +77,7 @@ def test_the_torch_graph_computes_what_onnxruntime_runs_and_training_writes_back
     assert counts == verify_int8(work / flavour.file, flavour)
 
 
+@pytest.mark.cpu_kernels
 def test_biases_run_on_the_int32_grid_onnxruntime_adds(graphs):
     from onnx import numpy_helper
     work, _ = graphs
@@ -93,6 +95,7 @@ def test_biases_run_on_the_int32_grid_onnxruntime_adds(graphs):
         assert not np.allclose(graph.params[slot.key].detach().double().numpy() / step, q, atol=1e-3)  # not float
 
 
+@pytest.mark.cpu_kernels
 def test_a_graph_torch_does_not_reproduce_is_refused_before_training(graphs):
     from export.qat import check_fidelity
     work, x = graphs

@@ -90,6 +90,7 @@ def test_reparameterisable_students_are_fused_for_deployment(arch):
     assert count(create_student(arch, 4)) == count(student)  # a copy: the training form is untouched
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("size", [(32, 32), (33, 30)])
 def test_tf_same_padding_is_fixed_for_the_input_size(size):
     """TF "same" padding (timm's Conv2dSame / MaxPool2dSame / AvgPool2dSame, computed from the input's
@@ -119,6 +120,7 @@ def test_tf_same_padding_is_fixed_for_the_input_size(size):
     assert "Shape" not in {n.op_type for n in onnx.load_from_string(graph.getvalue()).graph.node}
 
 
+@pytest.mark.cpu_kernels
 def test_deployable_tf_student_matches_its_training_form():
     torch.manual_seed(0)
     student = create_student("timm:tf_efficientnet_lite0", 3).eval()
