@@ -6,9 +6,13 @@ u8·s8 products saturates for 8-bit weights; with VNNI or AMX the products are s
 ARM has its own dot-product kernels. So the ISA *class* below is what decides whether two machines
 compute the same INT8 logits, and it is what the manifest records beside every accuracy figure.
 
-Detection reads ``/proc/cpuinfo`` on Linux and numpy's own CPU dispatch table elsewhere (numpy
-is a runtime dependency and keeps that table current for every platform it builds for). A CPU
-neither can read is ``unknown``: one line says so and nothing stops.
+Detection asks the CPU itself, in this process: numpy's CPU dispatch table runs CPUID (and checks
+that the OS enabled the registers), as onnxruntime does when it picks its kernels; numpy is a
+runtime dependency and keeps that table current on every platform it builds for. ``/proc/cpuinfo``
+only refines it with what numpy does not name (AMX on a CPU numpy sees with AVX-512 VNNI; i8mm on
+an ARM CPU it sees with dot products), and stands in for it where the table cannot be read. (Under
+an emulator or a hypervisor that hides features, CPUID and ``/proc/cpuinfo`` can disagree; CPUID
+is what the kernels follow.) A CPU neither can read is ``unknown``: one line says so and nothing stops.
 """
 from __future__ import annotations
 
@@ -19,37 +23,45 @@ from typing import Any
 
 UNKNOWN = "unknown"
 
-# x86 classes, best first: (class, any of these /proc/cpuinfo flags, any of these numpy features).
+# x86 classes, best first: (class, numpy's features, /proc/cpuinfo flags), all of a row's needed. Where numpy's
+# table is read it decides, and /proc adds only what numpy does not name (REFINED_FROM_PROC).
 X86_CLASSES = (
-    ("x86-amx", ("amx_int8",), ()),
-    ("x86-avx512-vnni", ("avx512_vnni",), ("AVX512VNNI",)),
-    ("x86-avx-vnni", ("avx_vnni",), ()),
-    ("x86-avx512", ("avx512bw",), ("AVX512BW",)),
-    ("x86-avx2", ("avx2",), ("AVX2",)),
+    ("x86-amx", ("AVX512VNNI",), ("amx_int8",)),
+    ("x86-avx512-vnni", ("AVX512VNNI",), ("avx512_vnni",)),
+    ("x86-avx-vnni", (), ("avx_vnni",)),  # AVX-VNNI without AVX-512: numpy does not name it, so /proc alone
+    ("x86-avx512", ("AVX512BW",), ("avx512bw",)),
+    ("x86-avx2", ("AVX2",), ("avx2",)),
 )
+REFINED_FROM_PROC = frozenset({"amx_int8", "i8mm"})
 ARM_CLASSES = (
-    ("arm64-i8mm", ("i8mm",), ()),
-    ("arm64-dotprod", ("asimddp",), ("ASIMDDP",)),
+    ("arm64-i8mm", ("ASIMDDP",), ("i8mm",)),
+    ("arm64-dotprod", ("ASIMDDP",), ("asimddp",)),
 )
 # Classes whose U8S8 kernels sum u8·s8 pairs in int16 (VPMADDUBSW) and so saturate with 8-bit weights.
 INT16_PAIR_SUM = frozenset({"x86-avx512", "x86-avx2", "x86-sse"})
 
 
 def isa_class(machine: str, flags: set[str], numpy_features: set[str] = frozenset()) -> str:
-    """The integer-kernel class of a CPU from its machine name and feature flags (lower-case
-    /proc/cpuinfo names, or numpy's upper-case feature names)."""
+    """The integer-kernel class of a CPU from its machine name, numpy's feature names (CPUID, in
+    this process) and /proc/cpuinfo's lower-case flags; either may be empty."""
     m = machine.lower()
-    if m in ("x86_64", "amd64", "i386", "i686", "x86"):
-        for name, proc, npy in X86_CLASSES:
-            if flags & set(proc) or numpy_features & set(npy):
-                return name
-        return "x86-sse"
-    if m in ("aarch64", "arm64", "armv8l"):
-        for name, proc, npy in ARM_CLASSES:
-            if flags & set(proc) or numpy_features & set(npy):
-                return name
-        return "arm64-neon"
-    return m or UNKNOWN
+    rows = X86_CLASSES if m in ("x86_64", "amd64", "i386", "i686", "x86") else \
+        ARM_CLASSES if m in ("aarch64", "arm64", "armv8l") else None
+    if rows is None:
+        return m or UNKNOWN
+    for name, npy, proc in rows:
+        if _has(npy, proc, flags, numpy_features):
+            return name
+    return "x86-sse" if rows is X86_CLASSES else "arm64-neon"
+
+
+def _has(npy: tuple[str, ...], proc: tuple[str, ...], flags: set[str], numpy_features: set[str]) -> bool:
+    if not numpy_features:  # /proc/cpuinfo alone
+        return set(proc) <= flags
+    if not npy:  # numpy cannot see it, and /proc/cpuinfo may describe another CPU than CPUID does here
+        return False
+    refined = set(proc) & REFINED_FROM_PROC  # what numpy's table does not name
+    return set(npy) <= numpy_features and refined <= flags
 
 
 def saturates_8bit_u8s8(isa: str) -> bool:
@@ -62,7 +74,7 @@ def this_cpu() -> dict[str, str]:
     """``{"isa", "cpu", "machine"}`` of this machine; ``isa`` is ``unknown`` when it cannot be read."""
     machine = platform.machine()
     flags, model = _proc_cpuinfo()
-    features = _numpy_features() if not flags else set()
+    features = _numpy_features()
     isa = isa_class(machine, flags, features) if (flags or features) else UNKNOWN
     return {"isa": isa, "cpu": model or platform.processor() or machine or UNKNOWN, "machine": machine or UNKNOWN}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -126,3 +127,53 @@ def test_a_forced_torch_kernel_level_is_really_in_force():
     if not forced:
         pytest.skip("torch runs its default kernels in this pass (make test's second pass forces avx2)")
     assert torch.backends.cpu.get_cpu_capability().lower() == forced.lower()
+
+
+EMULATED = """
+import json, sys
+import numpy as np, onnxruntime as ort
+from formats.isa import this_cpu
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    feed = {"input": x} if "worst" not in path else {"x": np.full((1, 64), 255.0, np.float32)}
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.save(path + ".avx2.npy", s.run(None, feed)[0])
+print(json.dumps(this_cpu()))
+"""
+
+
+def _avx2_emulation() -> str:
+    """benchmarks/avx2_emulated.sh where it can run (an x86-64 host with QEMU user mode), else a skip."""
+    import platform
+    import shutil
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None:
+        pytest.skip("no QEMU user mode on an x86-64 host (apt-get install qemu-user): the AVX2-only run is skipped")
+    return str(Path(__file__).resolve().parents[1] / "benchmarks" / "avx2_emulated.sh")
+
+
+def test_the_exported_cpu_graph_computes_the_same_logits_on_an_avx2_only_cpu(exported_bundle, tmp_path):
+    """The bundle's INT8 graph run where onnxruntime sees an AVX2-only CPU (QEMU presenting an AMD EPYC
+    Rome: no AVX-512, no VNNI) gives this CPU's logits; an 8-bit worst case run there saturates, which
+    shows that the emulated run really took the int16 pair-sum kernels."""
+    import shutil
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+    wrapper = _avx2_emulation()
+    shutil.copyfile(exported_bundle / CPU.file, tmp_path / "model.onnx")
+    onnx.save(_u8s8_matmul(np.full((64, 8), 127, np.int8)), str(tmp_path / "worst8.onnx"))
+    x = np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32)  # (B, 3, H, W)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([wrapper, sys.executable, "-c", EMULATED, str(tmp_path / "x.npy"),
+                           str(tmp_path / "model.onnx"), str(tmp_path / "worst8.onnx")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["isa"] == "x86-avx2"
+    saturated = np.load(tmp_path / "worst8.onnx.avx2.npy")
+    assert saturated.max() < 255 * 127 * 64 * 0.9  # the 8-bit control: int16 pair sums saturated there
+    here = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    there = np.load(tmp_path / "model.onnx.avx2.npy")
+    assert (here.argmax(1) == there.argmax(1)).all()
+    assert np.abs(here - there).max() <= 1e-3 * np.abs(here).max()  # integer sums agree; float rounding at most
