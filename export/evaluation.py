@@ -6,7 +6,6 @@ come from the model alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,6 +16,7 @@ import torch
 
 from formats.datasets import ImageSource
 from formats.isa import measured_here
+from formats.paired import paired_drop
 from formats.preprocessing import DECODE_MODES, DraftParity, PreprocessSpec, draft_reduces, load_input, preprocess_image
 
 CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
@@ -114,21 +114,9 @@ def accuracy_entry(pred: Predictions, ref: Predictions) -> dict[str, float]:
 
 
 def drop_ci95(pred: Predictions, ref: Predictions) -> float:
-    """Half-width, in points, of the 95% interval of the top-1 drop, paired on the same images (Wald):
-
-        d = (n_lost - n_won) / N,   Var(d) = ((n_lost + n_won) / N - d^2) / N
-
-    n_lost: images the reference gets right and ``pred`` wrong; n_won: the reverse. The drop is a
-    difference of a few flipped images, so it is only as precise as their count: 90 flips in 1,000
-    images (a 0.91 agreement) make it +-1.9 points, whatever its value.
-    """
-    n = len(ref.labels)
-    if n == 0:
-        return 0.0
-    right_ref, right = ref.top1 == ref.labels, pred.top1 == pred.labels
-    lost, won = float((right_ref & ~right).sum()), float((~right_ref & right).sum())
-    d = (lost - won) / n
-    return 100.0 * 1.96 * math.sqrt(max((lost + won) / n - d * d, 0.0) / n)
+    """Half-width, in points, of the 95% interval of the top-1 drop, paired on the same images
+    (``formats.paired.paired_drop``: the runtime's ``bench --data`` uses the same formula)."""
+    return paired_drop(ref.top1 == ref.labels, pred.top1 == pred.labels)[1]
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,14 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
     return counts
 
 
+def log_saturation(flavour: Flavour, counts: dict[str, Any]) -> None:
+    if "saturation" in counts:
+        sat = counts["saturation"]
+        log(f"int8 {flavour.target}: {sat['u8s8_ops']} U8S8 ops with weights in [-{flavour.weight_qmax}, "
+            f"{flavour.weight_qmax}]: worst int16 pair sum {sat['worst_pair_sum']:,} <= {sat['limit']:,}, the same "
+            f"integer sums on every x86 CPU (VNNI or not)")
+
+
 # --------------------------------------------------------------------------- the backend
 
 class Int8Quantizer:
@@ -227,6 +235,7 @@ class OnnxInt8:
         set_metadata(path, list(job.meta.class_names), job.preprocessing)
         check_self_contained(path)
         counts = verify_int8(path, flavour, win.recipe.excluded)
+        log_saturation(flavour, counts)
         final = self.final_accuracy(job, path, flavour)
         quant = {"method": win.recipe.method, "calibration_images": win.recipe.images, "calibration_split": "train",
                  "excluded_nodes": list(win.recipe.excluded), "attempts": [a.row() for a in attempts],
@@ -239,6 +248,7 @@ class OnnxInt8:
         shutil.copyfile(job.qat.graph(flavour), path)
         set_metadata(path, list(job.meta.class_names), job.preprocessing)
         counts = verify_int8(path, flavour)
+        log_saturation(flavour, counts)
         judged = job.judged_on()
         chosen_on = accuracy_entry(predict(flavour.runner(path), judged.batches), judged.reference)
         final = chosen_on if job.held_out is None else \

@@ -9,13 +9,13 @@ flags an artifact whose two drops are further apart than both intervals together
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from formats.bundle import Artifact, Bundle
 from formats.isa import UNKNOWN, describe, provenance_note, this_cpu
+from formats.paired import paired_drop
 
 
 def startup_note(art: Artifact) -> str | None:
@@ -27,22 +27,6 @@ def startup_note(art: Artifact) -> str | None:
     if art.precision != "int8" or art.format != "onnx" or art.target != "onnxruntime-cpu":
         return None
     return provenance_note(art.file, art.measured_on)
-
-
-def paired_drop(ref: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(drop, ci95) in points of ``pred`` against ``ref``, predicted class indices on the same images.
-
-        d = (n_lost - n_won) / N,   half-width = 1.96 * sqrt(((n_lost + n_won) / N - d^2) / N)
-
-    n_lost: images ``ref`` gets right and ``pred`` wrong; n_won: the reverse (the paired Wald
-    interval of export.evaluation.drop_ci95, so both figures mean the same thing)."""
-    n = len(labels)
-    if n == 0:
-        return 0.0, 0.0
-    right_ref, right = ref == labels, pred == labels
-    lost, won = float((right_ref & ~right).sum()), float((~right_ref & right).sum())
-    d = (lost - won) / n
-    return 100.0 * d, 100.0 * 1.96 * math.sqrt(max((lost + won) / n - d * d, 0.0) / n)
 
 
 def recorded(art: Artifact) -> dict[str, Any]:
@@ -69,7 +53,7 @@ def reference_row(rows: list[dict[str, Any]], file: str) -> dict[str, Any] | Non
 
 def compare_row(row: dict[str, Any], art: Artifact, ref: np.ndarray, labels: np.ndarray) -> None:
     """Add ``here`` (the drop on --data against ``ref``) and ``differs`` to a row that has ``recorded``."""
-    drop, ci = paired_drop(ref, np.asarray(row["predictions"]), labels)
+    drop, ci = paired_drop(ref == labels, np.asarray(row["predictions"]) == labels)
     row["here"] = {"top1_drop": round(drop, 3), "top1_drop_ci95": round(ci, 3), "images": int(len(labels)),
                    "isa": this_cpu()["isa"]}
     if art.top1_drop_ci95 is None:  # a bundle written before intervals: nothing to judge against

@@ -17,9 +17,9 @@ import pytest
 
 from formats.bundle import MANIFEST, load_bundle
 from formats.isa import describe, provenance_note, this_cpu
+from formats.paired import paired_drop
 from runtime.bench import BenchSettings, run_bench
 from runtime.predict import predict_files
-from runtime.provenance import paired_drop
 from tests.runtime_helpers import make_images, start_server
 from tests.test_runtime_bench import FAST
 
@@ -109,16 +109,16 @@ def test_serve_says_it_once_at_start_and_in_the_model_metadata(exported_bundle: 
 
 
 def test_the_paired_drop_is_export_s_interval() -> None:
-    """The same formula as export.evaluation.drop_ci95, so the two intervals can be added."""
+    """One formula (formats.paired) for export's interval and bench's, so the two can be added."""
     from export.evaluation import Predictions, drop_ci95
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 200)
     ref = np.where(rng.random(200) < 0.8, labels, (labels + 1) % 5)
     pred = np.where(rng.random(200) < 0.1, (ref + 2) % 5, ref)
-    drop, ci = paired_drop(ref, pred, labels)
+    drop, ci = paired_drop(ref == labels, pred == labels)
     assert drop == pytest.approx(100 * ((ref == labels).mean() - (pred == labels).mean()))
     assert ci == pytest.approx(drop_ci95(Predictions(np.eye(5)[pred], labels), Predictions(np.eye(5)[ref], labels)))
-    assert paired_drop(ref, ref, labels) == (0.0, 0.0)
+    assert paired_drop(ref == labels, ref == labels) == (0.0, 0.0)
 
 
 def test_bench_sets_the_drop_here_beside_the_manifest_s(exported_bundle: Path, synthetic_root: Path,
