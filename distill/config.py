@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from distill.config_parse import from_dict, set_dotted, split_override, to_dict
+from distill.config_parse import from_dict, read_yaml_text, set_dotted, split_override, to_dict
 from formats.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -197,10 +197,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str,
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file {path} not found: pass an existing YAML file, e.g. configs/demo.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        raw = read_yaml_text(path) or {}
         if not isinstance(raw, dict):
             raise UserError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
     items = overrides.items() if isinstance(overrides, Mapping) else (split_override(o) for o in overrides)

@@ -10,11 +10,49 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from formats.errors import UserError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    where = "YAML"  # what the error names: set per file
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise UserError(f"{self.where}: key {key!r} is given twice (lines {seen[key]} and {line}): keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml_text(path: Path) -> Any:
+    """A YAML file read as UTF-8 (a UTF-8 byte-order mark allowed), keys unique per mapping;
+    one UserError naming the file otherwise."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"config file {path} is UTF-16 text: save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                        f"save it as UTF-8") from None
+    loader = _StrictLoader(text)
+    loader.where = f"config file {path}"
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    finally:
+        loader.dispose()
 
 
 def split_override(text: str) -> tuple[str, Any]:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.transforms import TargetSpec
-from formats.errors import UserError
+from formats.errors import UserError, refusal_reason
 from formats.files import read_json_object
 from students.registry import reachable
 
@@ -62,6 +62,21 @@ class TeacherSource:
     preprocess: dict[str, Any] | None  # from preprocess_cfg; None: open_clip's (tag) preprocessing
 
 
+def load_error(source: TeacherSource, exc: Exception) -> UserError:
+    """One error for a teacher open_clip could not build: a missing package named as such, else the
+    reason (what a refused pickle asked for, never torch's advice to unpickle it) and the two ways to
+    give weights that load safely."""
+    what = source.name if source.weights is None else f"{source.name} with weights {source.weights}"
+    if "install transformers" in str(exc):  # open_clip's HFTextEncoder: a Hugging Face text tower
+        return UserError(f"teacher {what} has a Hugging Face text tower, which needs the transformers package: "
+                         f"pip install transformers (or the project's kd-bench extra: pip install -e '.[kd-bench]')")
+    fix = ("check that the folder's weights file is the open_clip checkpoint its open_clip_config.json describes"
+           if source.name.startswith("local-dir:") else
+           "pass teacher.pretrained=<local checkpoint file> or teacher.model=local-dir:<folder>")
+    return UserError(f"teacher {what} could not be loaded ({refusal_reason(exc)}): a weights file must be an "
+                     f"open_clip checkpoint of teacher.model that loads safely (weights only); {fix}")
+
+
 class Teacher:
     """A frozen open_clip model in eval mode; every call runs under inference mode."""
 
@@ -74,11 +89,7 @@ class Teacher:
             self.tokenizer = open_clip.get_tokenizer(source.name)
         except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
                 zipfile.BadZipFile) as exc:  # download failures, refused or corrupt weights files
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-            reason = next((ln for ln in lines if "Unsupported" in ln), lines[0])[:200]  # weights_only's own word
-            raise UserError(f"teacher {model_name}/{pretrained} could not be loaded ({reason}): a weights file "
-                            f"must be an open_clip checkpoint of teacher.model that loads safely (weights only); "
-                            f"pass teacher.pretrained=<local checkpoint file> or teacher.model=local-dir:<folder>") from None
+            raise load_error(source, exc) from None
         self.model = model.eval().requires_grad_(False)
         self.device = device
         pre = source.preprocess or _open_clip_preprocess(open_clip, model)

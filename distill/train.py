@@ -39,7 +39,7 @@ from distill.teacher import resolve_source
 from distill.transforms import preprocessing_spec, student_target, view_sampler
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
-from formats.files import remove_stale_temps, write_text
+from formats.files import remove_stale_temps, writable_folder, write_text
 from formats.image_check import check_dataset
 from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
@@ -189,11 +189,17 @@ def _evaluate(run: Run, source) -> dict[str, float]:
                     run.cfg.train.amp, run.ctx)
 
 
+def checkpoint_room(student: torch.nn.Module) -> int:
+    """Bytes the run's files need at most: best.pt, last.pt with the optimiser's two moments and the
+    condensation heads, and one temporary copy while a checkpoint is written (about 6x the weights)."""
+    return 6 * sum(p.numel() * p.element_size() for p in student.parameters()) + (1 << 20)
+
+
 def fit(cfg: Config) -> Path:
     """Train according to ``cfg``; returns the path of ``best.pt`` (with test metrics filled in)."""
     run = setup(cfg)
     if run.ctx.is_main:
-        run.dir.mkdir(parents=True, exist_ok=True)
+        writable_folder(run.dir, "train.out_dir", checkpoint_room(run.student))  # before epoch 1, not after it
         remove_stale_temps(run.dir)  # a killed run's half-written files (only rank 0 writes here)
         write_text(run.dir / "config.yaml", dump_yaml(cfg))
         if run.start_epoch == 0:

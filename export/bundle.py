@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from formats.bundle import MANIFEST, file_hashes
 from formats.errors import UserError
-from formats.files import write_json
+from formats.files import is_write_failure, write_error, write_json
 from formats.manifest import SCHEMA
 
 
@@ -88,6 +88,10 @@ def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Pa
         raise UserError(f"cannot write the bundle to {out} ({exc.strerror or exc}): choose a writable --out") from None
     try:
         yield tmp
+    except BaseException as exc:
+        if is_write_failure(exc, disk_only=True):  # a full or read-only disk: one line, the staging folder removed
+            raise write_error(out, exc) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after publish renamed it away
 

@@ -56,7 +56,6 @@ class Flavour:
         """How this flavour's graphs are scored here: as their runtime computes them."""
         return ort_runner(path, optimize=self.fused)
 
-
     @property
     def reduce_range(self) -> bool:
         """7-bit weights: onnxruntime's ``reduce_range`` quantizes them to [-64, 64]."""

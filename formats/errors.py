@@ -4,6 +4,7 @@ Every CLI prints ``error: <message>`` and exits with status 2, without a traceba
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable, TypeVar
 
@@ -25,6 +26,18 @@ def one_line(exc: BaseException) -> str:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
     return text
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why a file did not load, without the loader's advice: torch's weights_only refusal suggests
+    loading with weights_only=False, which would run the pickle. The global a pickle asked for, else
+    the first sentence of the error."""
+    text = str(exc)
+    found = re.search(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)", text)
+    if found:
+        return f"a pickle asking for the Python global {found.group(1)}"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return first.split(". ")[0].rstrip(".")[:160] or exc.__class__.__name__
 
 
 def run_cli(func: Callable[[], T]) -> T:

@@ -1,8 +1,12 @@
 """File helpers every stage shares: atomic writes, sha256, strict JSON reading, timestamps."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import re
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -11,17 +15,67 @@ from formats.errors import UserError
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary sibling of ``path``, then rename: never a half-written file."""
+    """Call ``write`` on a temporary sibling of ``path``, then rename: never a half-written file.
+    A folder that cannot be written, or a full disk, is one UserError naming the path and the free space."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
         tmp.replace(path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_write_failure(exc):
+            raise write_error(path, exc) from None
         raise
+
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # full disk, quota, read-only file system
+
+
+def is_write_failure(exc: BaseException, disk_only: bool = False) -> bool:
+    """An OSError (``disk_only``: only a full or read-only disk), or torch.save's RuntimeError when the
+    disk fills ("PytorchStreamWriter failed writing")."""
+    if isinstance(exc, OSError):
+        return not disk_only or exc.errno in DISK_ERRNOS
+    return isinstance(exc, RuntimeError) and "failed writing" in str(exc)
+
+
+def write_error(path: Path, exc: BaseException) -> UserError:
+    """One error for a write that failed: what, where, why, and the free space there."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+        re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", str(exc).splitlines()[0])[:120]  # torch's C++ prefix
+    return UserError(f"cannot write {path} ({reason}; {free_space(path)}): free some space or choose a writable "
+                     f"folder")
+
+
+def free_space(path: Path) -> str:
+    """'1.2 GB free on <folder>' for the nearest existing folder of ``path``, or '' where it cannot be read."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e9:.2f} GB free on {folder}"
+    except OSError:
+        return f"free space on {folder} unknown"
+
+
+def writable_folder(folder: Path, what: str, need_bytes: int = 0) -> Path:
+    """Create ``folder`` and check it takes a file and has ``need_bytes`` free: one UserError otherwise,
+    before any work that would be lost (``what`` names the option, e.g. 'train.out_dir')."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {folder} cannot be written ({exc.strerror or exc}): choose a writable folder") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise UserError(f"{what} {folder} has {free / 1e6:.0f} MB free, about {need_bytes / 1e6:.0f} MB are needed: "
+                        f"free some space or choose another folder")
+    return folder
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

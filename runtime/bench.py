@@ -42,7 +42,7 @@ import numpy as np
 from formats.bundle import Artifact, Bundle, load_bundle
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
-from formats.files import write_json
+from formats.files import writable_folder, write_json
 from formats.preprocessing import load_input
 from runtime.backends import SessionOptions, get_backend, list_backends, require_available
 from runtime.bench_settings import BenchSettings, Job, settings_json
@@ -67,7 +67,7 @@ def run_bench(bundle_dir: str | Path, settings: BenchSettings = BenchSettings())
     bundle = load_bundle(bundle_dir)
     jobs, rows = plan(bundle, settings)
     out = Path(settings.out or Path("runs") / "bench" / bundle.name)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")  # before minutes of measuring
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         data = prepare_data(bundle, settings, Path(tmp)) if settings.data else None
         rows += [measure_in_worker(bundle, job, settings, data, Path(tmp)) for job in jobs]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from formats.checkpoint import StudentMeta
-from formats.errors import UserError
+from formats.errors import UserError, refusal_reason
 from students.registry import Student, create_student
 
 
@@ -19,11 +19,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], StudentMeta]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError (truncated zip), ...
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [exc.__class__.__name__]
-        reason = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
         raise UserError(
             f"checkpoint {path} cannot be loaded safely: it is corrupt, truncated, or a pickle that "
-            f"would run code (refused, never executed) [{reason[:200]}]; re-export it from a distill run"
+            f"would run code (refused, never executed) [{refusal_reason(exc)}]; re-export it from a distill run"
         ) from None
     return ckpt, StudentMeta.from_checkpoint(ckpt, str(path))
 

@@ -68,6 +68,25 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize("content,message", [
+    ("data:\n  root: a\n  root: b\n".encode(), r"key 'root' is given twice \(lines 2 and 3\): keep one"),
+    ("train:\n  epochs: 2\ntrain:\n  lr: 0.1\n".encode(), r"key 'train' is given twice \(lines 1 and 3\)"),
+    ("data:\n  root: caf\xe9\n".encode("latin-1"), r"is not UTF-8 text \(byte 0xe9 at offset 17\): save it as UTF-8"),
+    ("data:\n  root: x\n".encode("utf-16"), "is UTF-16 text: save it as UTF-8"),
+], ids=["duplicate-key", "duplicate-section", "latin-1", "utf-16"])
+def test_config_files_are_utf8_with_unique_keys(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        load_config(path)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("\ufeffdata:\n  root: café\n".encode("utf-8"))
+    assert load_config(path).data.root == "café"
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.epochs=5"])
     saved = tmp_path / "config.yaml"

@@ -49,6 +49,8 @@ def test_malicious_pickle_is_refused_and_never_executed_cli(tmp_path):
     torch.save({"schema": "vl2lite-student", "payload": RunsCode(marker)}, ckpt)
     proc = run_cli(str(ckpt), "--out", str(tmp_path / "b"))
     assert_one_error_line(proc, "cannot be loaded safely")
+    assert "system]" in proc.stderr  # names what the pickle asked for...
+    assert "weights_only` set to `False`" not in proc.stderr and "Re-running" not in proc.stderr  # ...not torch's advice
     assert not marker.exists() and not (tmp_path / "b").exists()
 
 

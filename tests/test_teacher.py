@@ -103,6 +103,26 @@ def test_local_dir_teacher_loads_like_open_clip_saves(tmp_path, teacher):
                           teacher.encode_classes(names, ("a photo of {}.",)), atol=1e-5)
 
 
+def test_a_hugging_face_text_tower_without_transformers_names_the_package(tmp_path):
+    import importlib.util
+    import json
+    if importlib.util.find_spec("transformers") is not None:
+        pytest.skip("transformers is installed here: the missing-package path is not reachable")
+    folder = tmp_path / "hf-text"
+    folder.mkdir()
+    cfg = tiny_model_cfg()
+    cfg["text_cfg"] = {"hf_model_name": "sentence-transformers/all-MiniLM-L6-v2", "hf_tokenizer_name":
+                       "sentence-transformers/all-MiniLM-L6-v2", "hf_model_pretrained": False, "hf_proj_type": "linear",
+                       "hf_pooler_type": "mean_pooler"}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": TINY_PREPROCESS}))
+    (folder / "open_clip_model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError) as err:
+        Teacher(f"local-dir:{folder}", "laion2b_s34b_b79k", torch.device("cpu"))  # a leftover tag in the config
+    message = str(err.value)
+    assert "needs the transformers package: pip install transformers" in message and "kd-bench" in message
+    assert "laion2b" not in message and "pass teacher.model=local-dir" not in message  # nothing glued, no advice given already
+
+
 @pytest.mark.parametrize("drop, message", [
     ("mean", "preprocess_cfg.mean is missing"),
     ("interpolation", "preprocess_cfg.interpolation is missing"),
