@@ -73,11 +73,20 @@ class StudentMeta:
         return self.preprocessing.input_size
 
 
+# No student input is larger: 4096 x 4096 x 3 float32 is already 200 MB per image. A larger size is a damaged
+# or hostile checkpoint, refused before Pillow allocates it (input_size 100000 would take ~30 GB per image).
+MAX_SIDE = 4096
+
+
 def _preprocessing(d: dict[str, Any], where: str) -> PreprocessSpec:
     try:
-        return PreprocessSpec.from_dict(d)
+        spec = PreprocessSpec.from_dict(d)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    if max(*spec.input_size, spec.resize_size) > MAX_SIDE:
+        raise UserError(f"{where}: preprocessing asks for input_size {list(spec.input_size)} and resize_size "
+                        f"{spec.resize_size}, beyond {MAX_SIDE} pixels a side: the checkpoint is damaged; {RETRAIN}")
+    return spec
 
 
 class _Fields:

@@ -88,3 +88,15 @@ def test_bench_into_an_unwritable_out_is_one_error(exported_bundle, tmp_path):
 def test_a_refused_pickle_names_what_it_asked_for_never_the_advice_to_unpickle_it(message, expected):
     reason = refusal_reason(RuntimeError(message))
     assert reason == expected and "weights_only" not in reason and "Please" not in reason
+
+
+def test_a_checkpoint_asking_for_a_huge_input_is_refused_before_any_allocation(trained_checkpoint, tmp_path):
+    import torch
+
+    from students.checkpoint import read_checkpoint
+    ckpt = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["preprocessing"] = {**ckpt["preprocessing"], "input_size": [100000, 100000], "resize_size": 100000}
+    torch.save(ckpt, tmp_path / "huge.pt")
+    with pytest.raises(UserError, match=r"input_size \[100000, 100000\] .* beyond 4096 pixels a side: the checkpoint "
+                                         r"is damaged"):
+        read_checkpoint(tmp_path / "huge.pt")
