@@ -24,6 +24,7 @@ from export.onnx_fp32 import INPUT, OUTPUT
 from export.options import ExportOptions
 from export.qat import read_qat
 from export.triton import write_repository
+from formats.bundle import write_labels
 from formats.checkpoint import StudentMeta
 from formats.datasets import DatasetSplits, load_splits
 from formats.errors import UserError
@@ -130,7 +131,7 @@ def measure_draft(job: ExportJob, splits: DatasetSplits) -> DraftParity:
 
 
 def write_sidecars(folder: Path, meta: StudentMeta, draft: DraftParity | None = None) -> None:
-    (folder / "labels.txt").write_text("".join(f"{name}\n" for name in meta.class_names))
+    write_labels(folder / "labels.txt", meta.class_names)  # names that cannot round-trip one per line: refused
     pre = dataclasses.replace(meta.preprocessing, jpeg_draft=draft)
     write_json(folder / "preprocessing.json", pre.to_dict())
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from formats.errors import UserError
-from formats.files import read_json_object, sha256_file
+from formats.files import read_json_object, sha256_file, write_text
+from formats.labels import label_problem
+from formats.onnx_header import NotAModel, onnx_input_dims
 from formats.manifest import ArtifactEntry, Manifest
 from formats.preprocessing import PreprocessSpec
 
 MANIFEST = "manifest.json"
 REBUILD = "rebuild it with python -m export <checkpoint> --out <bundle>"
+REEXPORT = "re-export the bundle (python -m export <checkpoint> --out <bundle>)"
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,37 @@ def load_bundle(root: str | Path, verify: bool = True, artifacts: bool = True) -
     names = [t.get("name") for t in (m.input, m.output)]
     if not all(isinstance(n, str) and n for n in names):
         raise UserError(f"{root / MANIFEST}: input and output need a name: {REBUILD}")
-    return Bundle(root=root, name=m.name, arch=m.arch, labels=tuple(labels), preprocessing=pre,
-                  input_name=names[0], output_name=names[1], max_batch=m.max_batch,
-                  artifacts=tuple(_artifact(root, a) for a in m.artifacts), manifest=raw)
+    _check_shapes(root, m, pre)
+    bundle = Bundle(root=root, name=m.name, arch=m.arch, labels=tuple(labels), preprocessing=pre,
+                    input_name=names[0], output_name=names[1], max_batch=m.max_batch,
+                    artifacts=tuple(_artifact(root, a) for a in m.artifacts), manifest=raw)
+    if verify and artifacts:  # every model file was just read for its checksum: check what it holds too
+        for art in bundle.artifacts:
+            check_model_input(bundle, art)
+    return bundle
+
+
+def _check_shapes(root: Path, m: Manifest, pre: PreprocessSpec) -> None:
+    """The manifest's tensor shapes agree with preprocessing.json and labels.txt (whose files hash
+    right, but may have been written from another model)."""
+    shape, out = m.input.get("shape"), m.output.get("shape")
+    if not (_ints(shape, 4) and shape[1] == 3) or not _ints(out, 2):
+        raise UserError(f"{root / MANIFEST}: input.shape {shape!r} must be [-1, 3, H, W] and output.shape "
+                        f"{out!r} [-1, C]: {REEXPORT}")
+    if tuple(shape[2:]) != pre.input_size:
+        raise UserError(f"bundle {root}: preprocessing.json makes {_hw(pre.input_size)} inputs but the manifest's "
+                        f"model input is {_hw(shape[2:])} (input.shape {shape}): the files disagree; {REEXPORT}")
+    if out[1] != m.num_classes:
+        raise UserError(f"bundle {root}: the manifest's output.shape {out} does not give its {m.num_classes} "
+                        f"classes: {REEXPORT}")
+
+
+def _ints(value: Any, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(type(v) is int for v in value)
+
+
+def _hw(size: Any) -> str:
+    return "x".join(str(v) for v in size)
 
 
 def inside(root: Path, name: str) -> Path:
@@ -119,7 +150,34 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_labels(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"bundle file {path} is missing: {REBUILD}")
-    return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    try:
+        return parse_labels(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"bundle file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}) although its "
+                        f"sha256 matches the manifest: the bundle was written wrong; {REEXPORT}") from None
+
+
+def parse_labels(text: str) -> list[str]:
+    """labels.txt -> class names: one per line, blank lines skipped, Windows line ends tolerated."""
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def labels_text(names: Sequence[str]) -> str:
+    """Class names -> labels.txt, refusing a name that would not read back as itself (``parse_labels``)."""
+    for index, name in enumerate(names):
+        problem = label_problem(name)
+        if problem is not None:
+            raise UserError(f"class {index} is named {name!r}, which {problem}: labels.txt holds one name per line, "
+                            f"so the bundle could not be read back; rename the class folder (or give "
+                            f"data.label_names) and train again")
+    text = "".join(f"{name}\n" for name in names)
+    assert parse_labels(text) == list(names), "label_problem let through a name labels.txt cannot hold"
+    return text
+
+
+def write_labels(path: Path, names: Sequence[str]) -> None:
+    """Write a bundle's labels.txt (UTF-8, one name per line); every name must read back as itself."""
+    write_text(path, labels_text(names))
 
 
 def _artifact(root: Path, entry: ArtifactEntry) -> Artifact:
@@ -159,6 +217,26 @@ def verify_artifact(bundle: Bundle, art: Artifact) -> None:
         name = art.sidecar.relative_to(bundle.root).as_posix()
         checksums[name] = files.get(name, "")
     verify_checksums(bundle.root, checksums)
+    check_model_input(bundle, art)
+
+
+# --------------------------------------------------------------------------- what a model file holds
+
+def check_model_input(bundle: Bundle, art: Artifact) -> None:
+    """An ONNX artifact must be an ONNX model taking the input preprocessing.json makes (where its
+    size is fixed). A matching sha256 proves only that the file is the one export listed."""
+    if art.format != "onnx":
+        return  # a TensorRT engine is checked by TensorRT, against its sidecar (runtime.backends.tensorrt)
+    try:
+        dims = onnx_input_dims(art.path.read_bytes())
+    except NotAModel as exc:
+        raise UserError(f"bundle file {art.file} is not an ONNX model ({exc}) although its sha256 matches the "
+                        f"manifest: the bundle was written wrong; {REEXPORT}") from None
+    expected = (3, *bundle.preprocessing.input_size)
+    if len(dims) != 4 or any(d is not None and d != e for d, e in zip(dims[1:], expected)):
+        model = "x".join("N" if d is None else str(d) for d in dims)
+        raise UserError(f"bundle file {art.file} takes {model} inputs but preprocessing.json makes Nx{_hw(expected)} "
+                        f"ones: the files disagree; {REEXPORT}")
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

@@ -26,6 +26,32 @@ def clean_class_name(raw: str) -> str:
     return re.sub(r"^\d+\.", "", raw).replace("_", " ").strip()
 
 
+def label_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one line of a bundle's labels.txt and read back as itself, or None.
+
+    labels.txt is UTF-8 with one name per line, blank lines skipped: an empty name (a folder
+    ``_`` or ``001.`` cleans to one) would shift every later class, a line break would split it.
+    """
+    if not name.strip():
+        return "is empty"
+    if name.splitlines() != [name]:  # \n, \r and the other characters that end a line
+        return "holds a line break"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a folder name whose bytes are not UTF-8 (Python keeps them as surrogates)
+        return "is not valid UTF-8 text"
+    return None
+
+
+def check_class_names(names: Sequence[str], sources: Sequence[str], fix: str) -> None:
+    """A UserError for the first name ``label_problem`` refuses, naming where it came from and ``fix``."""
+    for name, source in zip(names, sources):
+        problem = label_problem(name)
+        if problem is not None:
+            raise UserError(f"class {source} gives the class name {name!r}, which {problem}: a bundle lists one "
+                            f"class name per line of labels.txt, so it could not be exported; {fix}")
+
+
 def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Split indices into (keep, held_out), taking ``fraction`` of every class, seeded."""
     rng = np.random.default_rng(seed)
@@ -122,7 +148,10 @@ def read_cub(root: Path) -> tuple[list[str], FileSource, FileSource]:
         dst = train if split[i] == "1" else test  # 1 = training image in CUB's split file
         dst.paths.append(root / "images" / images[i])
         dst.labels.append(rank[int(class_of[i])])
-    return [clean_class_name(classes[c]) for c in sorted(classes)], train, test
+    names = [clean_class_name(classes[c]) for c in sorted(classes)]
+    check_class_names(names, [f"{c} of {root / 'classes.txt'}" for c in sorted(classes)],
+                      "correct its line in classes.txt")
+    return names, train, test
 
 
 # --------------------------------------------------------------------------- class folders
@@ -157,23 +186,31 @@ def read_label_names(path: str | Path, folders: list[str]) -> list[str]:
     missing = [f for f in folders if f not in mapping]
     if missing:
         raise UserError(f"data.label_names {path} has no 'folder<TAB>name' line for {missing[0]!r}")
-    return [mapping[f] for f in folders]
+    names = [mapping[f] for f in folders]
+    check_class_names(names, [f"folder {f!r} (in data.label_names {path})" for f in folders],
+                      f"correct its line in {path}")
+    return names
 
 
 def read_imagefolder(root: Path, split_seed: int, label_names: str = "") -> tuple[list[str], FileSource, FileSource]:
     """``root/<class>/*.jpg`` (20% of every class held out as test, seeded) or ``root/{train,test}/<class>/``."""
     root = Path(root)
     need_dir(root, "image")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        folders, train = scan_class_folders(root / "train")
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    classes = root / "train" if split else root
+    folders, train = scan_class_folders(classes)
+    if split:
         test_folders, test = scan_class_folders(root / "test")
         if test_folders != folders:
             raise UserError(f"{root}/train and {root}/test must have the same class folders")
     else:
-        folders, everything = scan_class_folders(root)
-        keep, held = stratified_split(everything.labels, 0.2, split_seed)
-        train, test = everything.subset(keep), everything.subset(held)
+        keep, held = stratified_split(train.labels, 0.2, split_seed)
+        train, test = train.subset(keep), train.subset(held)
     if not folders:
         raise UserError(f"no class folders in {root}: expected one sub-folder of images per class")
-    names = read_label_names(label_names, folders) if label_names else [clean_class_name(f) for f in folders]
+    if label_names:
+        return read_label_names(label_names, folders), train, test
+    names = [clean_class_name(f) for f in folders]
+    check_class_names(names, [f"folder {str(classes / f)!r}" for f in folders],
+                      "rename the folder, or give data.label_names (a file of 'folder<TAB>name' lines)")
     return names, train, test

@@ -13,13 +13,13 @@ from starlette.requests import Request
 
 from formats.preprocessing import ImageError
 from runtime.batcher import QueueFull, ShuttingDown
-from runtime.serve_state import HttpError, ServerState
+from runtime.serve_state import HttpError, ServerState, shown
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = whole_number(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise HttpError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -39,11 +39,11 @@ async def image_bytes(request: Request, limit: int) -> bytes:
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
-    upload = form.get("file") or next((v for v in form.values() if hasattr(v, "read")), None)
-    if upload is None or not hasattr(upload, "read"):
-        raise HttpError(400, "multipart request has no file part: send the image as field 'file'")
-    return await upload.read()
+    async with Request(request.scope, replay).form(max_files=4, max_fields=16) as form:  # closes its temp files
+        upload = form.get("file") or next((v for v in form.values() if hasattr(v, "read")), None)
+        if upload is None or not hasattr(upload, "read"):
+            raise HttpError(400, "multipart request has no file part: send the image as field 'file'")
+        return await upload.read()
 
 
 @contextmanager
@@ -84,10 +84,25 @@ def decode_image(data: bytes, state: ServerState) -> np.ndarray:
         raise HttpError(exc.status, str(exc)) from None
 
 
+MAX_DIGITS = 18  # any count or size a request may name fits; int() of 4,300+ digits would raise
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a non-negative int when it is 1 to 18 ASCII digits, else None.
+
+    Strict on purpose: ``str.isdigit`` accepts "²" and other Unicode digits that ``int`` then
+    refuses, and ``int`` accepts signs, spaces and underscores that no count is written with."""
+    if not 0 < len(text) <= MAX_DIGITS or not (text.isascii() and text.isdecimal()):
+        return None
+    return int(text)
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HttpError(400, f"query parameter {name} must be a whole number in {low}..{high}, got {raw!r}")
-    return int(raw)
+    value = whole_number(raw)
+    if value is None or not low <= value <= high:
+        raise HttpError(400, f"query parameter {name} must be a whole number in {low}..{high} "
+                             f"(ASCII digits), got {shown(raw)}")
+    return value

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from formats.isa import describe
-from runtime.serve_state import HttpError, ServerState
+from runtime.serve_state import HttpError, ServerState, shown
 
 
 def model_or_404(state: ServerState, name: str) -> None:
@@ -43,8 +43,7 @@ def parse_infer_request(body: bytes, state: ServerState) -> tuple[dict[str, Any]
     inputs = req.get("inputs") if isinstance(req, dict) else None
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise HttpError(400, f"'inputs' must be a list with one tensor named {b.input_name!r}")
-    if not isinstance(req.get("id", ""), str):
-        raise HttpError(400, "'id' must be a string (it is echoed in the response)")
+    _check_id(req.get("id", ""))
     outputs = req.get("outputs") or []
     if not isinstance(outputs, list):
         raise HttpError(400, f"'outputs' must be a list of requested outputs (this model has one, {b.output_name!r})")
@@ -56,18 +55,41 @@ def parse_infer_request(body: bytes, state: ServerState) -> tuple[dict[str, Any]
 
 def _tensor(t: dict[str, Any], name: str, chw: tuple[int, ...], max_rows: int) -> np.ndarray:
     if t.get("name") != name:
-        raise HttpError(400, f"unknown input {t.get('name')!r}: the model's input is {name!r}")
+        raise HttpError(400, f"unknown input {shown(t.get('name'))}: the model's input is {name!r}")
     if t.get("datatype") != "FP32":
-        raise HttpError(400, f"input datatype {t.get('datatype')!r} is not supported: send FP32")
+        raise HttpError(400, f"input datatype {shown(t.get('datatype'))} is not supported: send FP32")
     shape = t.get("shape")
     expected = f"[N, {', '.join(map(str, chw))}] with 1 <= N <= {max_rows}"
-    if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(s, int) for s in shape)
+    if (not isinstance(shape, list) or len(shape) != 4 or not all(_is_int(s) for s in shape)
             or tuple(shape[1:]) != chw or not 1 <= shape[0] <= max_rows):
-        raise HttpError(400, f"input shape {shape} is wrong: expected {expected}")
+        raise HttpError(400, f"input shape {shown(shape)} is wrong: expected {expected} (JSON integers)")
     data = _fp32_values(t.get("data"))
     if data.size != int(np.prod(shape)):
         raise HttpError(400, f"input data has {data.size} values, shape {shape} needs {int(np.prod(shape))}")
     return data.reshape(shape)
+
+
+def _check_id(value: Any) -> None:
+    """The request id is echoed in the response: a string that UTF-8 can carry (a JSON escape such
+    as "\\ud800" decodes to a lone surrogate, which no UTF-8 response can hold)."""
+    if not isinstance(value, str):
+        raise HttpError(400, "'id' must be a string (it is echoed in the response)")
+    if not _utf8(value):
+        raise HttpError(400, f"'id' {shown(value)} holds a lone surrogate, which UTF-8 cannot carry: send an id "
+                             f"of valid Unicode text (it is echoed in the response)")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer: ``true`` and ``false`` load as bool, a subclass of int, and are not sizes."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 FP32_MAX = float(np.finfo(np.float32).max)
@@ -94,6 +116,9 @@ def _kind(raw: np.ndarray) -> str:
 
 def infer_response(name: str, req: dict[str, Any], logits: np.ndarray, output_name: str) -> dict[str, Any]:
     """The v2 inference response for ``logits`` (N, C), echoing the request's id."""
+    if not np.isfinite(logits).all():  # JSON has no NaN or infinity: inputs near float32's limit overflow
+        raise HttpError(400, "the model's output for this input is not finite (its values overflow float32 in "
+                             "the model): send preprocessed pixels, the small numbers preprocessing.json makes")
     return {"model_name": name, "model_version": "1", "id": req.get("id", ""),
             "outputs": [{"name": output_name, "datatype": "FP32", "shape": list(logits.shape),
                          "data": logits.ravel().tolist()}]}

@@ -13,7 +13,8 @@ took 0.30 s against Starlette's 0.11 s, a large share of a 0.5 s cold start). En
 Every inference goes through one dynamic batcher (``--max-batch``, ``--max-delay-ms``) with a
 bounded queue (``--max-queue``; full -> 503). Bad input answers 4xx with ``{"error": ...}``: not
 an image or truncated (400), over ``--max-pixels`` (413), body over ``--max-body-mb`` (413), wrong
-tensor shape/datatype (400), unknown model or route (404), wrong method (405). At most
+tensor shape/datatype (400), unknown model or route (404), wrong method (405); a client that
+disconnects before its request is read is counted as 499 in the metrics. At most
 ``--decode-workers`` images are decoded at once, so the memory requests hold is bounded
 (``serve_state.memory_bound_bytes``, printed at startup). On SIGTERM the
 server drains (readiness 503, no new connections, requests in flight and queued answered) and
@@ -26,6 +27,7 @@ runtime.intake, the KServe v2 tensors and metadata in runtime.kserve.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -37,7 +39,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,6 +55,8 @@ from runtime.model import open_classifier, top_k_predictions
 from runtime.serve_state import HttpError, ServerState, ServeSettings, memory_bound_bytes
 
 SERVER_NAME = "vl2lite-runtime"
+CLIENT_CLOSED = 499  # nginx's "client closed request": a client that left is not a server error
+log = logging.getLogger("uvicorn.error")  # uvicorn's own log, so the line looks like its others
 
 
 def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> Starlette:
@@ -122,7 +126,8 @@ async def _framework_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 class CountRequests:
-    """ASGI middleware: requests_total and request_seconds per endpoint and status."""
+    """ASGI middleware: requests_total and request_seconds per endpoint and status; a client that
+    disconnects before its request is read counts as status 499."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -138,6 +143,10 @@ class CountRequests:
             await send(message)
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:  # nobody to answer: one line and a 499, not a traceback and a 500
+            status[0] = CLIENT_CLOSED
+            log.warning("client closed the connection before its request was read (%s %s): counted as "
+                        "status %d", scope["method"], _endpoint(scope["path"]), CLIENT_CLOSED)
         finally:
             endpoint = _endpoint(scope["path"])
             self.metrics.inc("requests_total", endpoint=endpoint, status=str(status[0]))

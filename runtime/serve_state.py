@@ -69,8 +69,17 @@ def memory_bound_bytes(settings: ServeSettings) -> int:
     return settings.max_inflight * 2 * body + settings.workers * per_worker
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A client's value in an error message: its repr (which escapes lone surrogates, so the answer
+    stays UTF-8), cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
+        # Escaped: a lone surrogate (a client's JSON can hold one) would fail the UTF-8 answer with a 500.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.status, self.message = status, message
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -21,6 +22,15 @@ from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Where a client sends a number or a string, also what passes a careless check: "²" passes
+# str.isdigit() but not int(), "٣" passes both (and is no ASCII count); JSON true loads as a Python
+# int; a JSON "\ud800" escape loads as a lone surrogate, which no UTF-8 answer can carry.
+UNICODE_DIGITS = st.characters(categories=["Nd", "No", "Nl"])
+SURROGATES = st.characters(categories=["Cs"])
+DIGITISH = st.sampled_from("0123456789 +-_²³①") | UNICODE_DIGITS  # what a count in a query might be written with
+TEXT = st.text(st.characters() | UNICODE_DIGITS | SURROGATES, max_size=8)
+NUMBERISH = (st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(UNICODE_DIGITS, min_size=1, max_size=3)
+             | st.text(SURROGATES, min_size=1, max_size=2))
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +92,23 @@ def test_predict_answers_any_body_with_200_or_a_clear_4xx(client, data) -> None:
         assert 1 <= len(response.json()["predictions"]) <= 10
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), (90, 140, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@SETTINGS
+@given(top_k=st.text(DIGITISH, min_size=1, max_size=6) | st.sampled_from(["+3", "1_0", " 2", "1" * 5000]))
+def test_predict_answers_any_top_k_with_200_or_a_clear_4xx(client, top_k) -> None:
+    response = client.post(f"/predict?top_k={quote(top_k)}", content=_png(), headers={"content-type": "image/png"})
+    _answer_ok(response)
+    if response.status_code == 200:  # ASCII digits only, however int() or str.isdigit() would read the rest
+        assert top_k.isascii() and len(response.json()["predictions"]) == int(top_k)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | TEXT,
+                    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(TEXT, inner, max_size=6),
                     max_leaves=40)
 
 
@@ -114,6 +139,23 @@ def test_kserve_infer_answers_any_request_with_200_or_a_clear_4xx(client, export
     _answer_ok(response)
     if request == "valid" and model == name and n > 0:
         assert response.status_code == 200 and response.json()["outputs"][0]["shape"][0] == n
+
+
+@SETTINGS
+@given(data=st.data())
+def test_kserve_infer_answers_odd_numbers_and_strings_with_200_or_a_clear_4xx(client, exported_bundle, data) -> None:
+    """One field of a valid request replaced by what passes a careless check: a boolean, a Unicode
+    digit, a lone surrogate, in a shape entry, the id, the input name or the datatype."""
+    name = json.loads((exported_bundle / "manifest.json").read_text())["name"]
+    h, w = json.loads((exported_bundle / "preprocessing.json").read_text())["input_size"]
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 3, h, w], "data": [0.0] * (3 * h * w)}
+    request = {"id": "r", "inputs": [tensor]}
+    field = data.draw(st.sampled_from(["shape", "shape", "id", "name", "datatype"]))
+    if field == "shape":
+        tensor["shape"][data.draw(st.sampled_from([0, 0, 1, 2, 3]))] = data.draw(NUMBERISH)
+    else:
+        (request if field == "id" else tensor)[field] = data.draw(NUMBERISH | TEXT)
+    _answer_ok(client.post(f"/v2/models/{name}/infer", content=json.dumps(request, allow_nan=True).encode()))
 
 
 ROUTES = ["predict", "metrics", "v2", "v2/health/live", "v2/health/ready", "v2/models/{m}", "v2/models/{m}/ready",

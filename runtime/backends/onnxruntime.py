@@ -51,7 +51,13 @@ class OrtSession:
             providers.append((CUDA, _provider_options(CUDA, artifact, options)))  # what TensorRT rejects stays on the GPU
         if provider != CPU:
             providers.append((CPU, {}))  # nodes no GPU provider can run; the main provider is checked below
-        self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
+        try:
+            self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
+        except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail, ...: a damaged bundle file
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise UserError(f"onnxruntime cannot load bundle file {artifact.file} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]}): re-export the bundle") from None
         active = self._sess.get_providers()
         if not active or active[0] != provider:
             raise UserError(f"onnxruntime could not start {provider} for {artifact.file} (active: "
