@@ -25,6 +25,7 @@ own evaluation images and the runtime takes this path by default only where expo
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +41,9 @@ _FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: larger images are refused before they are decoded
+# Our own limit (max_pixels, checked from the header before decoding) decides; Pillow's warning for images
+# above its 89 MP default would only precede our one clear error, or second-guess a limit the user raised.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # The resized image before the centre crop: a 4x40,000 file (a few hundred bytes) resized to a
 # shorter side of 256 would be 256x2,560,000 pixels (2 GB). Above this many pixels only the
 # region the crop keeps is resized (Pillow's box resize: the same filter taps, rounded on their

@@ -99,3 +99,18 @@ def test_a_checkpoint_asking_for_a_huge_input_is_refused_before_any_allocation(t
     with pytest.raises(UserError, match=r"input_size \[100000, 100000\] .* beyond 4096 pixels a side: the checkpoint "
                                          r"is damaged"):
         read_checkpoint(tmp_path / "huge.pt")
+
+
+def test_a_huge_image_is_one_clear_error_without_pillows_warning(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from tests.conftest import REPO
+    path = tmp_path / "huge.png"
+    Image.new("L", (10000, 9000)).save(path)  # 90 MP: over Pillow's 89 MP warning, over our 40 MP limit
+    code = ("from formats.errors import UserError\nfrom formats.preprocessing import open_image\n"
+            f"try:\n    open_image({str(path)!r})\nexcept UserError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert "over the limit of 40000000" in proc.stdout
+    assert "DecompressionBombWarning" not in proc.stderr, proc.stderr
