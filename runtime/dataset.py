@@ -1,4 +1,5 @@
-"""Labelled evaluation images for ``bench --data``: a CUB-layout root (test split) or class folders.
+"""Labelled evaluation images for ``bench --data``: a CUB-layout root (test split), a root with
+``train/`` and ``test/`` class folders (its ``test/``, as training splits it), or class folders.
 
 The files are read by ``formats.datasets``, the readers training uses. Labels are matched to the
 bundle's ``labels.txt`` by name, exactly or after the same cleaning that
@@ -35,7 +36,12 @@ def load_labelled_images(root: str | Path, labels: tuple[str, ...], limit: int |
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"--data folder {root} not found: pass a CUB-layout root or a folder of class folders")
-    items = _cub_test_split(root, labels) if (root / "images.txt").is_file() else _class_folders(root, labels)
+    if (root / "images.txt").is_file():
+        items = _cub_test_split(root, labels)
+    elif (root / "test").is_dir() and (root / "train").is_dir():  # training's train/ + test/ layout: its test split
+        items = _class_folders(root / "test", labels)
+    else:
+        items = _class_folders(root, labels)
     if not items:
         raise UserError(f"--data {root} holds no images: expected {', '.join(sorted(IMAGE_SUFFIXES))} files")
     if limit is not None:

@@ -211,6 +211,16 @@ def test_labelled_images_from_class_folders(tmp_path: Path, images: list[Path]) 
         load_labelled_images(tmp_path, labels)
 
 
+def test_labelled_images_from_a_train_and_test_root_are_its_test_split(tmp_path: Path, images: list[Path]) -> None:
+    labels = ("Black footed Albatross", "Laysan Albatross")
+    for split, k in (("train", 0), ("test", 1)):
+        for i, folder in enumerate(("001.Black_footed_Albatross", "002.Laysan_Albatross")):
+            (tmp_path / split / folder).mkdir(parents=True)
+            shutil.copy(images[(i + k) % len(images)], tmp_path / split / folder / f"{split}_{i}.jpg")
+    items = load_labelled_images(tmp_path, labels)  # the layout training accepts: bench takes its test/
+    assert [(p.parent.parent.name, y) for p, y in items] == [("test", 0), ("test", 1)]
+
+
 def test_labelled_images_cub_test_split(tmp_path: Path) -> None:
     from distill.synthetic import generate, species
     root = generate(tmp_path / "birds", num_classes=3, train_per_class=2, test_per_class=2, size_range=(32, 40))
