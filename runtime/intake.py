@@ -1,6 +1,13 @@
-"""Taking a request in: the body under its size limit, the image of ``/predict`` (raw or multipart)
-decoded and preprocessed, query parameters, the bound on requests in flight, and the hand-off to
-the dynamic batcher (queue full or shutting down -> 503).
+"""Taking a request in: the body under its size and time limits, the image of ``/predict`` (raw or
+multipart) decoded and preprocessed, query parameters, the two admission bounds (uploads in
+progress, requests in flight), and the hand-off to the dynamic batcher (queue full or shutting
+down -> 503).
+
+A request passes two bounds in turn, each refused at once with 503 when full: ``--max-uploads``
+while its body arrives (at most ``--body-timeout-s``, then 408), and only once the whole body is
+here ``--max-queue`` + ``--max-batch`` while it is decoded, queued and run. So clients that send a
+body slowly, or stall, can hold at most the upload places, never the places of the requests ready
+to run.
 """
 from __future__ import annotations
 
@@ -16,23 +23,38 @@ from runtime.batcher import QueueFull, ShuttingDown
 from runtime.serve_state import HttpError, ServerState, shown
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without reading it all."""
+async def received_body(request: Request, state: ServerState) -> bytes:
+    """The whole request body, read while holding an upload place (``--max-uploads``)."""
+    with uploading(state):
+        return await read_body(request, int(state.settings.max_body_mb * 1e6), state.settings.body_timeout_s)
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without reading it all, and
+    (408, connection closed) a body not wholly arrived ``timeout_s`` seconds after its headers:
+    a deadline for the whole body, not per read, so a client dripping a byte at a time is cut off too."""
     declared = whole_number(request.headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise HttpError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    try:
+        return await asyncio.wait_for(_chunks_joined(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise HttpError(408, f"the request body did not arrive within {timeout_s:g} s (the server's body "
+                             f"timeout): send the whole body without pausing", close=True) from None
+
+
+async def _chunks_joined(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise HttpError(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks)  # no await after it: one join (a second copy of a body) at a time
 
 
-async def image_bytes(request: Request, limit: int) -> bytes:
-    """The raw body, or the ``file`` part (else the first file part) of a multipart form."""
-    body = await read_body(request, limit)
+async def image_bytes(request: Request, body: bytes) -> bytes:
+    """The image in ``body``: the raw body, or the ``file`` part (else the first file part) of a multipart form."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return body
 
@@ -47,11 +69,28 @@ async def image_bytes(request: Request, limit: int) -> bytes:
 
 
 @contextmanager
-def admitted(state: ServerState) -> Iterator[None]:
-    """Bound the requests in flight (bodies and decoded images in memory) before any is read.
+def uploading(state: ServerState) -> Iterator[None]:
+    """Bound the bodies being received (``--max-uploads``), before any byte of one is read.
 
-    The batcher's queue bounds the requests waiting for the model; this bounds those still being
-    read and decoded too, so memory stays within about (max_queue + max_batch) x (body + image).
+    Refused with ``Connection: close``: the body is not read, and a client still sending it should
+    not keep the connection open with it."""
+    limit = state.settings.max_uploads
+    if state.uploads >= limit:
+        raise HttpError(503, f"server busy: {limit} uploads are in progress; retry later", close=True)
+    state.uploads += 1
+    try:
+        yield
+    finally:
+        state.uploads -= 1
+
+
+@contextmanager
+def admitted(state: ServerState) -> Iterator[None]:
+    """Bound the requests in flight: those whose whole body has arrived, being decoded, queued or run.
+
+    Entered right after ``received_body`` returns, with no await between, so every body is always
+    counted by one bound or the other. The batcher's queue bounds the requests waiting for the
+    model; this bounds those waiting for a decode worker too.
     """
     limit = state.settings.max_queue + state.settings.max_batch
     if state.inflight >= limit:

@@ -13,12 +13,15 @@ took 0.30 s against Starlette's 0.11 s, a large share of a 0.5 s cold start). En
 Every inference goes through one dynamic batcher (``--max-batch``, ``--max-delay-ms``) with a
 bounded queue (``--max-queue``; full -> 503). Bad input answers 4xx with ``{"error": ...}``: not
 an image or truncated (400), over ``--max-pixels`` (413), body over ``--max-body-mb`` (413), wrong
-tensor shape/datatype (400), unknown model or route (404), wrong method (405); a client that
-disconnects before its request is read is counted as 499 in the metrics. At most
+tensor shape/datatype (400), unknown model or route (404), wrong method (405), body not all sent
+within ``--body-timeout-s`` (408, connection closed); a client that disconnects before its request
+is read is counted as 499 in the metrics. Bodies being received (``--max-uploads``) and requests
+in flight (whole bodies being decoded, queued or run: ``--max-queue`` + ``--max-batch``) are
+bounded apart, so slow uploads cannot take the places of requests ready to run. At most
 ``--decode-workers`` images are decoded at once, so the memory requests hold is bounded
 (``serve_state.memory_bound_bytes``, printed at startup). On SIGTERM the
-server drains (readiness 503, no new connections, requests in flight and queued answered) and
-exits 0; SIGINT drains the same way.
+server drains (readiness 503, no new connections, requests in flight and queued answered, uploads
+given at most their body timeout) and exits 0; SIGINT drains the same way.
 Binds to loopback unless ``--host`` says otherwise.
 
 This module owns the app, its routes and metrics, and the CLI. The settings and shared state live
@@ -48,14 +51,15 @@ from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, run_cli
 from runtime.backends import SessionOptions
 from runtime.batcher import DynamicBatcher
-from runtime.intake import admitted, decode_image, image_bytes, infer_batched, query_int, read_body
+from runtime.intake import admitted, decode_image, image_bytes, infer_batched, query_int, received_body
 from runtime.kserve import infer_response, model_metadata_json, model_or_404, parse_infer_request
 from runtime.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Metrics
 from runtime.model import open_classifier, top_k_predictions
-from runtime.serve_state import HttpError, ServerState, ServeSettings, memory_bound_bytes
+from runtime.serve_state import HttpError, ServerState, ServeSettings, memory_bound_bytes, upload_bound_bytes
 
 SERVER_NAME = "vl2lite-runtime"
 CLIENT_CLOSED = 499  # nginx's "client closed request": a client that left is not a server error
+KEEP_ALIVE_S = 5  # uvicorn closes a kept-alive connection idle this long between requests (its default)
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log, so the line looks like its others
 
 
@@ -97,6 +101,8 @@ def _metrics() -> Metrics:
     m.describe("inference_seconds", "histogram", "model execution time per batch", LATENCY_BUCKETS)
     m.describe("batch_size", "histogram", "rows per model execution", BATCH_BUCKETS)
     m.describe("queue_depth", "gauge", "requests waiting for the batcher")
+    m.describe("uploads_in_progress", "gauge", "request bodies being received (bound: --max-uploads)")
+    m.describe("requests_in_flight", "gauge", "requests with their whole body, being decoded, queued or run")
     return m
 
 
@@ -115,7 +121,8 @@ def _endpoint(path: str) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HttpError)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status,
+                        headers={"connection": "close"} if exc.close else None)  # uvicorn then closes it
 
 
 async def _framework_error(request: Request, exc: Exception) -> JSONResponse:
@@ -154,12 +161,14 @@ class CountRequests:
 
 
 def _routes(state: ServerState) -> list[Route]:
-    bundle, limit = state.clf.bundle, int(state.settings.max_body_mb * 1e6)
+    bundle = state.clf.bundle
 
     async def predict(request: Request) -> JSONResponse:
         top_k = query_int(request, "top_k", state.settings.top_k, 1, bundle.num_classes)
-        with admitted(state):
-            data = await image_bytes(request, limit)
+        body = await received_body(request, state)  # an upload place while it arrives, then none
+        with admitted(state):  # a place in flight only once the body is whole (no await between)
+            data = await image_bytes(request, body)
+            del body  # a multipart body: only its file part is kept
             async with state.decode_slots:  # memory: at most --decode-workers images decoded at once
                 x = await run_in_threadpool(decode_image, data, state)
             del data
@@ -170,6 +179,8 @@ def _routes(state: ServerState) -> list[Route]:
 
     async def metrics(request: Request) -> PlainTextResponse:
         state.metrics.set("queue_depth", state.batcher.depth)
+        state.metrics.set("uploads_in_progress", state.uploads)
+        state.metrics.set("requests_in_flight", state.inflight)
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def server_metadata(request: Request) -> JSONResponse:
@@ -193,8 +204,8 @@ def _routes(state: ServerState) -> list[Route]:
     async def infer(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         model_or_404(state, name)
+        body = await received_body(request, state)
         with admitted(state):
-            body = await read_body(request, limit)
             async with state.decode_slots:
                 req, x = await run_in_threadpool(parse_infer_request, body, state)
             del body
@@ -221,10 +232,15 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
     state: ServerState = app.state.server
     print(f"serving {state.clf.bundle.name} ({state.clf.artifact.file} on {state.clf.session.device}, "
           f"{state.clf.decode} decoding; requests hold at most {memory_bound_bytes(settings) / 1e9:.2f} GB "
-          f"above the model) at http://{settings.host}:{settings.port}", flush=True)
+          f"above the model, {upload_bound_bytes(settings) / 1e9:.2f} GB of it uploads in progress) at "
+          f"http://{settings.host}:{settings.port}", flush=True)
     if state.clf.provenance_note:  # once at start: the manifest's top-1 may not hold on this CPU
         print(state.clf.provenance_note, file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # No limit_concurrency: it counts open connections, idle and stalled ones too, and answers every
+    # request beyond it with 503, which is what a few hundred stalled clients would then cause.
+    # The app's own bounds (uploads, in flight, queue) are per stage and answer {"error": ...}.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                            timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=None)
     DrainingServer(config, state).run()
 
 
@@ -239,7 +255,8 @@ class DrainingServer(uvicorn.Server):
         self.state.ready = False  # readiness first: a load balancer stops sending new work
         if not self.should_exit:
             print(f"stopping ({signal.Signals(sig).name}): answering {self.state.inflight} request(s) in "
-                  f"flight, then exiting", flush=True)
+                  f"flight and {self.state.uploads} upload(s) in progress (each within its body timeout), "
+                  f"then exiting", flush=True)
         super().handle_exit(sig, frame)
         captured = getattr(self, "_captured_signals", [])  # uvicorn re-raises these after its shutdown
         if sig == signal.SIGTERM and sig in captured:

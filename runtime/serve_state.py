@@ -4,6 +4,7 @@ batcher and metrics of one running app) and ``HttpError`` (a 4xx/5xx answer with
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ class ServeSettings:
     threads: int = 0  # intra-op threads of the model, 0 = backend default
     decode: str = "auto"  # auto (JPEG draft decoding where export accepted it for the bundle) | exact | jpeg-draft
     decode_workers: int = 0  # images decoded (and KServe bodies parsed) at once, 0 = one per CPU core
+    body_timeout_s: float = 10.0  # seconds a client has to send its whole request body; a slower one gets 408
+    max_uploads: int = 256  # request bodies being received at once; more are refused with 503
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -39,6 +42,11 @@ class ServeSettings:
             raise UserError("--max-body-mb, --max-pixels and --top-k must be positive")
         if self.decode_workers < 0:
             raise UserError(f"--decode-workers must be >= 0 (0: one per CPU core), got {self.decode_workers}")
+        if not 0 < self.body_timeout_s < math.inf:  # NaN fails both comparisons
+            raise UserError(f"--body-timeout-s must be a positive, finite number of seconds (the time a client has "
+                            f"to send its whole request body), got {self.body_timeout_s}")
+        if self.max_uploads < 1:
+            raise UserError(f"--max-uploads must be >= 1 (request bodies received at once), got {self.max_uploads}")
 
     @property
     def workers(self) -> int:
@@ -60,13 +68,21 @@ def decode_peak_bytes(max_pixels: int) -> int:
 JSON_EXPANSION = 16
 
 
+def upload_bound_bytes(settings: ServeSettings) -> int:
+    """Worst-case memory of the bodies being received: each of ``max_uploads`` uploads holds what
+    has arrived, at most ``max_body``; the one whose last chunk came in is joined into one bytes
+    object, a second copy. Joins run on the event loop, one at a time, so that copy is counted once."""
+    return (settings.max_uploads + 1) * int(settings.max_body_mb * 1e6)
+
+
 def memory_bound_bytes(settings: ServeSettings) -> int:
-    """Worst-case memory of requests above the loaded model (docs/runtime.md): every admitted
-    request's body twice (a multipart form copies its file part), plus ``workers`` decodes or
-    KServe parses at their peak. Decoding waits for a free worker with the body already read."""
+    """Worst-case memory of requests above the loaded model (docs/runtime.md): the uploads in
+    progress (``upload_bound_bytes``), every request in flight's whole body twice (a multipart form
+    copies its file part), plus ``workers`` decodes or KServe parses at their peak. Decoding waits
+    for a free worker with the body already read. uvicorn's own buffers per connection are not in it."""
     body = int(settings.max_body_mb * 1e6)
     per_worker = max(decode_peak_bytes(settings.max_pixels), JSON_EXPANSION * body)
-    return settings.max_inflight * 2 * body + settings.workers * per_worker
+    return upload_bound_bytes(settings) + settings.max_inflight * 2 * body + settings.workers * per_worker
 
 
 def shown(value: object, limit: int = 80) -> str:
@@ -77,11 +93,15 @@ def shown(value: object, limit: int = 80) -> str:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An answer with ``{"error": message}``; ``close``: answer with ``Connection: close`` and close
+    the connection, for answers given before the body was read (else a client could keep dripping
+    the rest of its body into a kept-alive connection: uvicorn stops its idle timer whenever bytes arrive)."""
+
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         # Escaped: a lone surrogate (a client's JSON can hold one) would fail the UTF-8 answer with a 500.
         message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.close = status, message, close
 
 
 @dataclass
@@ -91,7 +111,8 @@ class ServerState:
     metrics: Metrics
     settings: ServeSettings
     ready: bool = False
-    inflight: int = 0  # requests being read, decoded, queued or run (touched on the event loop only)
+    uploads: int = 0  # request bodies being received (touched on the event loop only)
+    inflight: int = 0  # requests whose whole body has arrived, being decoded, queued or run (event loop only)
     decode_slots: asyncio.Semaphore = field(init=False)  # --decode-workers decodes or KServe parses at once
 
     def __post_init__(self) -> None:
