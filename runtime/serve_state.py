@@ -57,15 +57,21 @@ class ServeSettings:
         return self.max_queue + self.max_batch
 
 
-# What one decode can hold at once: the decoded image at 4 bytes per pixel (RGBA, CMYK), its RGB
-# conversion, and the resized image before the crop (formats.preprocessing bounds it) twice.
+# What one decode can hold at once, per pixel of the image: measured by benchmarks/serve_memory.py over
+# every mode a client can send (40 MP: float32 TIFF 9.13 bytes, int32 8.35, RGBA 8.28, L 5.28, RGB 4.28:
+# the decoded image, Pillow's conversions towards RGB, the float32 array), with a margin; plus the
+# resized image before the crop (formats.preprocessing bounds it) twice, for extreme aspect ratios.
+DECODE_BYTES_PER_PIXEL = 10
+
+
 def decode_peak_bytes(max_pixels: int) -> int:
-    return max_pixels * (4 + 3) + MAX_RESIZED_PIXELS * 3 * 2
+    return max_pixels * DECODE_BYTES_PER_PIXEL + MAX_RESIZED_PIXELS * 3 * 2
 
 
-# A KServe JSON body of n bytes parses into at most about 16n bytes of Python numbers ("999," is
-# 4 bytes of text and 36 of int object and list slot), then 4 bytes of float32 per number.
-JSON_EXPANSION = 16
+# A KServe JSON body of n bytes parses into at most about this many times n bytes of Python objects:
+# measured by benchmarks/serve_memory.py (flat "0," 5x; nested "[0]," 27x, empty "[]," and "{}," 25x: a
+# list object per 3-4 bytes of text), and 34x seen by an attack on another machine; with a margin.
+JSON_EXPANSION = 40
 
 
 def upload_bound_bytes(settings: ServeSettings) -> int:

@@ -173,15 +173,20 @@ def _memory_kb(pid: int, field: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's peak memory from /proc")
-def test_a_flood_of_worst_case_images_stays_within_the_documented_bound(bundle: Path, tmp_path: Path) -> None:
-    """16 MP images (a 60 kB PNG each, 64 MB once decoded as RGBA) sent 16 at once: the peak memory
-    above the idle server stays within memory_bound_bytes; decoding them all at once would not."""
+@pytest.mark.parametrize("mode", ["RGBA", "F"], ids=["rgba-png", "float32-tiff"])
+def test_a_flood_of_worst_case_images_stays_within_the_documented_bound(bundle: Path, tmp_path: Path, mode: str) -> None:
+    """16 MP images (a small compressed file each, 64 MB once decoded as RGBA or float32, the modes that
+    decode largest: benchmarks/serve_memory.py) sent 16 at once: the peak memory above the idle server
+    stays within memory_bound_bytes; decoding them all at once would not."""
     from runtime.serve_state import ServeSettings, memory_bound_bytes
     rng = np.random.default_rng(0)
-    pixels = np.zeros((4000, 4000, 4), np.uint8)
-    pixels[::97, ::89] = rng.integers(0, 256, (42, 45, 4), dtype=np.uint8)
+    pixels = np.zeros((4000, 4000, 4) if mode == "RGBA" else (4000, 4000), np.uint8 if mode == "RGBA" else np.float32)
+    pixels[::97, ::89] = rng.integers(0, 256, pixels[::97, ::89].shape).astype(pixels.dtype)
     buf = io.BytesIO()
-    Image.fromarray(pixels, "RGBA").save(buf, "PNG")
+    if mode == "RGBA":
+        Image.fromarray(pixels, "RGBA").save(buf, "PNG")
+    else:
+        Image.fromarray(pixels, "F").save(buf, "TIFF", compression="tiff_deflate")
     payload = buf.getvalue()
     args = ["--max-pixels", "16000000", "--max-queue", "16", "--max-batch", "4", "--max-body-mb", "1",
             "--decode-workers", "1"]

@@ -221,7 +221,7 @@ def test_the_memory_bound_counts_every_upload_in_progress() -> None:
     assert upload_bound_bytes(one) == 2 * body
     defaults = ServeSettings(decode_workers=2)  # the figures docs/runtime.md gives for the defaults on 2 cores
     doc = " ".join((REPO / "docs" / "runtime.md").read_text().split())
-    assert f"{upload_bound_bytes(defaults) / 1e9:.2f} + 2.88 + 2 x 0.30 = {memory_bound_bytes(defaults) / 1e9:.2f} GB" \
+    assert f"{upload_bound_bytes(defaults) / 1e9:.2f} + 2.88 + 2 x 0.42 = {memory_bound_bytes(defaults) / 1e9:.2f} GB" \
         in doc
 
 
