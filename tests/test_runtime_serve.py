@@ -134,6 +134,35 @@ async def _load(url: str, payload: bytes, total: int, concurrency: int) -> list[
         return await asyncio.gather(*(one() for _ in range(total)))
 
 
+def test_a_flood_of_worst_case_kserve_bodies_stays_within_the_documented_bound(bundle: Path) -> None:
+    """1 MB KServe bodies of nested ``[0],`` items (the JSON that parses largest, about 27x its size:
+    benchmarks/serve_memory.py) sent 16 at once: at most --decode-workers are parsed at a time, so the
+    peak above the idle server stays within memory_bound_bytes; parsing all 16 at once (about 430 MB) would not."""
+    from runtime.serve_state import ServeSettings, memory_bound_bytes
+    name = json.loads((bundle / "manifest.json").read_text())["name"]
+    head = '{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": ['
+    items = (1_000_000 - len(head) - 10) // 4
+    payload = (head + "[0]," * (items - 1) + "[0]]}]}").encode()
+    args = ["--max-pixels", "1000000", "--max-queue", "16", "--max-batch", "4", "--max-body-mb", "1",
+            "--decode-workers", "1", "--max-uploads", "16"]
+    settings = ServeSettings(max_pixels=1_000_000, max_queue=16, max_batch=4, max_body_mb=1, decode_workers=1,
+                             max_uploads=16)
+    bound_kb = memory_bound_bytes(settings) / 1024
+    proc, url = start_server(bundle, *args)
+    try:
+        infer = f"{url}/v2/models/{name}/infer"
+        assert httpx.post(infer, content=payload, timeout=60).status_code == 400  # warm: one parse, then refused
+        idle_kb = _memory_kb(proc.pid, "VmRSS")
+        responses = asyncio.run(_load(infer, payload, total=16, concurrency=16))
+        assert {r.status_code for r in responses} <= {400, 503}  # parsed and refused, or no place: never a 5xx crash
+        peak_kb = _memory_kb(proc.pid, "VmHWM")
+        assert peak_kb - idle_kb <= bound_kb, (peak_kb - idle_kb, bound_kb)
+        assert bound_kb < 16 * 27_000  # the bound is far below all 16 parsed together
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_load_no_5xx_no_lost_answers(server: str, images: list[Path]) -> None:
     responses = asyncio.run(_load(f"{server}/predict", images[0].read_bytes(), total=64, concurrency=16))
     assert len(responses) == 64 and [r.status_code for r in responses] == [200] * 64
