@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from formats.files import write_error
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -80,7 +82,12 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path) -> Path | None:
 def _save(fig: Any, plt: Any, path: Path) -> Path:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees half a PNG
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(path)  # atomic: a reader never sees half a PNG
+    except OSError as exc:  # a full or read-only disk: one error naming the file, never half a plot
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    finally:
+        plt.close(fig)
     return path

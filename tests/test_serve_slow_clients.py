@@ -31,7 +31,8 @@ from runtime.serve_state import HttpError, ServeSettings, memory_bound_bytes, up
 from tests.runtime_helpers import REPO, make_images, start_server
 
 BODY_TIMEOUT_S = 2.0
-MAX_UPLOADS = 60
+MAX_UPLOADS = 210
+STALLED = 200  # the issue's case: 200 stalled uploads in progress, a normal /predict answers within 1 s
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def images(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(exported_bundle: Path):
-    """Three places in flight (queue 2 + batch 1), 60 upload places, bodies have 2 s to arrive."""
+    """Three places in flight (queue 2 + batch 1), 210 upload places, bodies have 2 s to arrive."""
     proc, url = start_server(exported_bundle, "--max-queue", "2", "--max-batch", "1",
                              "--body-timeout-s", str(BODY_TIMEOUT_S), "--max-uploads", str(MAX_UPLOADS))
     yield url
@@ -91,12 +92,12 @@ def _until(condition, timeout: float, what: str) -> None:
 
 def test_stalled_uploads_leave_the_places_in_flight_free(server: str, exported_bundle: Path,
                                                          images: list[Path]) -> None:
-    """50 stalled uploads, far beyond the 3 places in flight: /predict and KServe still answer 200
+    """200 stalled uploads, far beyond the 3 places in flight: /predict and KServe still answer 200
     within a second; after the body timeout every stalled upload gets 408 and is closed."""
     before = _metric(server, 'requests_total{endpoint="/predict",status="408"}')
-    stalled = [_stalled(_port(server)) for _ in range(50)]
+    stalled = [_stalled(_port(server)) for _ in range(STALLED)]
     try:
-        _until(lambda: _metric(server, "uploads_in_progress") == 50, 5, "50 uploads in progress")
+        _until(lambda: _metric(server, "uploads_in_progress") == STALLED, 5, f"{STALLED} uploads in progress")
         start = time.monotonic()
         r = httpx.post(f"{server}/predict", content=images[0].read_bytes(), timeout=5)
         assert r.status_code == 200 and time.monotonic() - start < 1.0, (r.text, time.monotonic() - start)
@@ -104,15 +105,15 @@ def test_stalled_uploads_leave_the_places_in_flight_free(server: str, exported_b
         tensor = {"name": "input", "shape": [1, 3, h, w], "datatype": "FP32", "data": [0.0] * (3 * h * w)}
         infer = httpx.post(f"{server}/v2/models/{exported_bundle.name}/infer", json={"inputs": [tensor]}, timeout=5)
         assert infer.status_code == 200, infer.text
-        assert _metric(server, "requests_in_flight") == 0 and _metric(server, "uploads_in_progress") == 50
+        assert _metric(server, "requests_in_flight") == 0 and _metric(server, "uploads_in_progress") == STALLED
         answers = [_answer(s) for s in stalled]
     finally:
         for s in stalled:
             s.close()
-    assert [status for status, _, _ in answers] == [408] * 50
+    assert [status for status, _, _ in answers] == [408] * STALLED
     assert all("connection: close" in head for _, head, _ in answers)
     assert f"within {BODY_TIMEOUT_S:g} s" in answers[0][2]["error"]
-    assert _metric(server, 'requests_total{endpoint="/predict",status="408"}') == before + 50
+    assert _metric(server, 'requests_total{endpoint="/predict",status="408"}') == before + STALLED
     assert _metric(server, "uploads_in_progress") == 0
 
 
