@@ -113,6 +113,9 @@ def setup(cfg: Config) -> Run:
               scheduler, train_set, preprocessing_spec(cfg.data), side.diagnostics)
     if cfg.train.resume:
         restore(run, last)
+        if ctx.is_main:  # say where it goes on from: the epochs done are not run again
+            print(f"resuming {run_dir} from {last.name}: {run.start_epoch} of {cfg.train.epochs} epochs done, "
+                  f"best validation top-1 so far {100 * run.best_val:.2f}%", file=sys.stderr)
     return run
 
 

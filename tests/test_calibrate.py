@@ -60,6 +60,11 @@ def test_diagnostics_report_the_teacher_and_warn_near_chance():
     assert d["linear_probe_val_top1"] > 0.9 and d["calibrated_val_top1"] > d["zero_shot_val_top1"]
     assert d["zero_shot_val_top1"] < 0.5 and any("near chance" in w for w in d["warnings"])
     assert d["anchors"] == "calibrated" and len(d["calibration_candidates"]) == 6
+    # a run that already uses calibrated anchors is told how good they are, not advised to use them
+    assert not any("use method.anchors=calibrated" in w for w in d["warnings"])
+    assert any(f"calibrated anchors reach {100 * d['calibrated_val_top1']:.1f}%" in w for w in d["warnings"])
+    paper = diagnostics(emb, calibrate(emb, MethodConfig(anchors="text")))
+    assert any("use method.anchors=calibrated" in w for w in paper["warnings"])
 
 
 def test_linear_probe_learns_separable_embeddings():

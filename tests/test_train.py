@@ -60,7 +60,7 @@ def test_baseline_trains_without_teacher(synthetic_root, tmp_path):
     assert read_checkpoint(best)[0]["config"]["teacher"]["enabled"] is False
 
 
-def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, monkeypatch, capsys):
     fit(demo(synthetic_root, tmp_path, **{"train.name": "full"}))
     calls = {"n": 0}
     real_epoch = train_mod.train_one_epoch
@@ -81,6 +81,7 @@ def test_interrupted_run_resumes_to_identical_weights(synthetic_root, tmp_path, 
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "train_lo')  # a kill in the middle of writing epoch 2's line
     fit(demo(synthetic_root, tmp_path, **{"train.name": "cut", "train.resume": True}))
+    assert f"resuming {tmp_path / 'cut'} from last.pt: 1 of 2 epochs done" in capsys.readouterr().err
     a, _ = read_checkpoint(tmp_path / "full" / "last.pt")
     b, _ = read_checkpoint(tmp_path / "cut" / "last.pt")
     for key, value in a["state_dict"].items():
