@@ -37,8 +37,6 @@ ARM_CLASSES = (
     ("arm64-i8mm", ("ASIMDDP",), ("i8mm",)),
     ("arm64-dotprod", ("ASIMDDP",), ("asimddp",)),
 )
-# Classes whose U8S8 kernels sum u8·s8 pairs in int16 (VPMADDUBSW) and so saturate with 8-bit weights.
-INT16_PAIR_SUM = frozenset({"x86-avx512", "x86-avx2", "x86-sse"})
 
 
 def isa_class(machine: str, flags: set[str], numpy_features: set[str] = frozenset()) -> str:
@@ -62,11 +60,6 @@ def _has(npy: tuple[str, ...], proc: tuple[str, ...], flags: set[str], numpy_fea
         return False
     refined = set(proc) & REFINED_FROM_PROC  # what numpy's table does not name
     return set(npy) <= numpy_features and refined <= flags
-
-
-def saturates_8bit_u8s8(isa: str) -> bool:
-    """Whether this class's U8S8 kernels can saturate on 8-bit weights (onnxruntime's quantization docs)."""
-    return isa in INT16_PAIR_SUM
 
 
 @functools.lru_cache(maxsize=1)

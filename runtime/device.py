@@ -47,13 +47,8 @@ def software_versions() -> dict[str, Any]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):  # x86, then ARM boards
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (formats.isa reads it with the ISA class)."""
+    return this_cpu()["cpu"]
 
 
 def _memory_gb() -> float | None:

@@ -125,6 +125,23 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
     assert "made-up" not in metrics and 'x"y' not in metrics and 'endpoint="other",status="404"' in metrics
 
 
+def _flood(bundle: Path, path: str, payload: bytes, warm_status: int, **limits: float) -> tuple[list[int], float, float]:
+    """A server started with ``limits`` (ServeSettings fields), warmed by one request, then sent ``payload``
+    16 at once: (the 16 statuses, its peak memory above idle in kB, the bound it prints in kB)."""
+    from runtime.serve_state import ServeSettings, memory_bound_bytes
+    args = [a for key, value in limits.items() for a in (f"--{key.replace('_', '-')}", str(value))]
+    proc, url = start_server(bundle, *args)
+    try:
+        assert httpx.post(f"{url}{path}", content=payload, timeout=60).status_code == warm_status
+        idle_kb = _memory_kb(proc.pid, "VmRSS")
+        responses = asyncio.run(_load(f"{url}{path}", payload, total=16, concurrency=16))
+        growth_kb = _memory_kb(proc.pid, "VmHWM") - idle_kb
+        return [r.status_code for r in responses], growth_kb, memory_bound_bytes(ServeSettings(**limits)) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 async def _load(url: str, payload: bytes, total: int, concurrency: int) -> list[httpx.Response]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
@@ -138,29 +155,15 @@ def test_a_flood_of_worst_case_kserve_bodies_stays_within_the_documented_bound(b
     """1 MB KServe bodies of nested ``[0],`` items (the JSON that parses largest, about 27x its size:
     benchmarks/serve_memory.py) sent 16 at once: at most --decode-workers are parsed at a time, so the
     peak above the idle server stays within memory_bound_bytes; parsing all 16 at once (about 430 MB) would not."""
-    from runtime.serve_state import ServeSettings, memory_bound_bytes
     name = json.loads((bundle / "manifest.json").read_text())["name"]
     head = '{"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": ['
     items = (1_000_000 - len(head) - 10) // 4
     payload = (head + "[0]," * (items - 1) + "[0]]}]}").encode()
-    args = ["--max-pixels", "1000000", "--max-queue", "16", "--max-batch", "4", "--max-body-mb", "1",
-            "--decode-workers", "1", "--max-uploads", "16"]
-    settings = ServeSettings(max_pixels=1_000_000, max_queue=16, max_batch=4, max_body_mb=1, decode_workers=1,
-                             max_uploads=16)
-    bound_kb = memory_bound_bytes(settings) / 1024
-    proc, url = start_server(bundle, *args)
-    try:
-        infer = f"{url}/v2/models/{name}/infer"
-        assert httpx.post(infer, content=payload, timeout=60).status_code == 400  # warm: one parse, then refused
-        idle_kb = _memory_kb(proc.pid, "VmRSS")
-        responses = asyncio.run(_load(infer, payload, total=16, concurrency=16))
-        assert {r.status_code for r in responses} <= {400, 503}  # parsed and refused, or no place: never a 5xx crash
-        peak_kb = _memory_kb(proc.pid, "VmHWM")
-        assert peak_kb - idle_kb <= bound_kb, (peak_kb - idle_kb, bound_kb)
-        assert bound_kb < 16 * 27_000  # the bound is far below all 16 parsed together
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    statuses, growth_kb, bound_kb = _flood(bundle, f"/v2/models/{name}/infer", payload, 400, max_pixels=1_000_000,
+                                           max_queue=16, max_batch=4, max_body_mb=1, decode_workers=1, max_uploads=16)
+    assert set(statuses) <= {400, 503}  # parsed and refused, or no place: never a 5xx crash
+    assert growth_kb <= bound_kb, (growth_kb, bound_kb)
+    assert bound_kb < 16 * 27_000  # the bound is far below all 16 parsed together
 
 
 def test_load_no_5xx_no_lost_answers(server: str, images: list[Path]) -> None:
@@ -207,7 +210,6 @@ def test_a_flood_of_worst_case_images_stays_within_the_documented_bound(bundle: 
     """16 MP images (a small compressed file each, 64 MB once decoded as RGBA or float32, the modes that
     decode largest: benchmarks/serve_memory.py) sent 16 at once: the peak memory above the idle server
     stays within memory_bound_bytes; decoding them all at once would not."""
-    from runtime.serve_state import ServeSettings, memory_bound_bytes
     rng = np.random.default_rng(0)
     pixels = np.zeros((4000, 4000, 4) if mode == "RGBA" else (4000, 4000), np.uint8 if mode == "RGBA" else np.float32)
     pixels[::97, ::89] = rng.integers(0, 256, pixels[::97, ::89].shape).astype(pixels.dtype)
@@ -217,19 +219,8 @@ def test_a_flood_of_worst_case_images_stays_within_the_documented_bound(bundle: 
     else:
         Image.fromarray(pixels, "F").save(buf, "TIFF", compression="tiff_deflate")
     payload = buf.getvalue()
-    args = ["--max-pixels", "16000000", "--max-queue", "16", "--max-batch", "4", "--max-body-mb", "1",
-            "--decode-workers", "1"]
-    settings = ServeSettings(max_pixels=16_000_000, max_queue=16, max_batch=4, max_body_mb=1, decode_workers=1)
-    bound_kb = memory_bound_bytes(settings) / 1024
-    proc, url = start_server(bundle, *args)
-    try:
-        assert httpx.post(f"{url}/predict", content=payload, timeout=60).status_code == 200  # warm: one decode
-        idle_kb = _memory_kb(proc.pid, "VmRSS")
-        responses = asyncio.run(_load(f"{url}/predict", payload, total=16, concurrency=16))
-        assert [r.status_code for r in responses] == [200] * 16
-        peak_kb = _memory_kb(proc.pid, "VmHWM")
-        assert peak_kb - idle_kb <= bound_kb, (peak_kb - idle_kb, bound_kb)
-        assert bound_kb < 16 * 64_000  # the bound is far below all 16 decoded together
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    statuses, growth_kb, bound_kb = _flood(bundle, "/predict", payload, 200, max_pixels=16_000_000, max_queue=16,
+                                           max_batch=4, max_body_mb=1, decode_workers=1)
+    assert statuses == [200] * 16
+    assert growth_kb <= bound_kb, (growth_kb, bound_kb)
+    assert bound_kb < 16 * 64_000  # the bound is far below all 16 decoded together
