@@ -71,6 +71,18 @@ def write_dev_folder(out: Path, per_class: int = 100, seed: int = 0, download_ro
                        f"per_class={per_class} seed={seed} skip={DEV_SKIP}")
 
 
+# The unlabeled pool starts after the dev split: no regime trains on it, no recipe is chosen on it.
+POOL_SKIP = DEV_SKIP + 100
+
+
+def write_pool_folder(out: Path, per_class: int = 500, seed: int = 0, download_root: Path = Path("data")) -> Path:
+    """``out/*.png``: ``per_class`` Fashion-MNIST *training* images per class that no regime trains on and
+    the dev split does not hold, in one flat folder: the labels are dropped (the file names hold the IDX
+    index only); an existing complete folder is reused."""
+    return _write_pngs(out, [("train", None, per_class, POOL_SKIP)], seed, download_root,
+                       f"unlabeled per_class={per_class} seed={seed} skip={POOL_SKIP}")
+
+
 def write_folder(out: Path, per_class: int, test_per_class: int = 100, seed: int = 0,
                  download_root: Path = Path("data")) -> Path:
     """Write ``out/{train,test}/<class>/*.png`` once; an existing complete folder is reused."""
@@ -78,9 +90,11 @@ def write_folder(out: Path, per_class: int, test_per_class: int = 100, seed: int
                        download_root, f"per_class={per_class} test_per_class={test_per_class} seed={seed}")
 
 
-def _write_pngs(out: Path, parts: list[tuple[str, str, int, int]], seed: int, download_root: Path, note: str) -> Path:
+def _write_pngs(out: Path, parts: list[tuple[str, str | None, int, int]], seed: int, download_root: Path,
+                note: str) -> Path:
     """Write the images ``parts`` pick, each (IDX split, subfolder, per class, skip), as
-    ``out/<subfolder>/<class>/*.png`` into a temporary folder renamed at the end; reuse a complete one."""
+    ``out/<subfolder>/<class>/*.png`` (subfolder None: ``out/*.png``, unlabeled) into a temporary folder
+    renamed at the end; reuse a complete one."""
     if (out / ".complete").is_file():
         return out
     idx_dir = find_idx(download_root)
@@ -89,7 +103,7 @@ def _write_pngs(out: Path, parts: list[tuple[str, str, int, int]], seed: int, do
     for split, sub, count, skip in parts:
         images, labels = (read_idx(idx_dir / f) for f in FILES[split])
         for i in _pick(labels, count, seed, skip):
-            folder = tmp / sub / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
+            folder = tmp if sub is None else tmp / sub / f"{labels[i]:02d}.{CLASSES[labels[i]].replace(' ', '_')}"
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i], mode="L").save(folder / f"{split}_{i:05d}.png")
     (tmp / ".complete").write_text(note + "\n")

@@ -88,9 +88,7 @@ def cache(argv: list[str]) -> str:
     """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder."""
     import time
 
-    from distill.cache import build_cache, open_cache
-    from distill.cache_key import fingerprint_fields
-    from distill.data import load_dataset
+    from distill.cache import build_cache, describe_cache
     from distill.dist import barrier, init_distributed
     from distill.train import pick_device
 
@@ -102,10 +100,7 @@ def cache(argv: list[str]) -> str:
     root = build_cache(cfg, ctx.rank, ctx.world, device)
     barrier(ctx)
     if ctx.is_main:  # verify the whole cache once every rank has finished its shards
-        splits = load_dataset(cfg.data)
-        done = open_cache(root, fingerprint_fields(cfg, splits))
-        n, k = done.meta["num_images"], done.num_views
-        print(f"teacher cache: {root} ({n} images x {k} views, built in {time.perf_counter() - start:.1f} s)")
+        print(f"teacher cache: {root} ({describe_cache(cfg)}, built in {time.perf_counter() - start:.1f} s)")
     shutdown_ctx()
     return str(root)
 
@@ -131,13 +126,15 @@ def compare(argv: list[str]) -> str:
 def check(argv: list[str]) -> str:
     """Decode every image of every split once, in parallel; lists every unreadable file (exit 2 if any)."""
     from distill.data import load_dataset
-    from formats.image_check import check_dataset
+    from distill.pool import load_pool, split_sources
+    from formats.image_check import check_images
 
     args = _config_parser("python -m distill check", "Decode every image of every split of the config's dataset "
-                          "once, in parallel, and list every unreadable file (exit status 2 if any).")\
-        .parse_args(_dotted(argv))
-    splits = load_dataset(_load(args).data)
-    report = check_dataset(splits)
+                          "and of its unlabeled pool (data.unlabeled) once, in parallel, and list every "
+                          "unreadable file (exit status 2 if any).").parse_args(_dotted(argv))
+    data = _load(args).data
+    splits = load_dataset(data)
+    report = check_images(split_sources(splits, load_pool(data, splits)))
     for problem in report.problems:
         print(problem)
     report.raise_if_bad("Replace or delete them, then run this check again")

@@ -12,6 +12,10 @@ Layout of a cache folder::
     shard_00000.json     {"start", "stop", "bytes", "sha256"}: written after the .npy, marks it done
     val.npy, val.json    (N_val, D) float32 embeddings of the validation images (centre view at the
                          teacher's size), and their record: the teacher diagnostics and calibration
+    unlabeled-<fp>/      the unlabeled pool (``data.unlabeled``) when there is one: its own meta.json
+                         (fingerprint <fp> of the teacher, the pool's image hashes and its views) and
+                         shards of ``teacher.unlabeled_views`` views; the labeled part does not depend on
+                         it, so runs with and without a pool (or with another pool) share it
 
 A killed build resumes by skipping shards whose record exists and whose size matches. Loading
 checks every shard's size and sha256, so a corrupt file is refused rather than read as garbage.
@@ -32,14 +36,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.cache_key import describe_mismatch, fingerprint, fingerprint_fields
+from distill.cache_key import describe_mismatch, fingerprint, fingerprint_fields, pool_fingerprint_fields
 from distill.config import Config
 from distill.data import PROMPTS, EvalImages, load_dataset
-from distill.transforms import TargetSpec, ViewSampler, view_sampler
+from distill.transforms import TargetSpec, ViewSampler, pool_view_sampler, view_sampler
 from formats.cache import CacheMeta
 from formats.datasets import ImageSource
 from formats.errors import UserError
 from formats.files import atomic_write, read_json_object, sha256_file, write_json
+
+def pool_dir(root: str | Path, fields: dict[str, Any]) -> Path:
+    """The unlabeled pool's part of the cache at ``root``: ``unlabeled-<fingerprint>/`` (its shards and meta.json),
+    so pools of other images or views sit beside each other and share the labeled part."""
+    return Path(root) / f"unlabeled-{fingerprint(fields)[:16]}"
+
 
 # --------------------------------------------------------------------------- reading
 
@@ -72,8 +82,17 @@ class TeacherCache:
 
 def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) -> TeacherCache:
     """Open the cache at ``root`` for a run whose fingerprint fields are ``expected``; refuse others."""
-    root = Path(root)
-    rebuild = "build it with: python -m distill cache --config <your config> teacher.cache=" + str(root)
+    return _open(Path(root), expected, verify, labeled=True)
+
+
+def open_pool_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) -> TeacherCache:
+    """The unlabeled pool's part of the cache at ``root`` (``pool_dir``): shards only, no text or val."""
+    return _open(pool_dir(root, expected), expected, verify, labeled=False)
+
+
+def _open(root: Path, expected: dict[str, Any], verify: bool, labeled: bool) -> TeacherCache:
+    top = root if labeled else root.parent
+    rebuild = "build it with: python -m distill cache --config <your config> teacher.cache=" + str(top)
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise UserError(f"teacher cache {root} does not exist (no meta.json): {rebuild}")
@@ -82,9 +101,10 @@ def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) 
         raise UserError(f"teacher cache {root} was built for another setup and is refused "
                         f"({describe_mismatch(meta['fields'], expected)}): {rebuild} "
                         f"(into a new folder), or set teacher.cache to the matching cache")
-    shards = []
-    for s in range(meta["num_shards"]):
-        shards.append(_open_shard(root, s, meta, verify, rebuild))
+    shards = [_open_shard(root, s, meta, verify, rebuild) for s in range(meta["num_shards"])]
+    if not labeled:
+        return TeacherCache(root, meta, shards, np.zeros((0, meta["dim"]), np.float32),
+                            np.zeros((0, meta["dim"]), np.float32))
     text = np.load(root / "text.npy")
     val = _open_record(root, "val", verify, rebuild)
     return TeacherCache(root, meta, shards, text, val)
@@ -116,6 +136,20 @@ def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> S
     return Shard(record["start"], record["stop"], array)
 
 
+def describe_cache(cfg: Config, verify: bool = True) -> str:
+    """Open (and verify) the whole cache of ``cfg``: "N images x K views[, unlabeled: M x K']"."""
+    from distill.pool import load_pool
+
+    splits = load_dataset(cfg.data)
+    done = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify)
+    out = f"{done.meta['num_images']} images x {done.num_views} views"
+    pool = load_pool(cfg.data, splits, verbose=False)
+    if pool is not None:
+        part = open_pool_cache(cfg.teacher.cache, pool_fingerprint_fields(cfg, pool.hashes), verify)
+        out += f", unlabeled: {part.meta['num_images']} images x {part.num_views} views"
+    return out
+
+
 # --------------------------------------------------------------------------- building
 
 class CacheViews(Dataset):
@@ -135,34 +169,51 @@ class CacheViews(Dataset):
 
 
 def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Path:
-    """Compute the missing shards of ``cfg.teacher.cache`` (those of this rank under torchrun)."""
+    """Compute the missing shards of ``cfg.teacher.cache`` (those of this rank under torchrun), and of its
+    unlabeled part (``root/unlabeled``) when ``data.unlabeled`` names a pool."""
+    from distill.pool import load_pool
     from distill.teacher import Teacher
 
     if not cfg.teacher.cache:
         raise UserError("teacher.cache is empty: pass teacher.cache=<folder> for the cache")
     root = Path(cfg.teacher.cache)
     splits = load_dataset(cfg.data)
+    pool = load_pool(cfg.data, splits, verbose=rank == 0)
     fields = fingerprint_fields(cfg, splits)
     _check_or_claim(root, fields, rank)
+    pool_fields = pool_fingerprint_fields(cfg, pool.hashes) if pool else {}
+    if pool:
+        _check_or_claim(pool_dir(root, pool_fields), pool_fields, rank)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.teacher.cache_seed)  # random-weight teachers ("none") must agree across ranks
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
-    n, k, size = len(splits.train), cfg.teacher.cache_views, cfg.teacher.cache_shard_size
-    num_shards = (n + size - 1) // size
     if rank == 0:
         text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
         _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
+        if not _record_done(root, "val"):
+            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
+    _build_part(root, fields, splits.train, cfg.teacher.cache_views, view_sampler(cfg.data, cfg.teacher.cache_seed),
+                teacher, cfg, rank, world)
+    if pool:
+        sampler = pool_view_sampler(cfg.data, cfg.teacher.cache_seed)
+        _build_part(pool_dir(root, pool_fields), pool_fields, pool.source, cfg.teacher.unlabeled_views, sampler, teacher, cfg,
+                    rank, world)
+    return root
+
+
+def _build_part(root: Path, fields: dict[str, Any], source: ImageSource, k: int, sampler: ViewSampler, teacher,
+                cfg: Config, rank: int, world: int) -> None:
+    """meta.json (rank 0) and the missing shards of this rank: K views of every image of ``source``."""
+    n, size = len(source), cfg.teacher.cache_shard_size
+    num_shards = (n + size - 1) // size
+    if rank == 0:
         meta = CacheMeta(fingerprint=fingerprint(fields), fields=fields, num_images=n, num_views=k,
                          dim=teacher.embed_dim, shard_size=size, num_shards=num_shards,
                          teacher_input=dict(teacher.target.__dict__))
         write_json(root / "meta.json", meta.to_dict())
-        if not _record_done(root, "val"):
-            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
-    sampler = view_sampler(cfg.data, cfg.teacher.cache_seed)
     todo = [s for s in range(rank, num_shards, world) if not _shard_done(root, s)]
     if todo:
-        _build_shards(root, todo, n, size, k, teacher, splits.train, sampler, cfg)
-    return root
+        _build_shards(root, todo, n, size, k, teacher, source, sampler, cfg)
 
 
 def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:

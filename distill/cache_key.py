@@ -49,6 +49,24 @@ def fingerprint_fields(cfg: Config, splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
+def pool_fingerprint_fields(cfg: Config, hashes: list[str]) -> dict[str, Any]:
+    """What the unlabeled part of a cache depends on: the teacher, the pool's images (their content
+    hashes, in order), its views. Neither labels nor the labeled split: every arm shares it."""
+    return {
+        "format": FORMAT_VERSION,
+        "teacher.model": cfg.teacher.model,
+        "teacher.pretrained": cfg.teacher.pretrained,
+        "teacher.files": [_file_identity(f) for f in teacher_files(cfg.teacher.model, cfg.teacher.pretrained)],
+        "data.unlabeled_images": len(hashes),
+        "data.unlabeled_sha256": _sha256_text("\n".join(hashes)),
+        "data.unlabeled_crop_scale_min": cfg.data.unlabeled_crop_scale_min,
+        "data.hflip": cfg.data.hflip,
+        "teacher.cache_seed": cfg.teacher.cache_seed,
+        "teacher.unlabeled_views": cfg.teacher.unlabeled_views,
+        "teacher.cache_shard_size": cfg.teacher.cache_shard_size,
+    }
+
+
 def fingerprint(fields: dict[str, Any]) -> str:
     return _sha256_text(json.dumps(fields, sort_keys=True))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,18 @@ from formats.errors import UserError
 from formats.files import write_json
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False}, "kd": {}}
+# A config with an unlabeled pool: what the labels alone give, what the teacher adds on them, what the pool adds.
+POOL_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False, "data.unlabeled": ""},
+                                        "kd": {"data.unlabeled": ""}, "kd+unlabeled": {}}
+
+
+def default_arms(cfg: Config) -> dict[str, dict[str, Any]]:
+    """baseline / kd, and kd+unlabeled when the config names an unlabeled pool (one cache serves all)."""
+    if cfg.data.labels == "none":
+        raise UserError("compare pairs KD with the baseline trained on the labels; with data.labels=none there are "
+                        "none to train it on: train with python -m distill, which reports the student beside the "
+                        "teacher's zero-shot on the same images")
+    return POOL_ARMS if cfg.data.unlabeled else DEFAULT_ARMS
 
 
 def parse_seeds(seeds: Any) -> list[int]:
@@ -40,15 +53,18 @@ def parse_seeds(seeds: Any) -> list[int]:
     return out
 
 
-def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]] = DEFAULT_ARMS) -> dict[str, Any]:
+def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Train every arm on every seed (reusing finished runs); returns and writes the paired summary."""
+    arms = default_arms(cfg) if arms is None else arms
     if not cfg.teacher.enabled:
         raise UserError("compare trains the teacher-off baseline itself: pass a KD config (teacher.enabled=true)")
     root = Path(cfg.train.out_dir) / cfg.train.name
     cache = cfg.teacher.cache or str(root / "teacher-cache")
     shared = with_overrides(cfg, {"teacher.cache": cache, "train.out_dir": str(root)})
     arm_cfgs = {arm: with_overrides(shared, overrides) for arm, overrides in arms.items()}
-    caches = {c.teacher.cache: c for c in arm_cfgs.values() if c.teacher.enabled}  # one build per cache
+    # one build per cache; the arm with the pool builds the pool's part too
+    caches = {c.teacher.cache: c for c in sorted((c for c in arm_cfgs.values() if c.teacher.enabled),
+                                                 key=lambda c: bool(c.data.unlabeled))}
     cache_s = sum(ensure_cache(c) for c in caches.values())
     runs = []
     for seed in seeds:
@@ -62,19 +78,17 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
 
 def ensure_cache(cfg: Config) -> float:
     """Open the shared teacher cache, building (or resuming) it first when needed; returns seconds spent."""
-    from distill.cache import build_cache, open_cache
-    from distill.cache_key import fingerprint_fields
-    from distill.data import load_dataset
+    from distill.cache import build_cache, describe_cache
 
     start = time.perf_counter()
-    splits = load_dataset(cfg.data)
     try:
-        open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify=False)
+        describe_cache(cfg, verify=False)
         return 0.0
     except UserError:
         pass  # missing or incomplete: build or resume it (a cache of another setup is refused there)
     build_cache(cfg)
-    open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
+    print(f"teacher cache: {cfg.teacher.cache} ({describe_cache(cfg)}, built in {time.perf_counter() - start:.0f} s)",
+          file=sys.stderr, flush=True)
     return time.perf_counter() - start
 
 

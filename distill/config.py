@@ -60,6 +60,12 @@ class DataConfig:
     num_workers: int = 4
     prompts: tuple[str, ...] = ()  # prompt templates with "{}"; empty: the dataset's defaults
     check_images: bool = True  # decode every image once before epoch 1 (in parallel) and list all unreadable ones
+    # unlabeled images the teacher teaches on: a folder (searched recursively) or a file listing paths;
+    # images that also appear in val or test (same bytes) are dropped and counted
+    unlabeled: str = ""
+    unlabeled_ratio: float = 1.0  # unlabeled images per labeled image in every step (the pool batch size)
+    unlabeled_crop_scale_min: float = 0.35  # the unlabeled views' RandomResizedCrop scale range [min, 1]; never blended
+    labels: str = "given"  # given | none: train on the unlabeled pool only, the teacher's zero-shot as target
 
     def __post_init__(self) -> None:
         _one_of(self.name, "data.name", DATASET_NAMES)
@@ -74,6 +80,11 @@ class DataConfig:
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
         _check(self.eval_batch_size >= 1, "data.eval_batch_size", "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.unlabeled_ratio > 0, "data.unlabeled_ratio", "must be > 0")
+        _check(0.0 < self.unlabeled_crop_scale_min <= 1.0, "data.unlabeled_crop_scale_min", "must be in (0, 1]")
+        _one_of(self.labels, "data.labels", ("given", "none"))
+        _check(self.labels == "given" or bool(self.unlabeled), "data.labels",
+               "none trains on unlabeled images only: give them with data.unlabeled=<folder or list file>")
         _check(all(s > 0 for s in self.std), "data.std", "every value must be > 0")
         for p in self.prompts:
             _check("{}" in p, "data.prompts", f"template {p!r} has no '{{}}' for the class name")
@@ -95,11 +106,13 @@ class TeacherConfig:
     cache_seed: int = 0  # seed of the cached views: one cache serves every train.seed and student
     cache_batch_size: int = 256  # teacher batch size when building the cache
     cache_shard_size: int = 512  # images per cache shard (the unit of resume and of work per rank)
+    unlabeled_views: int = 1  # K views per unlabeled image in the cache (a pool is large: few views)
 
     def __post_init__(self) -> None:
         _check(self.cache_views >= 1, "teacher.cache_views", "must be >= 1")
         _check(self.cache_batch_size >= 1, "teacher.cache_batch_size", "must be >= 1")
         _check(self.cache_shard_size >= 1, "teacher.cache_shard_size", "must be >= 1")
+        _check(self.unlabeled_views >= 1, "teacher.unlabeled_views", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,7 @@ class MethodConfig:
     anchors: str = "text"  # text: the class prompts (paper) | calibrated: fitted on the teacher's train embeddings
     calibration_strengths: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)  # candidates, chosen on val
     calibration_min_per_class: int = 3  # fewer training images in some class: text anchors, with a warning
+    w_unlabeled: float = 1.0  # weight of the KD terms on the unlabeled batch (data.unlabeled), added to the loss
 
     def __post_init__(self) -> None:
         _one_of(self.schedule, "method.schedule", ("linear", "reference", "constant"))
@@ -135,6 +149,7 @@ class MethodConfig:
         _one_of(self.linguistic, "method.linguistic", ("condensed", "classifier"))
         _check(self.w_vis >= 0, "method.w_vis", "must be >= 0")
         _check(self.w_ling >= 0, "method.w_ling", "must be >= 0")
+        _check(self.w_unlabeled >= 0, "method.w_unlabeled", "must be >= 0")
         _check(len(self.calibration_strengths) > 0 and all(v > 0 for v in self.calibration_strengths),
                "method.calibration_strengths", "must be a non-empty list of values > 0")
         _check(self.calibration_min_per_class >= 1, "method.calibration_min_per_class", "must be >= 1")

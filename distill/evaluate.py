@@ -40,3 +40,29 @@ def evaluate(student: Student, source, preprocessing: dict, device: torch.device
         n += len(y)
     correct1, correct5, loss_sum, n = all_reduce_sum([correct1, correct5, loss_sum, n], ctx, device)
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "images": int(n)}
+
+
+@torch.no_grad()
+def predicted_classes(student: Student, source, preprocessing: dict, device: torch.device, batch_size: int,
+                      workers: int, amp: bool = True) -> torch.Tensor:
+    """(N,) the student's top-1 class of every image of ``source``, in order (this process only)."""
+    student.eval()
+    loader = DataLoader(EvalImages(source, preprocessing), batch_size=batch_size, num_workers=workers, shuffle=False)
+    out = []
+    for x, _ in loader:
+        with autocast(device, amp):
+            out.append(student(x.to(device)).float().argmax(dim=1).cpu())  # (B,)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def beside_zero_shot(cfg, splits, student: Student, preprocessing: dict, device: torch.device) -> dict[str, float]:
+    """Without labels the teacher's zero-shot is the bar: its top-1 on the same test images, and how often the
+    student's class agrees with it."""
+    from distill.targets import zero_shot_predictions
+
+    d, test = cfg.data, splits.test
+    teacher = zero_shot_predictions(cfg, splits, test, device)  # (N,)
+    mine = predicted_classes(student, test, preprocessing, device, d.eval_batch_size, d.num_workers, cfg.train.amp)
+    y = torch.tensor(test.labels)  # (N,)
+    return {"teacher_zero_shot_top1": float(teacher.eq(y).float().mean()),
+            "agreement_with_teacher": float(mine.eq(teacher).float().mean())}

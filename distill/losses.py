@@ -77,6 +77,15 @@ def vl2lite_loss(l_cls: torch.Tensor, l_vis: torch.Tensor, l_ling: torch.Tensor,
     return w_cls * l_cls + (1.0 - w_cls) * (w_vis * l_vis + w_ling * l_ling) / 2
 
 
+def unlabeled_kd_loss(l_vis_u: torch.Tensor, l_ling_u: torch.Tensor, w_vis: float = 1.0,
+                      w_ling: float = 1.0) -> torch.Tensor:
+    """L_u = (w_vis · L_vis(u) + w_ling · L_ling(u)) / 2: VL2Lite's KD half on an unlabeled batch u (no label,
+    so no CE), each term on the very view the teacher embedded. A step with a labeled batch b and an
+    unlabeled batch u minimises L(b) + w_u · L_u (``method.w_unlabeled``); with no labels, L_u alone.
+    """
+    return (w_vis * l_vis_u + w_ling * l_ling_u) / 2
+
+
 def w_cls_schedule(epoch: int, epochs: int, kind: str, start: float = 0.0, end: float = 1.0,
                    ramp_fraction: float = 1.0) -> float:
     """Weight of the classification term at ``epoch`` (0-based); the KD weight is 1 − w_cls.

@@ -11,7 +11,7 @@ from torch import nn
 
 from distill.config import MethodConfig
 from distill.losses import (classification_loss, classifier_kd_loss, linguistic_kd_loss, mixed_classification_loss,
-                            projected_kd_loss, visual_kd_loss, vl2lite_loss)
+                            projected_kd_loss, unlabeled_kd_loss, visual_kd_loss, vl2lite_loss)
 from students.registry import Student
 
 
@@ -57,21 +57,51 @@ class Condensation(nn.Module):
         return projected_kd_loss(self.project(h), t)  # M_s(h), (B, D)
 
 
-def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor, y: torch.Tensor,
+def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor | None, y: torch.Tensor | None,
                 t: torch.Tensor | None, method: MethodConfig, w_cls: float, y2: torch.Tensor | None = None,
-                lam: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """All loss terms of one batch; ``heads``/``t`` None is the teacher-off baseline (CE only).
+                lam: torch.Tensor | None = None, x_u: torch.Tensor | None = None,
+                t_u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """All loss terms of one step; ``heads``/``t`` None is the teacher-off baseline (CE only).
 
     ``y2``/``lam`` (B,): blended views' partner labels and own shares (``data.mix``); None: no blends.
+    ``x_u`` (B_u, 3, S, S) / ``t_u`` (B_u, D): an unlabeled batch and the teacher's embeddings of the
+    very views it shows (``data.unlabeled``); it adds ``w_unlabeled · L_u`` (``unlabeled_kd_loss``).
+    ``x`` None (``data.labels=none``): the unlabeled batch alone, ``L = L_u``. Both batches go through
+    the student in one forward (one set of batch-norm statistics, one pass for DDP).
     """
-    h = student.features(x)  # (B, d)
-    logits = student.classifier(h)  # (B, C), on the unnormalised features
+    n = 0 if x is None else len(x)
+    parts = [v for v in (x, x_u) if v is not None]
+    h_all = student.features(parts[0] if len(parts) == 1 else torch.cat(parts))  # (B + B_u, d)
+    logits_all = student.classifier(h_all)  # (B + B_u, C), on the unnormalised features
+    out: dict[str, torch.Tensor] = {}
+    if n:
+        out = _labeled_losses(heads, h_all[:n], logits_all[:n], y, t, method, w_cls, y2, lam)
+    if x_u is not None and heads is not None and t_u is not None:
+        l_vis_u, l_ling_u = kd_terms(heads, h_all[n:], logits_all[n:], t_u, method)
+        l_u = unlabeled_kd_loss(l_vis_u, l_ling_u, method.w_vis, method.w_ling)
+        out["loss"] = out["loss"] + method.w_unlabeled * l_u if n else l_u
+        out.update(vis_u=l_vis_u, ling_u=l_ling_u)
+    return out
+
+
+def _labeled_losses(heads: Condensation | None, h: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
+                    t: torch.Tensor | None, method: MethodConfig, w_cls: float, y2: torch.Tensor | None,
+                    lam: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """VL2Lite on the labeled batch: h (B, d), logits (B, C), y (B,), t (B, D) or None (CE only)."""
     if y2 is None or lam is None:
         l_cls = classification_loss(logits.float(), y)
     else:
         l_cls = mixed_classification_loss(logits.float(), y, y2, lam)
     if heads is None or t is None:
-        return {"loss": l_cls, "cls": l_cls, "logits": logits}
+        return {"loss": l_cls, "cls": l_cls}
+    l_vis, l_ling = kd_terms(heads, h, logits, t, method)
+    loss = vl2lite_loss(l_cls, l_vis, l_ling, w_cls, method.w_vis, method.w_ling)
+    return {"loss": loss, "cls": l_cls, "vis": l_vis, "ling": l_ling}
+
+
+def kd_terms(heads: Condensation, h: torch.Tensor, logits: torch.Tensor, t: torch.Tensor,
+             method: MethodConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_vis, L_ling) of a batch: h (B, d) student features, logits (B, C), t (B, D) teacher embeddings."""
     h32, t = h.float(), t.float()
     h_norm = F.normalize(h32, dim=-1)
     l_vis = heads.visual_loss(h32, h_norm, t)
@@ -81,5 +111,4 @@ def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor, y
     else:
         l_ling = linguistic_kd_loss(t, heads.text_embeddings.float(), h_norm, heads.condensed_text().float(),
                                     method.temperature, method.logit_scale)
-    loss = vl2lite_loss(l_cls, l_vis, l_ling, w_cls, method.w_vis, method.w_ling)
-    return {"loss": loss, "cls": l_cls, "vis": l_vis, "ling": l_ling, "logits": logits}
+    return l_vis, l_ling

@@ -46,7 +46,11 @@ def report_student(cfg: Config, metrics: dict, diag: dict | None) -> None:
     if not cfg.train.progress:
         return
     line = f"student: val top-1 {100 * metrics['val']['top1']:.2f}%, test top-1 {100 * metrics['test']['top1']:.2f}%"
-    if diag is not None:
+    if "teacher_zero_shot_top1" in metrics["test"]:  # data.labels=none: the teacher's zero-shot is the bar
+        t = metrics["test"]
+        line += (f" (the teacher's zero-shot on the same test images {100 * t['teacher_zero_shot_top1']:.2f}%, "
+                 f"the student agrees with it on {100 * t['agreement_with_teacher']:.1f}%)")
+    elif diag is not None:
         line += (f" (teacher on val: zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, "
                  f"linear probe {100 * diag['linear_probe_val_top1']:.1f}%)")
     print(line, flush=True)
@@ -55,7 +59,7 @@ def report_student(cfg: Config, metrics: dict, diag: dict | None) -> None:
 def report_epoch(cfg: Config, r: dict) -> None:
     if not cfg.train.progress:
         return
-    kd = f" vis {r['train_vis']:.4f} ling {r['train_ling']:.4f}" if "train_vis" in r else ""
-    print(f"epoch {r['epoch']}/{cfg.train.epochs}: loss {r['train_loss']:.4f} (cls {r['train_cls']:.4f}{kd}, "
+    terms = " ".join(f"{k[6:]} {v:.4f}" for k, v in r.items() if k.startswith("train_") and k != "train_loss")
+    print(f"epoch {r['epoch']}/{cfg.train.epochs}: loss {r['train_loss']:.4f} ({terms}, "
           f"w_cls {r['w_cls']:.3f}) val top-1 {100 * r['val_top1']:.2f}%"
           f"{' *' if r['best'] else ''} [{r['images_per_s']:.0f} img/s]", flush=True)

@@ -21,6 +21,7 @@ from distill.config_parse import to_dict
 from distill.data import DatasetSplits, TrainViews, dataset_spec
 from distill.dist import DistContext
 from distill.method import Condensation
+from distill.pool import Pool
 from distill.targets import Targets
 from formats.errors import UserError
 from formats.files import write_text
@@ -49,11 +50,18 @@ class Run:
     teacher_diagnostics: dict | None = None  # distill.calibrate.diagnostics; None: the baseline
     start_epoch: int = 0
     best_val: float = -1.0
+    pool: Pool | None = None  # the unlabeled pool (data.unlabeled) after the leakage check
+    pool_set: TrainViews | None = None
+    pool_targets: Targets | None = None
+    pool_views: int = 0  # as num_views, for the pool's cached views
 
 
 def results(run: Run, best: dict | None) -> dict[str, Any]:
     """results.json: the teacher's diagnostics (before epoch 1), then the student beside them."""
     out: dict[str, Any] = {"teacher": run.teacher_diagnostics}
+    if run.pool is not None:
+        out["unlabeled"] = {"images": len(run.pool.source), "listed": run.pool.listed,
+                            "dropped_val_test_copies": run.pool.dropped, "labels": run.cfg.data.labels}
     if best is not None:
         out = {"best_epoch": best["epoch"], **best["metrics"], **out}
     return out

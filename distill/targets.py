@@ -7,17 +7,21 @@ validation) and the anchors of the linguistic term (``distill.calibrate``).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-from distill.cache import TeacherCache, eval_embeddings, open_cache
-from distill.cache_key import fingerprint_fields
+from distill.cache import TeacherCache, eval_embeddings, open_cache, open_pool_cache
+from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.calibrate import Calibration, TeacherEmbeddings, calibrate, diagnostics
-from distill.config import Config
+from distill.config import Config, MethodConfig
 from distill.data import PROMPTS, DatasetSplits
+from distill.pool import Pool
 from distill.teacher import Teacher
+from formats.datasets import ImageSource
 from distill.transforms import TargetSpec, ViewSampler, view_sampler
 
 # (x_teacher, indices, views) -> t (B, D) on the training device
@@ -32,27 +36,57 @@ class TeacherSide:
     num_views: int  # 0: a fresh view every epoch (online teacher); K: one of the K cached views
     view_seed: int  # seed of the training views (the cache's own seed when cached)
     diagnostics: dict | None
+    pool_targets: Targets | None = None  # the unlabeled pool's targets (data.unlabeled); None: no pool
+    pool_views: int = 0  # 0: a fresh view every epoch (online); K: one of the pool's K cached views
 
 
-def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device) -> TeacherSide:
+def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool: Pool | None = None) -> TeacherSide:
     if not cfg.teacher.enabled:
         return TeacherSide(None, None, None, 0, cfg.train.seed, None)
+    method = dataclasses.replace(cfg.method, anchors="text") if cfg.data.labels == "none" else cfg.method
     if cfg.teacher.cache:
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
         emb = cached_embeddings(cache, splits, view_sampler(cfg.data, cfg.teacher.cache_seed)).to(device)
-        calibration = calibrate(emb, cfg.method)
-        return TeacherSide(_cached_targets(cache, device), calibration.anchors, None, cache.num_views,
-                           cfg.teacher.cache_seed, diagnostics(emb, calibration))
+        side = TeacherSide(_cached_targets(cache, device), None, None, cache.num_views, cfg.teacher.cache_seed, None)
+        if pool is not None:
+            pool_cache = open_pool_cache(cfg.teacher.cache, pool_fingerprint_fields(cfg, pool.hashes))
+            side.pool_targets, side.pool_views = _cached_targets(pool_cache, device), pool_cache.num_views
+        return _with_anchors(side, emb, method, cfg)
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()
     emb = _online_embeddings(teacher, splits, text, cfg).to(device)
-    calibration: Calibration = calibrate(emb, cfg.method)
 
     def online(x_t: torch.Tensor, idx: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         # clone(): inference-mode tensors cannot enter autograd (the condensation MLP).
         return teacher.encode_images(x_t).clone()  # (B, D)
 
-    return TeacherSide(online, calibration.anchors, teacher.target, 0, cfg.train.seed, diagnostics(emb, calibration))
+    side = TeacherSide(online, None, teacher.target, 0, cfg.train.seed, None,
+                       online if pool is not None else None, 0)
+    return _with_anchors(side, emb, method, cfg)
+
+
+def _with_anchors(side: TeacherSide, emb: TeacherEmbeddings, method: MethodConfig, cfg: Config) -> TeacherSide:
+    """The anchors of the linguistic term and the diagnostics; without labels, the prompts (zero-shot)."""
+    calibration: Calibration = calibrate(emb, method)
+    if cfg.data.labels == "none":
+        calibration.reason = "data.labels=none: the teacher's zero-shot over the prompts is the target"
+    side.anchors, side.diagnostics = calibration.anchors, diagnostics(emb, calibration)
+    if cfg.data.labels == "none" and side.diagnostics["warnings"]:  # no labels to calibrate on: say what helps
+        side.diagnostics["warnings"] = [
+            f"the teacher's zero-shot top-1 on validation is {100 * side.diagnostics['zero_shot_val_top1']:.1f}%, "
+            f"near chance: with data.labels=none its class prompts are the student's only target, so write "
+            f"data.prompts that describe these images, or give labels (data.labels=given) to calibrate them"]
+    return side
+
+
+def zero_shot_predictions(cfg: Config, splits: DatasetSplits, source: ImageSource, device: torch.device) -> torch.Tensor:
+    """(N,) the teacher's zero-shot class of every image of ``source`` (centre view, the prompts)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.teacher.cache_seed)  # a random-weight teacher ("none") as the cache built it
+        teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
+    text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()  # (C, D)
+    emb = torch.from_numpy(eval_embeddings(teacher, source, cfg))  # (N, D)
+    return (emb @ F.normalize(text.float(), dim=-1).t()).argmax(dim=1)
 
 
 def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:

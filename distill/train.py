@@ -23,24 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from distill.checkpoint import atomic_save
 from distill.config import Config, MethodConfig, dump_yaml
 from distill.data import TrainViews, ViewSchedule, load_dataset
 from distill.dist import all_reduce_sum, barrier, init_distributed
-from distill.evaluate import autocast, evaluate
+from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
-from distill.progress import postfix, progress, report_epoch, report_student, report_teacher
+from distill.batches import epoch_batches
+from distill.pool import Pool, load_pool, split_sources
+from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
 from distill.targets import teacher_side
 from distill.teacher import resolve_source
-from distill.transforms import preprocessing_spec, student_target, view_sampler
+from distill.transforms import pool_view_sampler, preprocessing_spec, student_target, view_sampler
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
 from formats.files import remove_stale_temps, writable_folder, write_text
-from formats.image_check import check_dataset
+from formats.image_check import check_images
 from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
 from students.timm_students import normalization_mismatch
@@ -55,9 +56,10 @@ class Trainable(nn.Module):
         super().__init__()
         self.student, self.heads, self.method = student, heads, method
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, w_cls: float,
-                y2: torch.Tensor | None = None, lam: torch.Tensor | None = None):
-        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam)
+    def forward(self, x: torch.Tensor | None, y: torch.Tensor | None, t: torch.Tensor | None, w_cls: float,
+                y2: torch.Tensor | None = None, lam: torch.Tensor | None = None, x_u: torch.Tensor | None = None,
+                t_u: torch.Tensor | None = None):
+        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam, x_u, t_u)
 
 
 def pick_device(name: str) -> torch.device:
@@ -76,6 +78,14 @@ def seed_everything(seed: int) -> None:
 
 def check_names(cfg: Config) -> None:
     check_arch(cfg.student.arch)
+    if cfg.data.labels == "none" and not cfg.teacher.enabled:
+        raise UserError("data.labels=none learns from the teacher alone: set teacher.enabled=true")
+    if cfg.data.labels == "none" and cfg.method.linguistic != "classifier":
+        raise UserError("data.labels=none trains the deployed classifier from the teacher's class distribution "
+                        "alone: set method.linguistic=classifier")
+    if cfg.data.unlabeled and not cfg.teacher.enabled:
+        raise UserError("data.unlabeled needs the teacher (it teaches on the unlabeled images): set "
+                        "teacher.enabled=true, or drop data.unlabeled for the CE-only baseline")
     if cfg.teacher.enabled and not cfg.teacher.cache:
         resolve_source(cfg.teacher.model, cfg.teacher.pretrained)
 
@@ -93,13 +103,14 @@ def setup(cfg: Config) -> Run:
     check_names(cfg)  # fail on a typo before minutes of data and teacher loading
     seed_everything(cfg.train.seed)
     splits = load_dataset(cfg.data)
+    pool = load_pool(cfg.data, splits, ctx.is_main)
     if cfg.data.check_images and not cfg.train.resume:  # a bad file fails now, not mid-epoch
-        check_splits(splits, ctx.is_main)
+        check_splits(splits, ctx.is_main, pool)
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
     mismatch = normalization_mismatch(cfg.student.arch, cfg.student.weights, tuple(cfg.data.mean), tuple(cfg.data.std))
     if mismatch and ctx.is_main:
         print(mismatch, file=sys.stderr)
-    side = teacher_side(cfg, splits, device)
+    side = teacher_side(cfg, splits, device, pool)
     heads = None
     if side.anchors is not None:
         heads = Condensation(side.anchors, student.feature_dim, cfg.method.visual, cfg.method.linguistic).to(device)
@@ -110,7 +121,11 @@ def setup(cfg: Config) -> Run:
     train_set = TrainViews(splits.train, view_sampler(cfg.data, side.view_seed), student_target(cfg.data),
                            side.teacher_view)
     run = Run(cfg, run_dir, device, ctx, splits, student, heads, model, side.targets, side.num_views, optimizer,
-              scheduler, train_set, preprocessing_spec(cfg.data), side.diagnostics)
+              scheduler, train_set, preprocessing_spec(cfg.data), side.diagnostics, pool=pool,
+              pool_targets=side.pool_targets, pool_views=side.pool_views)
+    if pool is not None:
+        run.pool_set = TrainViews(pool.source, pool_view_sampler(cfg.data, side.view_seed), student_target(cfg.data),
+                                  side.teacher_view)
     if cfg.train.resume:
         restore(run, last)
         if ctx.is_main:  # say where it goes on from: the epochs done are not run again
@@ -132,19 +147,7 @@ def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
     return opt, None
 
 
-def _train_loader(run: Run, epoch: int) -> DataLoader:
-    cfg = run.cfg
-    drop_last = len(run.train_set) > cfg.data.batch_size * run.ctx.world
-    common = dict(batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, drop_last=drop_last,
-                  pin_memory=run.device.type == "cuda")
-    if run.ctx.enabled:
-        sampler = DistributedSampler(run.train_set, run.ctx.world, run.ctx.rank, shuffle=True,
-                                     seed=cfg.train.seed, drop_last=drop_last)
-        sampler.set_epoch(epoch)
-        return DataLoader(run.train_set, sampler=sampler, **common)
-    # Shuffle order depends on (seed, epoch) only, so a resumed run replays the same batches.
-    gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
-    return DataLoader(run.train_set, shuffle=True, generator=gen, **common)
+LOSS_NAMES = ("loss", "cls", "vis", "ling", "vis_u", "ling_u")
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
@@ -155,35 +158,68 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         w_cls = 1.0  # the baseline is CE only
     run.model.train()
     run.train_set.set_view(ViewSchedule(cfg.train.seed, epoch, run.num_views))
-    loader = _train_loader(run, epoch)
-    names = ("loss", "cls", "vis", "ling")
-    sums = torch.zeros(len(names), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
-    seen, start = 0, time.perf_counter()
-    for step, (x_s, x_t, y, y2, lam, idx, view) in enumerate(progress(loader, run, epoch)):
-        x_s, y = x_s.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        if cfg.data.mix == "none":
-            y2 = lam = None  # plain CE, exactly as without blends
-        else:
-            y2, lam = y2.to(dev, non_blocking=True), lam.to(dev, torch.float32, non_blocking=True)
-        t = run.targets(x_t, idx, view) if run.targets else None  # (B, D)
+    if run.pool_set is not None:  # its own stream of view choices, not the labeled indices' one
+        run.pool_set.set_view(ViewSchedule(cfg.train.seed + POOL_VIEW_SALT, epoch, run.pool_views))
+    loader, batches = epoch_batches(run, epoch)
+    sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
+    seen, weight, start = 0, 0, time.perf_counter()
+    for step, (labeled, unlabeled) in enumerate(batches):
+        (x_s, y, t, y2, lam), n_lab = _labeled_args(run, labeled)
+        x_u, t_u, n_unl = _unlabeled_args(run, unlabeled)
         with autocast(dev, cfg.train.amp):
-            losses = run.model(x_s, y, t, w_cls, y2, lam)
+            losses = run.model(x_s, y, t, w_cls, y2, lam, x_u, t_u)
         run.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         run.optimizer.step()
-        seen += len(y)
+        n = n_lab or n_unl  # the loss averages are per labeled image (per unlabeled one without labels)
+        seen, weight = seen + n_lab + n_unl, weight + n
         zero = torch.zeros((), device=dev)
-        sums += torch.stack([losses.get(k, zero).detach().double() for k in names]) * len(y)
+        sums += torch.stack([losses.get(k, zero).detach().double() for k in LOSS_NAMES]) * n
         if step % 10 == 0:  # reading the loss waits for the GPU: only now and then
             postfix(loader, losses["loss"], seen / (time.perf_counter() - start))
     if run.scheduler:
         run.scheduler.step()
     local = sums.tolist()  # waits for the GPU, so the epoch time below is complete
     elapsed = time.perf_counter() - start
-    *totals, seen = all_reduce_sum([*local, float(seen)], run.ctx, dev)
-    present = names if run.targets else names[:2]
-    stats = {f"train_{k}": s / max(seen, 1) for k, s in zip(names, totals) if k in present}
+    *totals, weight, seen = all_reduce_sum([*local, float(weight), float(seen)], run.ctx, dev)
+    stats = {f"train_{k}": s / max(weight, 1) for k, s in zip(LOSS_NAMES, totals) if k in _present(run)}
     return {**stats, "w_cls": w_cls, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
+
+
+POOL_VIEW_SALT = 1_000_003
+
+
+def _present(run: Run) -> tuple[str, ...]:
+    """The loss terms this run has: CE (with labels), the KD terms (with a teacher), the pool's terms."""
+    names = ["loss"]
+    if run.cfg.data.labels == "given":
+        names += ["cls", "vis", "ling"] if run.targets else ["cls"]
+    if run.pool_set is not None:
+        names += ["vis_u", "ling_u"]
+    return tuple(names)
+
+
+def _labeled_args(run: Run, batch) -> tuple[tuple, int]:
+    """(x, y, t, y2, lam) of a labeled batch on the device, and its size; Nones and 0 without one."""
+    if batch is None:
+        return (None, None, None, None, None), 0
+    dev = run.device
+    x_s, x_t, y, y2, lam, idx, view = batch
+    x_s, y = x_s.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+    if run.cfg.data.mix == "none":
+        y2 = lam = None  # plain CE, exactly as without blends
+    else:
+        y2, lam = y2.to(dev, non_blocking=True), lam.to(dev, torch.float32, non_blocking=True)
+    t = run.targets(x_t, idx, view) if run.targets else None  # (B, D)
+    return (x_s, y, t, y2, lam), len(y)
+
+
+def _unlabeled_args(run: Run, batch) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """(x_u, t_u, B_u): an unlabeled batch and the teacher's embeddings of its views."""
+    if batch is None or run.pool_targets is None:
+        return None, None, 0
+    x_u, x_tu, _, _, _, idx, view = batch
+    return x_u.to(run.device, non_blocking=True), run.pool_targets(x_tu, idx, view), len(x_u)  # (B_u, D)
 
 
 def _evaluate(run: Run, source) -> dict[str, float]:
@@ -213,7 +249,7 @@ def fit(cfg: Config) -> Path:
     for epoch in range(run.start_epoch, cfg.train.epochs):
         stats = train_one_epoch(run, epoch)
         val = _evaluate(run, run.splits.val)
-        improved = val["top1"] > run.best_val if cfg.train.select == "best_val" else epoch + 1 == cfg.train.epochs
+        improved = val["top1"] > run.best_val if selection(cfg) == "best_val" else epoch + 1 == cfg.train.epochs
         run.best_val = max(run.best_val, val["top1"])
         record = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved}
         if run.ctx.is_main:
@@ -227,18 +263,24 @@ def fit(cfg: Config) -> Path:
     return finish(run)
 
 
-def check_splits(splits: DatasetSplits, verbose: bool) -> None:
-    """Every image of every split decoded once (formats.image_check); all unreadable ones in one error."""
-    report = check_dataset(splits)
+def check_splits(splits: DatasetSplits, verbose: bool, pool: Pool | None = None) -> None:
+    """Every image of every split and of the pool decoded once (formats.image_check); all unreadable ones in
+    one error."""
+    report = check_images(split_sources(splits, pool))
     if verbose:
         print(f"checked {report.images} images in {report.seconds:.1f} s", file=sys.stderr)
     report.raise_if_bad("Replace or delete them (python -m distill check --config ... lists them all), "
                         "or pass data.check_images=false to find them mid-epoch instead")
 
 
+def selection(cfg: Config) -> str:
+    """``train.select``, except without labels: then validation only measures, the final epoch is kept."""
+    return "last" if cfg.data.labels == "none" else cfg.train.select
+
+
 def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
     """best_val on a tiny validation split picks an epoch by noise (benchmarks/kd_gain_last_epoch.py)."""
-    if cfg.train.select == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
+    if selection(cfg) == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
         print(f"warning: the validation split has {val_images} images ({val_images / classes:.1f} per class), so "
               f"one image moves its top-1 by {100 / val_images:.1f} points and the best epoch on it is largely "
               f"noise; train.select=last keeps the final epoch instead (measured better on Fashion-MNIST with "
@@ -254,6 +296,8 @@ def finish(run: Run) -> Path:
         return best_path
     run.student.load_state_dict(best["state_dict"])
     best["metrics"]["test"] = _evaluate(run, run.splits.test)
+    if run.cfg.data.labels == "none" and run.ctx.is_main and len(run.splits.test):
+        best["metrics"]["test"].update(beside_zero_shot(run.cfg, run.splits, run.student, run.preprocessing, run.device))
     if run.ctx.is_main:
         atomic_save(best, best_path)
         write_text(run.dir / "results.json", json.dumps(results(run, best), indent=2))

@@ -175,6 +175,12 @@ def view_sampler(data: DataConfig, seed: int) -> ViewSampler:
                        mix_alpha=data.mix_alpha)
 
 
+def pool_view_sampler(data: DataConfig, seed: int) -> ViewSampler:
+    """The unlabeled pool's views: their own crop range (``data.unlabeled_crop_scale_min``), never blended
+    (a blend needs two labels to mean anything to the CE term, and the pool has none)."""
+    return ViewSampler(seed, (data.unlabeled_crop_scale_min, 1.0), data.hflip)
+
+
 def _central_crop(width: int, height: int, ratio: tuple[float, float], flip: bool) -> ViewParams:
     in_ratio = width / height
     if in_ratio < ratio[0]:

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from formats.datasets import DatasetSplits
 from formats.errors import UserError, one_line
 
 SHOWN = 10  # unreadable files listed in the error (the check command prints all of them)
@@ -40,11 +39,6 @@ def _probe(source: Any, index: int) -> str | None:
     except Exception as exc:  # a torchvision dataset's own errors
         return f"{exc.__class__.__name__}: {one_line(exc)}"
     return None
-
-
-def check_dataset(splits: DatasetSplits, workers: int = 0) -> CheckReport:
-    """Every image of the train, val and test splits, once."""
-    return check_images({"train": splits.train, "val": splits.val, "test": splits.test}, workers)
 
 
 def check_images(splits: Mapping[str, Any], workers: int = 0) -> CheckReport:
