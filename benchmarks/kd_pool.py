@@ -21,7 +21,8 @@ student's INT8 latency at batch 1 (seed 0 of ``kd+unlabeled`` exported with ``--
 
     pip install -e '.[kd-bench]'   # the real teacher parts
     python benchmarks/kd_pool.py [--students resnet18,timm:mobilenetv4_conv_small] [--seeds 0,1,2]
-                                 [--epochs 40] [--pool-epochs 5] [--pool-per-class 500]
+                                 [--epochs 40] [--pool-epochs resnet18=6,timm:mobilenetv4_conv_small=20]
+                                 [--pool-per-class 500]
 """
 from __future__ import annotations
 
@@ -57,9 +58,18 @@ def pool_config(work: Path, teacher_dir: Path, pool: Path, arch: str, per_class:
     from distill.config import with_overrides
     from distill.sweep import folder_name
 
-    cfg = regime_config(write_folder(work / f"fmnist-{per_class}", per_class), teacher_dir, work, 1)
+    cfg = regime_config(write_folder(Path(f"data/kd-gain/fmnist-{per_class}"), per_class), teacher_dir, work, 1)
     return with_overrides(cfg, {"data.unlabeled": str(pool), "student.arch": arch, "train.select": "last",
                                 "train.out_dir": str(work / "runs"), "train.name": f"pool-{folder_name(arch)}"})
+
+
+def parse_pool_epochs(text: str, students: list[str]) -> dict[str, int]:
+    """``6`` or ``resnet18=6,timm:mobilenetv4_conv_small=20`` -> epochs per student."""
+    if "=" not in text:
+        return {arch: int(text) for arch in students}
+    named = {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
+    first = next(iter(named.values()))
+    return {arch: named.get(arch, first) for arch in students}
 
 
 def cache_cost(cache: Path) -> dict[str, Any]:
@@ -121,9 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--students", default=DEFAULT_STUDENTS, help="comma-separated; resnet18 is always one")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the labeled-only arms (as kd_gain.py)")
-    parser.add_argument("--pool-epochs", type=int, default=5, help="epochs (passes over the pool) of the pool arms")
+    parser.add_argument("--pool-epochs", default="5", help="epochs (passes over the pool) of the pool arms: N for "
+                        "every student, or arch=N,arch=N (a student not named gets the first N)")
     parser.add_argument("--pool-per-class", type=int, default=500, help="unlabeled pool images per class")
-    parser.add_argument("--work", default=str(REPO / "data" / "kd-pool"), help="data, teacher, cache and runs")
+    parser.add_argument("--work", default="data/kd-pool", help="pool, cache and runs (relative to the repository)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool.json"))
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_pool_folder
@@ -133,19 +144,23 @@ def main(argv: list[str] | None = None) -> None:
 
     students = [s.strip() for s in args.students.split(",") if s.strip()]
     students = ["resnet18", *(s for s in students if s != "resnet18")]
+    args.out = str(Path(args.out).resolve())  # before the chdir below
+    os.chdir(REPO)  # the cache and the runs record relative paths: found again from any folder
     seeds, work, start = parse_seeds(args.seeds), Path(args.work), time.perf_counter()
-    teacher_dir = build(REPO / "data" / "kd-gain" / "teacher")
+    teacher_dir = build(Path("data/kd-gain/teacher"))
     pool = write_pool_folder(work / f"pool-{10 * args.pool_per_class}", args.pool_per_class)
     cfg = pool_config(work, teacher_dir, pool, students[0])
     cache_s = ensure_cache(cfg)
     results: dict[str, Any] = {
-        "machine": machine_info(), "seeds": seeds, "epochs": args.epochs, "pool_epochs": args.pool_epochs,
+        "machine": machine_info(), "seeds": seeds, "epochs": args.epochs,
         "setup": "kd_gain 30 labeled images per class (24 train + 6 val), the same 1,000 test images, "
                  f"{10 * args.pool_per_class} unlabeled training images, students from scratch at 64 px, final epoch",
         "teacher": teacher_on_test(cfg), "cache_build_s": cache_s, "cache": cache_cost(Path(cfg.teacher.cache)),
         "students": {}}
+    pool_epochs = parse_pool_epochs(args.pool_epochs, students)
+    results["pool_epochs"] = pool_epochs
     for arch in students:
-        results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, args.pool_epochs)
+        results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, pool_epochs[arch])
         results["wall_s"] = time.perf_counter() - start
         write_json(Path(args.out), results)  # progress survives a kill
     results["latency"] = latency({a: Path(s["seed0_kd_unlabeled"]) for a, s in results["students"].items()}, work)

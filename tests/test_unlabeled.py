@@ -23,7 +23,7 @@ from distill.pool import NO_LABEL, list_pool, load_pool
 from distill.targets import teacher_side
 from distill.teacher import Teacher
 from distill.train import check_names, fit
-from distill.transforms import view_sampler
+from distill.transforms import pool_view_sampler
 from formats.errors import UserError
 from students.checkpoint import read_checkpoint
 from students.registry import create_student
@@ -293,7 +293,7 @@ def test_cache_pool_part_is_separate_and_the_labeled_part_does_not_depend_on_the
     assert not torch.allclose(side.pool_targets(torch.empty(0), idx, zeros), labeled.lookup(idx, zeros), atol=1e-3)
 
     # the cached pool embeddings are the teacher's embeddings of the very views training replays
-    sampler = view_sampler(cfg.data, cfg.teacher.cache_seed)
+    sampler = pool_view_sampler(cfg.data, cfg.teacher.cache_seed)
     torch.manual_seed(cfg.teacher.cache_seed)
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, torch.device("cpu"))
     items = [(0, 0), (11, 1), (19, 1)]
