@@ -8,7 +8,7 @@ and the pool does not hold), which is what the choice reads; test top-1 is recor
 only to be reported, and validation (60 images) is too small to choose on. Finished runs are
 reused. Results: ``benchmarks/results/kd_pool_recipe.json``.
 
-    python benchmarks/kd_pool_recipe.py [--variants "e3;e3 method.temperature=1;e6"]
+    python benchmarks/kd_pool_recipe.py [--variants "e3 method.w_unlabeled=3;e6 method.temperature=1"]
 """
 from __future__ import annotations
 
@@ -25,8 +25,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.machine import machine_info, write_json  # noqa: E402
 
-DEFAULT_VARIANTS = ("e3;e3 method.temperature=1;e3 method.w_unlabeled=3;e6;"
-                    "e3 data.unlabeled_crop_scale_min=1.0")
+# What was tried, in order: the crop range of the pool's single view (0.35, as the labeled views, or the
+# whole image), the pool term's weight, the temperature, more passes over the pool.
+C35, C1 = "data.unlabeled_crop_scale_min=0.35", "data.unlabeled_crop_scale_min=1.0"
+DEFAULT_VARIANTS = ";".join([
+    f"e3 {C35} method.w_unlabeled=1.0", f"e3 {C35} method.w_unlabeled=1.0 method.temperature=1",
+    f"e3 {C35} method.w_unlabeled=3", f"e3 {C1} method.w_unlabeled=1.0", f"e3 {C1} method.w_unlabeled=3",
+    f"e3 {C1} method.w_unlabeled=10", f"e6 {C1} method.w_unlabeled=1.0"])
 
 
 def parse_variant(text: str) -> tuple[int, dict[str, Any]]:
