@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from distill.batches import epoch_batches
 from distill.checkpoint import atomic_save
 from distill.config import Config, MethodConfig, dump_yaml
 from distill.data import TrainViews, ViewSchedule, load_dataset
@@ -31,7 +32,6 @@ from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import w_cls_schedule
 from distill.method import Condensation, step_losses
-from distill.batches import epoch_batches
 from distill.pool import Pool, load_pool, split_sources
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
@@ -148,6 +148,7 @@ def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
 
 
 LOSS_NAMES = ("loss", "cls", "vis", "ling", "vis_u", "ling_u")
+POOL_VIEW_SALT = 1_000_003  # the pool's view choices: a stream of their own, not the labeled indices' one
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
@@ -158,7 +159,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         w_cls = 1.0  # the baseline is CE only
     run.model.train()
     run.train_set.set_view(ViewSchedule(cfg.train.seed, epoch, run.num_views))
-    if run.pool_set is not None:  # its own stream of view choices, not the labeled indices' one
+    if run.pool_set is not None:
         run.pool_set.set_view(ViewSchedule(cfg.train.seed + POOL_VIEW_SALT, epoch, run.pool_views))
     loader, batches = epoch_batches(run, epoch)
     sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
@@ -184,9 +185,6 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     *totals, weight, seen = all_reduce_sum([*local, float(weight), float(seen)], run.ctx, dev)
     stats = {f"train_{k}": s / max(weight, 1) for k, s in zip(LOSS_NAMES, totals) if k in _present(run)}
     return {**stats, "w_cls": w_cls, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
-
-
-POOL_VIEW_SALT = 1_000_003
 
 
 def _present(run: Run) -> tuple[str, ...]:
