@@ -180,12 +180,14 @@ class TrainConfig:
     out_dir: str = "runs"
     name: str = ""  # run folder name; empty: the config file's stem
     resume: bool = False  # continue from <out_dir>/<name>/last.pt
-    select: str = "best_val"  # best.pt: best_val (the epoch with the best val top-1) | last (the final epoch)
+    # best.pt: auto (last below 200 validation images, else best_val) | best_val (the epoch with the best
+    # val top-1) | last (the final epoch)
+    select: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _one_of(self.select, "train.select", ("best_val", "last"))
+        _one_of(self.select, "train.select", ("auto", "best_val", "last"))
         _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
         _one_of(self.scheduler, "train.scheduler", ("step", "cosine", "none"))
         _check(self.lr > 0, "train.lr", "must be > 0")

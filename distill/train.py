@@ -244,10 +244,11 @@ def fit(cfg: Config) -> Path:
             (run.dir / "metrics.jsonl").unlink(missing_ok=True)  # lines of a run killed before its first last.pt
         report_teacher(cfg, run.teacher_diagnostics)
         warn_noisy_selection(cfg, len(run.splits.val), len(run.splits.class_names))
+    select = selection(cfg, len(run.splits.val))
     for epoch in range(run.start_epoch, cfg.train.epochs):
         stats = train_one_epoch(run, epoch)
         val = _evaluate(run, run.splits.val)
-        improved = val["top1"] > run.best_val if selection(cfg) == "best_val" else epoch + 1 == cfg.train.epochs
+        improved = val["top1"] > run.best_val if select == "best_val" else epoch + 1 == cfg.train.epochs
         run.best_val = max(run.best_val, val["top1"])
         record = {"epoch": epoch + 1, **stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved}
         if run.ctx.is_main:
@@ -271,18 +272,29 @@ def check_splits(splits: DatasetSplits, verbose: bool, pool: Pool | None = None)
                         "or pass data.check_images=false to find them mid-epoch instead")
 
 
-def selection(cfg: Config) -> str:
-    """``train.select``, except without labels: then validation only measures, the final epoch is kept."""
-    return "last" if cfg.data.labels == "none" else cfg.train.select
+def selection(cfg: Config, val_images: int) -> str:
+    """Which epoch best.pt keeps: ``train.select``, ``auto`` resolved by the validation split's size (below
+    ``NOISY_VAL_IMAGES`` the best epoch on it is largely noise: the final one); without labels validation
+    only measures, so the final epoch."""
+    if cfg.data.labels == "none":
+        return "last"
+    if cfg.train.select == "auto":
+        return "last" if val_images < NOISY_VAL_IMAGES else "best_val"
+    return cfg.train.select
 
 
 def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
     """best_val on a tiny validation split picks an epoch by noise (benchmarks/kd_gain_last_epoch.py)."""
-    if selection(cfg) == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
+    if cfg.train.select == "auto" and cfg.train.progress and cfg.data.labels == "given":
+        kept = ("the final epoch" if selection(cfg, val_images) == "last" else "the epoch with the best validation "
+                "top-1")
+        print(f"best.pt keeps {kept} (train.select=auto, {val_images} validation images; below {NOISY_VAL_IMAGES} "
+              f"the best epoch on them is largely noise)", file=sys.stderr)
+    elif selection(cfg, val_images) == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
         print(f"warning: the validation split has {val_images} images ({val_images / classes:.1f} per class), so "
               f"one image moves its top-1 by {100 / val_images:.1f} points and the best epoch on it is largely "
-              f"noise; train.select=last keeps the final epoch instead (measured better on Fashion-MNIST with "
-              f"60 validation images: benchmarks/kd_gain_last_epoch.py)", file=sys.stderr)
+              f"noise; train.select=last (or auto) keeps the final epoch instead (measured better on Fashion-MNIST "
+              f"with 60 validation images: benchmarks/kd_gain_last_epoch.py)", file=sys.stderr)
 
 
 def finish(run: Run) -> Path:
