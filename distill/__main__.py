@@ -18,7 +18,29 @@ from distill.config import describe_keys
 from formats.cli import Positional, parser_for, settings_from
 from formats.errors import UserError, one_line
 
-KEYS = "Settable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
+SUBCOMMANDS = """Commands (each has --help):
+    python -m distill --config C [key=value ...]      train
+    python -m distill cache --config C ...            build (or resume) the teacher cache
+    python -m distill compare --config C --seeds ...  baseline vs KD (and the unlabeled pool), seed-paired
+    python -m distill sweep --config C ...            many students: train, export, benchmark, pick
+    python -m distill check --config C ...            decode every image once, list the unreadable ones
+    python -m distill synthetic [ROOT]                write the demo's synthetic dataset"""
+
+
+def keys_help(argv: list[str]) -> str:
+    """Every settable key with the value it has: the --config file's (with the overrides) when one is given
+    and readable, else the defaults."""
+    path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    path = path or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path:
+        from distill.config import load_config
+        try:
+            cfg = load_config(path, [a for a in _dotted(argv) if "=" in a and not a.startswith("-")])
+            return f"Settable keys (section.key (type) = value in {path}):\n    " + "\n    ".join(
+                describe_keys(values=cfg))
+        except UserError:
+            pass  # --help must still answer: the defaults
+    return "Settable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
 OVERRIDES = Positional("overrides", "section.key=value settings over the config file", nargs="*")
 
 
@@ -38,8 +60,9 @@ class SyntheticSettings:
             raise UserError(f"--min-size and --max-size need 16 <= min <= max, got {self.min_size}, {self.max_size}")
 
 
-def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = parser_for(prog, f"{description}\n\n{KEYS}", None, [OVERRIDES])
+def _config_parser(prog: str, description: str, argv: list[str]) -> argparse.ArgumentParser:
+    keys = keys_help(argv) if "-h" in argv or "--help" in argv else ""
+    parser = parser_for(prog, f"{description}\n\n{keys}", None, [OVERRIDES])
     parser.add_argument("--config", required=True, help="the YAML config, e.g. configs/demo.yaml")
     return parser
 
@@ -75,8 +98,8 @@ def train(argv: list[str]) -> str:
     from distill.train import fit
 
     args = _config_parser("python -m distill", "Train a student with VL2Lite from a YAML config; prints the best "
-                          "checkpoint.\nMulti-process: torchrun --nproc_per_node N -m distill --config ...")\
-        .parse_args(_dotted(argv))
+                          "checkpoint.\nMulti-process: torchrun --nproc_per_node N -m distill --config ...\n\n"
+                          f"{SUBCOMMANDS}", argv).parse_args(_dotted(argv))
     best = fit(_load(args))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best checkpoint: {best}")
@@ -93,7 +116,7 @@ def cache(argv: list[str]) -> str:
     from distill.train import pick_device
 
     args = _config_parser("python -m distill cache", "Build (or resume) the teacher-embedding cache named by "
-                          "teacher.cache; prints its folder.").parse_args(_dotted(argv))
+                          "teacher.cache; prints its folder.", argv).parse_args(_dotted(argv))
     cfg = _load(args)
     ctx, device = init_distributed(pick_device(cfg.train.device))
     start = time.perf_counter()
@@ -112,7 +135,7 @@ def compare(argv: list[str]) -> str:
 
     parser = _config_parser("python -m distill compare", "Train the teacher-off baseline and the config's KD recipe "
                             "on each seed (one shared teacher cache) and print the paired table; writes "
-                            "<out_dir>/<name>/compare.json.")
+                            "<out_dir>/<name>/compare.json.", argv)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
     args = parser.parse_args(_dotted(argv))
     cfg = _load(args)
@@ -131,7 +154,7 @@ def check(argv: list[str]) -> str:
 
     args = _config_parser("python -m distill check", "Decode every image of every split of the config's dataset "
                           "and of its unlabeled pool (data.unlabeled) once, in parallel, and list every "
-                          "unreadable file (exit status 2 if any).").parse_args(_dotted(argv))
+                          "unreadable file (exit status 2 if any).", argv).parse_args(_dotted(argv))
     data = _load(args).data
     splits = load_dataset(data)
     report = check_images(split_sources(splits, load_pool(data, splits)))
@@ -151,7 +174,8 @@ def sweep(argv: list[str]) -> str:
 
     parser = parser_for("python -m distill sweep", "Train, export (python -m export) and benchmark (python -m "
                         "runtime.bench) several students from one teacher cache; writes <out_dir>/<name>/sweep.json "
-                        f"and the frontier.\n\n{KEYS}", SweepSettings, [OVERRIDES])
+                        f"and the frontier.\n\n{keys_help(argv) if '-h' in argv or '--help' in argv else ''}", SweepSettings,
+                        [OVERRIDES])
     parser.add_argument("--config", required=True, help="the YAML config, e.g. configs/demo.yaml")
     args = parser.parse_args(_dotted(argv))
     settings = settings_from(SweepSettings, args)

@@ -240,16 +240,20 @@ def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def describe_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """``section.key (type) = default`` for every settable key, for --help."""
+def describe_keys(cls: type = Config, prefix: str = "", values: Any = None) -> list[str]:
+    """``section.key (type) = value`` for every settable key, for --help: the defaults, or the values of
+    ``values`` (a loaded config of type ``cls``)."""
     lines: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            lines += describe_keys(tp, f"{prefix}{f.name}.")
+            lines += describe_keys(tp, f"{prefix}{f.name}.", None if values is None else getattr(values, f.name))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if values is not None:
+            value = getattr(values, f.name)
+        else:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
-        lines.append(f"{prefix}{f.name} ({name}) = {default!r}")
+        lines.append(f"{prefix}{f.name} ({name}) = {value!r}")
     return lines

@@ -87,3 +87,20 @@ def test_call_from_argv_types_a_function_signature() -> None:
     assert call_from_argv(job, ["b", "--sizes", "2,4", "--seconds", "1", "--out", "x"]) == ("b", (2, 4), 1.0, "x")
     with pytest.raises(SystemExit):
         call_from_argv(job, ["b", "--sizes", "two"])
+
+
+def test_distill_help_lists_the_commands_and_the_config_values(capsys) -> None:
+    from distill.__main__ import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for command in ("cache", "compare", "sweep", "check", "synthetic"):
+        assert f"python -m distill {command}" in out
+    assert "data.batch_size (int) = 64" in out and "(section.key (type) = default)" in out  # no config: defaults
+    with pytest.raises(SystemExit):
+        cli(["compare", "--help", "--config", str(REPO / "configs" / "imagefolder.yaml"), "data.batch_size=7"])
+    out = capsys.readouterr().out
+    assert "value in" in out and "data.batch_size (int) = 7" in out  # the config's values, overrides applied
+    assert "student.arch (str) = 'mobilenet_v3_large'" in out
