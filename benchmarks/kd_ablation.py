@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         arm_overrides = {a: arm_overrides[a] for a in args.arm}
     args.out = args.out or str(REPO / "benchmarks" / "results" / out)
     from benchmarks.fashion_mnist import write_dev_folder, write_folder
-    from benchmarks.kd_gain_teacher import build
+    from distill.offline_teacher import build
     from distill.compare import compare, format_table, parse_seeds
     from distill.config import with_overrides
 

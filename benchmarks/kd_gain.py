@@ -1,7 +1,7 @@
 """Does the student learn from the teacher? A real pretrained teacher on real images, seed-paired.
 
 The teacher is a real pretrained open_clip-style model assembled offline from the package index
-(``benchmarks/kd_gain_teacher.py``: ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, aligned through
+(``distill/offline_teacher.py``: ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, aligned through
 the ImageNet class names) and loaded as ``teacher.model=local-dir:DIR`` by the same teacher code
 users use. The data is Fashion-MNIST (``benchmarks/fashion_mnist.py``) as an image folder, in two
 regimes: 30 and 200 training images per class (a fifth of them held out for validation), and the
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         import json
         print(markdown(json.loads(Path(args.out).read_text())))
         return
-    from benchmarks.kd_gain_teacher import build
+    from distill.offline_teacher import build
     from distill.compare import parse_seeds
 
     work = Path(args.work)

@@ -1,7 +1,7 @@
 """Distil from unlabeled images: what a pool of unlabeled images adds, with a real teacher on real data.
 
 The setup of ``benchmarks/kd_gain.py`` (the real teacher assembled offline by
-``benchmarks/kd_gain_teacher.py``, Fashion-MNIST with 30 labeled training images per class, a fifth
+``distill/offline_teacher.py``, Fashion-MNIST with 30 labeled training images per class, a fifth
 of them held out for validation, the same 1,000 test images) plus an unlabeled pool: 500 training
 images per class that no regime trains on and the dev split does not hold, written into one flat
 folder (labels dropped; ``benchmarks/fashion_mnist.write_pool_folder``). Per student (from scratch
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_pool_folder
     from benchmarks.kd_gain import teacher_on_test
-    from benchmarks.kd_gain_teacher import build
+    from distill.offline_teacher import build
     from distill.compare import ensure_cache, parse_seeds
 
     students = [s.strip() for s in args.students.split(",") if s.strip()]

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool_recipe.json"))
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_dev_folder, write_folder, write_pool_folder
-    from benchmarks.kd_gain_teacher import build
+    from distill.offline_teacher import build
 
     args.out = str(Path(args.out).resolve())  # before the chdir below
     os.chdir(REPO)  # the runs record relative paths: the same runs are found again from any folder

@@ -167,7 +167,7 @@ def section_kd_gain(res: Results) -> list[str] | None:
         return None
     probe = {r["per_class"]: r["teacher"] for r in gain["regimes"]}
     out = ["## Distillation with a real teacher", "",
-           f"The teacher: {gain['teacher']} (`benchmarks/kd_gain_teacher.py`), loaded as `teacher.model=local-dir:` "
+           f"The teacher: {gain['teacher']} (`distill/offline_teacher.py`), loaded as `teacher.model=local-dir:` "
            "like any open_clip teacher. The data: Fashion-MNIST as an image folder, a fifth of the training images "
            f"held out for validation, the same test images in every run. The student: {gain['student']}. Test top-1 "
            "in %, mean ± std over the seeds; differences to the teacher-off baseline in points, paired per seed.", "",

@@ -48,7 +48,7 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
                    per_class: int = 30, imagenet: dict[str, Path] | None = None) -> dict[str, list[dict]]:
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain import regime_config
-    from benchmarks.kd_gain_teacher import build
+    from distill.offline_teacher import build
     from distill.compare import ensure_cache, train_or_reuse
     from distill.config import with_overrides
     from distill.sweep import folder_name
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args.epochs = args.epochs or (40 if args.per_class == 30 else 15)
     imagenet = {}
     if args.imagenet:
-        from benchmarks.kd_gain_teacher import write_student_weights
+        from distill.offline_teacher import write_student_weights
         imagenet[IMAGENET_STUDENT] = write_student_weights(work / "student-weights" / "tf_efficientnet_lite0.safetensors")
         if IMAGENET_STUDENT not in students:
             students.append(IMAGENET_STUDENT)

