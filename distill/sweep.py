@@ -34,7 +34,7 @@ from students.registry import check_arch
 
 @dataclass(frozen=True)
 class SweepSettings:
-    budget_ms: float | None = None  # latency budget (SingleStream p90, batch 1, this machine): names the best student
+    budget_ms: float | None = None  # latency budget (SingleStream p50, batch 1, this machine): names the best student
     export_args: str = "--int8 --best-effort"  # options for python -m export, as one string
     bench_args: str = "--batch 1,8"  # options for python -m runtime.bench, as one string
     bench: bool = True  # benchmark the bundles here (--no-bench: train and export only, bench on the device)

@@ -56,8 +56,9 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], path: Path) -> Path | N
     return _save(fig, plt, path)
 
 
-def plot_frontier(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Top-1 against p90 latency, one colour per precision, its frontier drawn as a line."""
+def plot_frontier(rows: list[dict[str, Any]], path: Path, budget_ms: float | None = None) -> Path | None:
+    """Top-1 (%) against p50 latency, one colour per precision, its frontier drawn as a line, the latency
+    budget as a vertical line."""
     scored = [r for r in rows if r["top1"] is not None]
     if not scored:
         return None
@@ -65,14 +66,16 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for precision in [p for p in ("fp32", "fp16", "int8") if any(r["precision"] == p for r in scored)]:
         mine = [r for r in scored if r["precision"] == precision]
-        dots = ax.scatter([r["p90_ms"] for r in mine], [100 * r["top1"] for r in mine], s=36, label=precision)
-        front = sorted((r for r in mine if r["frontier"]), key=lambda r: r["p90_ms"])
-        ax.plot([r["p90_ms"] for r in front], [100 * r["top1"] for r in front], color=dots.get_facecolor()[0],
+        dots = ax.scatter([r["p50_ms"] for r in mine], [100 * r["top1"] for r in mine], s=36, label=precision)
+        front = sorted((r for r in mine if r["frontier"]), key=lambda r: r["p50_ms"])
+        ax.plot([r["p50_ms"] for r in front], [100 * r["top1"] for r in front], color=dots.get_facecolor()[0],
                 drawstyle="steps-post", alpha=0.7)
         for r in mine:
-            ax.annotate(r["bundle"], (r["p90_ms"], 100 * r["top1"]), fontsize=7, xytext=(4, 3),
+            ax.annotate(r["bundle"], (r["p50_ms"], 100 * r["top1"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-    ax.set(xscale="log", xlabel="SingleStream latency, p90, batch 1 (ms)", ylabel="top-1 (%)",
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="grey", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+    ax.set(xscale="log", xlabel="SingleStream latency, p50, batch 1 (ms)", ylabel="top-1 (%)",
            title="Accuracy against latency, per precision")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

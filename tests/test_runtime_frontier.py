@@ -13,10 +13,10 @@ from runtime.frontier import format_frontier, mark_frontier, pick
 FAST = dict(batches=(1,), seconds=0.15, warmup=1, min_iters=3)
 
 
-def _row(bundle, precision, p90, top1):
+def _row(bundle, precision, p50, top1, p90=None, within=True):
     return {"bundle": bundle, "arch": "a", "artifact": f"{bundle}.onnx", "backend": "onnxruntime-cpu",
-            "precision": precision, "top1": top1, "top1_source": "export (test split)", "p50_ms": p90 * 0.8,
-            "p90_ms": p90, "best_fps": None, "size_mb": 1.0}
+            "precision": precision, "top1": top1, "top1_source": "export (test split)", "p50_ms": p50,
+            "p90_ms": p90 or p50 * 1.25, "best_fps": None, "size_mb": 1.0, "within_accuracy_budget": within}
 
 
 def test_frontier_is_pareto_within_each_precision():
@@ -37,6 +37,22 @@ def test_pick_most_accurate_within_budget_or_say_plainly_which_is_closest():
     assert not missed["met"] and missed["choice"]["bundle"] == "a"
     assert "no artifact meets 0.5 ms" in missed["message"] and "the fastest is a" in missed["message"]
     assert pick(mark_frontier([_row("x", "int8", 1.0, None)]), 5.0)["choice"] is None
+
+
+def test_pick_judges_the_median_and_never_an_artifact_over_its_accuracy_budget():
+    # the case: on a busy host ResNet-18 INT8 has p50 2.33 ms but p90 6.27 ms; MobileNetV4-small INT8
+    # is faster but export marked it over the accuracy budget
+    rows = mark_frontier([_row("resnet18", "int8", 2.33, 0.708, p90=6.27),
+                          _row("mnv4", "int8", 0.9, 0.306, within=False)])
+    chosen = pick(rows, 5.0)
+    assert chosen["met"] and chosen["choice"]["bundle"] == "resnet18"
+    assert "(p50, batch 1)" in chosen["message"] and "p90 6.27 ms" in chosen["message"]
+    assert pick(rows, 1.0)["choice"]["bundle"] == "resnet18" and not pick(rows, 1.0)["met"]  # closest trusted one
+    only_over = mark_frontier([_row("mnv4", "int8", 0.9, 0.306, within=False)])
+    assert pick(only_over, 5.0)["choice"]["bundle"] == "mnv4"  # nothing else to offer: said, not hidden
+    table = format_frontier(rows).splitlines()
+    assert any(line.startswith("mnv4") and line.endswith("!") for line in table)  # marked in the table
+    assert not any(line.startswith("resnet18") and line.endswith("!") for line in table)
 
 
 def test_two_bundles_one_table_one_plot_and_the_pick(exported_bundle: Path, tmp_path: Path, capsys):
