@@ -121,6 +121,24 @@ def calibrate(emb: TeacherEmbeddings, method: MethodConfig) -> Calibration:
     return best
 
 
+def balance_prior(t: torch.Tensor, anchors: torch.Tensor, scale: float, iters: int = 200) -> torch.Tensor:
+    """The per-class bias β (C,) that makes the teacher's mean prediction over unlabeled images uniform:
+
+        1/N Σ_n softmax(s · t_n Aᵀ + β) = 1/C,   by the fixed point β ← β − log(C · mean_n softmax(s · t_n Aᵀ + β))
+
+    (Sinkhorn's column step, as in self-labelling, Asano et al., ICLR 2020; MUST's fairness term, Li et
+    al., ICLR 2023, asks the same of the student). Without labels it is the one thing unlabeled images
+    can say about the task: zero-shot prompts often favour a few classes (on Fashion-MNIST one class
+    takes 71% of the pool). t (N, D) unit rows, anchors (C, D); assumes roughly balanced classes.
+    """
+    logits = scale * t @ anchors.t()  # (N, C)
+    bias = torch.zeros(anchors.shape[0], device=t.device, dtype=logits.dtype)
+    for _ in range(iters):
+        mean = torch.softmax(logits + bias, dim=1).mean(dim=0)  # (C,)
+        bias = bias - torch.log(mean * anchors.shape[0])
+    return bias - bias.mean()  # softmax ignores a common shift: centred
+
+
 def _score(emb: TeacherEmbeddings, anchors: torch.Tensor, strength: float | None, scale: float) -> dict:
     return {"strength": strength, "val_top1": top1(emb.val, emb.val_labels, anchors),
             "val_loss": anchor_loss(emb.val, emb.val_labels, anchors, scale)}

@@ -143,12 +143,16 @@ class MethodConfig:
     calibration_strengths: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)  # candidates, chosen on val
     calibration_min_per_class: int = 3  # fewer training images in some class: text anchors, with a warning
     w_unlabeled: float = 3.0  # weight of the KD terms on the unlabeled batch (data.unlabeled); 3 beat 1 and 10 on dev
+    # data.labels=none: the zero-shot target's class prior: balanced (a per-class bias fitted so the teacher's mean
+    # prediction over the unlabeled pool is uniform) | prompts (the prompts' own prior)
+    zero_shot_prior: str = "balanced"
 
     def __post_init__(self) -> None:
         _one_of(self.schedule, "method.schedule", ("linear", "reference", "constant"))
         _one_of(self.visual, "method.visual", ("l1", "projected"))
         _one_of(self.anchors, "method.anchors", ("text", "calibrated"))
         _one_of(self.linguistic, "method.linguistic", ("condensed", "classifier"))
+        _one_of(self.zero_shot_prior, "method.zero_shot_prior", ("balanced", "prompts"))
         _check(self.w_vis >= 0, "method.w_vis", "must be >= 0")
         _check(self.w_ling >= 0, "method.w_ling", "must be >= 0")
         _check(self.w_unlabeled >= 0, "method.w_unlabeled", "must be >= 0")

@@ -55,14 +55,21 @@ def predicted_classes(student: Student, source, preprocessing: dict, device: tor
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def beside_zero_shot(cfg, splits, student: Student, preprocessing: dict, device: torch.device) -> dict[str, float]:
+def beside_zero_shot(cfg, splits, student: Student, preprocessing: dict, device: torch.device,
+                     bias: torch.Tensor | None = None) -> dict[str, float]:
     """Without labels the teacher's zero-shot is the bar: its top-1 on the same test images, and how often the
-    student's class agrees with it."""
+    student's class agrees with it; with ``bias`` (the prior balanced over the pool) also the teacher the
+    student distilled, its top-1 and the agreement with it."""
     from distill.targets import zero_shot_predictions
 
     d, test = cfg.data, splits.test
     teacher = zero_shot_predictions(cfg, splits, test, device)  # (N,)
     mine = predicted_classes(student, test, preprocessing, device, d.eval_batch_size, d.num_workers, cfg.train.amp)
     y = torch.tensor(test.labels)  # (N,)
-    return {"teacher_zero_shot_top1": float(teacher.eq(y).float().mean()),
-            "agreement_with_teacher": float(mine.eq(teacher).float().mean())}
+    out = {"teacher_zero_shot_top1": float(teacher.eq(y).float().mean()),
+           "agreement_with_teacher": float(mine.eq(teacher).float().mean())}
+    if bias is not None:
+        balanced = zero_shot_predictions(cfg, splits, test, device, bias)  # (N,)
+        out.update(teacher_balanced_zero_shot_top1=float(balanced.eq(y).float().mean()),
+                   agreement_with_balanced_teacher=float(mine.eq(balanced).float().mean()))
+    return out

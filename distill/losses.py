@@ -61,12 +61,16 @@ def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A
 
 
 def classifier_kd_loss(t: torch.Tensor, T: torch.Tensor, logits: torch.Tensor, temperature: float,
-                       scale: float) -> torch.Tensor:
-    """L_ling (classifier) = τ² · 1/B Σ_b KL(p_b ‖ softmax(z_b / τ)), p_b = softmax(s · t_b Tᵀ / τ):
+                       scale: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """L_ling (classifier) = τ² · 1/B Σ_b KL(p_b ‖ softmax(z_b / τ)), p_b = softmax((s · t_b Tᵀ + β) / τ):
     the teacher's distribution over the classes distilled into the deployed classifier's logits
-    z (B, C) (Hinton et al., 2015) instead of into a side head.  t (B, D), T (C, D).
+    z (B, C) (Hinton et al., 2015) instead of into a side head.  t (B, D), T (C, D); β (C,) an optional
+    per-class bias on the teacher's logits (the class prior fitted on unlabeled images, ``balance_prior``).
     """
-    log_p = F.log_softmax(scale * t @ T.t() / temperature, dim=-1)  # (B, C)
+    teacher_logits = scale * t @ T.t()  # (B, C)
+    if bias is not None:
+        teacher_logits = teacher_logits + bias
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)  # (B, C)
     log_q = F.log_softmax(logits / temperature, dim=-1)  # (B, C)
     return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 

@@ -47,6 +47,9 @@ class Condensation(nn.Module):
             self.project = nn.Sequential(nn.Linear(student_dim, student_dim), nn.ReLU(inplace=True),
                                          nn.Linear(student_dim, teacher_dim))
         self.register_buffer("text_embeddings", text_embeddings.clone())  # T, (C, D)
+        # β (C,): the class prior of the classifier term's target (data.labels=none; zeros otherwise). Not saved:
+        # setup fits it again from the same cache, so a resumed run and an older last.pt load alike.
+        self.register_buffer("anchor_bias", torch.zeros(text_embeddings.shape[0]), persistent=False)
 
     def condensed_text(self) -> torch.Tensor:
         return F.normalize(self.text(self.text_embeddings), dim=-1)  # A, (C, d)
@@ -107,7 +110,7 @@ def kd_terms(heads: Condensation, h: torch.Tensor, logits: torch.Tensor, t: torc
     l_vis = heads.visual_loss(h32, h_norm, t)
     if method.linguistic == "classifier":
         l_ling = classifier_kd_loss(t, heads.text_embeddings.float(), logits.float(), method.temperature,
-                                    method.logit_scale)
+                                    method.logit_scale, heads.anchor_bias.float())
     else:
         l_ling = linguistic_kd_loss(t, heads.text_embeddings.float(), h_norm, heads.condensed_text().float(),
                                     method.temperature, method.logit_scale)

@@ -49,7 +49,11 @@ def report_student(cfg: Config, metrics: dict, diag: dict | None) -> None:
     if "teacher_zero_shot_top1" in metrics["test"]:  # data.labels=none: the teacher's zero-shot is the bar
         t = metrics["test"]
         line += (f" (the teacher's zero-shot on the same test images {100 * t['teacher_zero_shot_top1']:.2f}%, "
-                 f"the student agrees with it on {100 * t['agreement_with_teacher']:.1f}%)")
+                 f"the student agrees with it on {100 * t['agreement_with_teacher']:.1f}%")
+        if "teacher_balanced_zero_shot_top1" in t:
+            line += (f"; with its class prior balanced over the unlabeled images, the target distilled, "
+                     f"{100 * t['teacher_balanced_zero_shot_top1']:.2f}%")
+        line += ")"
     elif diag is not None:
         line += (f" (teacher on val: zero-shot {100 * diag['zero_shot_val_top1']:.1f}%, "
                  f"linear probe {100 * diag['linear_probe_val_top1']:.1f}%)")

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 
 from distill.cache import TeacherCache, eval_embeddings, open_cache, open_pool_cache
 from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
-from distill.calibrate import Calibration, TeacherEmbeddings, calibrate, diagnostics
+from distill.calibrate import Calibration, TeacherEmbeddings, balance_prior, calibrate, diagnostics
 from distill.config import Config, MethodConfig
 from distill.data import PROMPTS, DatasetSplits
 from distill.pool import Pool
 from distill.teacher import Teacher
-from formats.datasets import ImageSource
 from distill.transforms import TargetSpec, ViewSampler, view_sampler
+from formats.datasets import ImageSource
 
 # (x_teacher, indices, views) -> t (B, D) on the training device
 Targets = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,6 +38,7 @@ class TeacherSide:
     diagnostics: dict | None
     pool_targets: Targets | None = None  # the unlabeled pool's targets (data.unlabeled); None: no pool
     pool_views: int = 0  # 0: a fresh view every epoch (online); K: one of the pool's K cached views
+    anchor_bias: torch.Tensor | None = None  # (C,) the zero-shot target's class prior (data.labels=none, balanced)
 
 
 def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool: Pool | None = None) -> TeacherSide:
@@ -48,10 +49,12 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool:
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
         emb = cached_embeddings(cache, splits, view_sampler(cfg.data, cfg.teacher.cache_seed)).to(device)
         side = TeacherSide(_cached_targets(cache, device), None, None, cache.num_views, cfg.teacher.cache_seed, None)
+        pool_emb = None
         if pool is not None:
             pool_cache = open_pool_cache(cfg.teacher.cache, pool_fingerprint_fields(cfg, pool.hashes))
             side.pool_targets, side.pool_views = _cached_targets(pool_cache, device), pool_cache.num_views
-        return _with_anchors(side, emb, method, cfg)
+            pool_emb = lambda: pool_cache.train_embeddings().flatten(0, 1)  # noqa: E731 - (N·K, D), when needed
+        return _with_anchors(side, emb, method, cfg, pool_emb)
     teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()
     emb = _online_embeddings(teacher, splits, text, cfg).to(device)
@@ -62,15 +65,26 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool:
 
     side = TeacherSide(online, None, teacher.target, 0, cfg.train.seed, None,
                        online if pool is not None else None, 0)
-    return _with_anchors(side, emb, method, cfg)
+    pool_emb = None if pool is None else lambda: torch.from_numpy(eval_embeddings(teacher, pool.source, cfg))
+    return _with_anchors(side, emb, method, cfg, pool_emb)
 
 
-def _with_anchors(side: TeacherSide, emb: TeacherEmbeddings, method: MethodConfig, cfg: Config) -> TeacherSide:
-    """The anchors of the linguistic term and the diagnostics; without labels, the prompts (zero-shot)."""
+def _with_anchors(side: TeacherSide, emb: TeacherEmbeddings, method: MethodConfig, cfg: Config,
+                  pool_emb: Callable[[], torch.Tensor] | None = None) -> TeacherSide:
+    """The anchors of the linguistic term and the diagnostics; without labels, the prompts (zero-shot), their
+    class prior balanced over the unlabeled pool (``pool_emb()``: its teacher embeddings) unless
+    ``method.zero_shot_prior=prompts``."""
     calibration: Calibration = calibrate(emb, method)
     if cfg.data.labels == "none":
         calibration.reason = "data.labels=none: the teacher's zero-shot over the prompts is the target"
     side.anchors, side.diagnostics = calibration.anchors, diagnostics(emb, calibration)
+    if cfg.data.labels == "none" and method.zero_shot_prior == "balanced" and pool_emb is not None:
+        side.anchor_bias = balance_prior(pool_emb().to(emb.val.device).float(), side.anchors, method.logit_scale)
+        balanced = (method.logit_scale * emb.val @ side.anchors.t() + side.anchor_bias).argmax(1)
+        side.diagnostics["balanced_zero_shot_val_top1"] = float(balanced.eq(emb.val_labels).float().mean())
+        side.diagnostics["calibrated_val_top1"] = side.diagnostics["balanced_zero_shot_val_top1"]  # what it distils
+        calibration.reason += ", its class prior balanced over the unlabeled images (method.zero_shot_prior)"
+        side.diagnostics["calibration_reason"] = calibration.reason
     if cfg.data.labels == "none" and side.diagnostics["warnings"]:  # no labels to calibrate on: say what helps
         side.diagnostics["warnings"] = [
             f"the teacher's zero-shot top-1 on validation is {100 * side.diagnostics['zero_shot_val_top1']:.1f}%, "
@@ -79,14 +93,17 @@ def _with_anchors(side: TeacherSide, emb: TeacherEmbeddings, method: MethodConfi
     return side
 
 
-def zero_shot_predictions(cfg: Config, splits: DatasetSplits, source: ImageSource, device: torch.device) -> torch.Tensor:
-    """(N,) the teacher's zero-shot class of every image of ``source`` (centre view, the prompts)."""
+def zero_shot_predictions(cfg: Config, splits: DatasetSplits, source: ImageSource, device: torch.device,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) the teacher's zero-shot class of every image of ``source`` (centre view, the prompts; with ``bias``
+    (C,) added to its logits: the balanced prior)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.teacher.cache_seed)  # a random-weight teacher ("none") as the cache built it
         teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()  # (C, D)
     emb = torch.from_numpy(eval_embeddings(teacher, source, cfg))  # (N, D)
-    return (emb @ F.normalize(text.float(), dim=-1).t()).argmax(dim=1)
+    logits = cfg.method.logit_scale * emb @ F.normalize(text.float(), dim=-1).t()  # (N, C)
+    return (logits if bias is None else logits + bias.cpu()).argmax(dim=1)
 
 
 def _cached_targets(cache: TeacherCache, device: torch.device) -> Targets:

@@ -35,6 +35,7 @@ from distill.method import Condensation, step_losses
 from distill.pool import Pool, load_pool, split_sources
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
+from distill.selection import selection, warn_noisy_selection
 from distill.targets import teacher_side
 from distill.teacher import resolve_source
 from distill.transforms import pool_view_sampler, preprocessing_spec, student_target, view_sampler
@@ -46,7 +47,6 @@ from students.checkpoint import read_checkpoint
 from students.registry import Student, check_arch, create_student
 from students.timm_students import normalization_mismatch
 
-NOISY_VAL_IMAGES = 200  # below this, one validation image is worth more than half a point of top-1
 
 
 class Trainable(nn.Module):
@@ -114,6 +114,8 @@ def setup(cfg: Config) -> Run:
     heads = None
     if side.anchors is not None:
         heads = Condensation(side.anchors, student.feature_dim, cfg.method.visual, cfg.method.linguistic).to(device)
+        if side.anchor_bias is not None:
+            heads.anchor_bias.copy_(side.anchor_bias)
     model: nn.Module = Trainable(student, heads, cfg.method)
     if ctx.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -272,31 +274,6 @@ def check_splits(splits: DatasetSplits, verbose: bool, pool: Pool | None = None)
                         "or pass data.check_images=false to find them mid-epoch instead")
 
 
-def selection(cfg: Config, val_images: int) -> str:
-    """Which epoch best.pt keeps: ``train.select``, ``auto`` resolved by the validation split's size (below
-    ``NOISY_VAL_IMAGES`` the best epoch on it is largely noise: the final one); without labels validation
-    only measures, so the final epoch."""
-    if cfg.data.labels == "none":
-        return "last"
-    if cfg.train.select == "auto":
-        return "last" if val_images < NOISY_VAL_IMAGES else "best_val"
-    return cfg.train.select
-
-
-def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
-    """best_val on a tiny validation split picks an epoch by noise (benchmarks/kd_gain_last_epoch.py)."""
-    if cfg.train.select == "auto" and cfg.train.progress and cfg.data.labels == "given":
-        kept = ("the final epoch" if selection(cfg, val_images) == "last" else "the epoch with the best validation "
-                "top-1")
-        print(f"best.pt keeps {kept} (train.select=auto, {val_images} validation images; below {NOISY_VAL_IMAGES} "
-              f"the best epoch on them is largely noise)", file=sys.stderr)
-    elif selection(cfg, val_images) == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
-        print(f"warning: the validation split has {val_images} images ({val_images / classes:.1f} per class), so "
-              f"one image moves its top-1 by {100 / val_images:.1f} points and the best epoch on it is largely "
-              f"noise; train.select=last (or auto) keeps the final epoch instead (measured better on Fashion-MNIST "
-              f"with 60 validation images: benchmarks/kd_gain_last_epoch.py)", file=sys.stderr)
-
-
 def finish(run: Run) -> Path:
     """Evaluate the selected weights (``train.select``) once on the test split; store them in ``best.pt``."""
     best_path = run.dir / "best.pt"
@@ -307,7 +284,9 @@ def finish(run: Run) -> Path:
     run.student.load_state_dict(best["state_dict"])
     best["metrics"]["test"] = _evaluate(run, run.splits.test)
     if run.cfg.data.labels == "none" and run.ctx.is_main and len(run.splits.test):
-        best["metrics"]["test"].update(beside_zero_shot(run.cfg, run.splits, run.student, run.preprocessing, run.device))
+        bias = run.heads.anchor_bias if run.heads is not None and bool(run.heads.anchor_bias.any()) else None
+        best["metrics"]["test"].update(beside_zero_shot(run.cfg, run.splits, run.student, run.preprocessing, run.device,
+                                                        bias))
     if run.ctx.is_main:
         atomic_save(best, best_path)
         write_text(run.dir / "results.json", json.dumps(results(run, best), indent=2))

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import distill.selection as selection_mod
 import distill.train as train_mod
 from distill.config import load_config
 from distill.train import fit
@@ -50,17 +51,17 @@ def test_select_last_keeps_the_final_epoch_and_a_tiny_val_split_is_warned_about(
     assert [r["best"] for r in records] == [False, True]
     assert "train.select=last" not in capsys.readouterr().err  # already chosen: no advice
     chosen = demo(synthetic_root, tmp_path, **{"train.select": "best_val"})
-    train_mod.warn_noisy_selection(chosen, val_images=40, classes=10)
+    selection_mod.warn_noisy_selection(chosen, val_images=40, classes=10)
     assert "40 images (4.0 per class), so one image moves its top-1 by 2.5 points" in capsys.readouterr().err
 
 
 def test_select_auto_keeps_the_final_epoch_below_200_validation_images_and_says_so(synthetic_root, tmp_path, capsys):
     auto = demo(synthetic_root, tmp_path)
     assert auto.train.select == "auto"  # the default
-    assert [train_mod.selection(auto, n) for n in (30, 199, 200, 5000)] == ["last", "last", "best_val", "best_val"]
-    assert train_mod.selection(demo(synthetic_root, tmp_path, **{"train.select": "best_val"}), 30) == "best_val"
+    assert [selection_mod.selection(auto, n) for n in (30, 199, 200, 5000)] == ["last", "last", "best_val", "best_val"]
+    assert selection_mod.selection(demo(synthetic_root, tmp_path, **{"train.select": "best_val"}), 30) == "best_val"
     none = demo(synthetic_root, tmp_path, **{"data.labels": "none", "data.unlabeled": str(tmp_path)})
-    assert train_mod.selection(none, 5000) == "last"  # without labels validation only measures
+    assert selection_mod.selection(none, 5000) == "last"  # without labels validation only measures
     best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.epochs": 2, "train.progress": True}))
     records = [json.loads(line) for line in (best.parent / "metrics.jsonl").read_text().splitlines()]
     assert [r["best"] for r in records] == [False, True]  # 30 validation images: the final epoch

@@ -387,6 +387,43 @@ def test_labels_none_trains_on_the_pool_alone_and_keeps_the_final_epoch(pooled, 
     assert 0.0 <= test["teacher_zero_shot_top1"] <= 1.0 and 0.0 <= test["agreement_with_teacher"] <= 1.0
     diag = results["teacher"]
     assert diag["anchors"] == "text" and "data.labels=none" in diag["calibration_reason"]
+    # the default zero-shot prior is balanced over the pool: the distilled target and its figures are recorded
+    assert "balanced over the unlabeled images" in diag["calibration_reason"]
+    assert 0.0 <= diag["balanced_zero_shot_val_top1"] <= 1.0
+    assert 0.0 <= test["teacher_balanced_zero_shot_top1"] <= 1.0 and 0.0 <= test["agreement_with_balanced_teacher"] <= 1
+
+
+def test_balance_prior_makes_the_pools_mean_prediction_uniform_and_lifts_a_collapsed_zero_shot():
+    from distill.calibrate import balance_prior
+
+    torch.manual_seed(0)
+    classes, d = 4, 16
+    anchors = torch.nn.functional.normalize(torch.randn(classes, d), dim=-1)  # (C, D)
+    y = torch.arange(400) % classes  # balanced classes
+    # every image leans towards its class and, more, towards class 0: zero-shot collapses onto class 0
+    t = torch.nn.functional.normalize(anchors[y] + 1.5 * anchors[0] + 0.3 * torch.randn(400, d), dim=-1)
+    scale = 1 / 0.07
+    raw = (scale * t @ anchors.t()).argmax(1)
+    bias = balance_prior(t, anchors, scale)
+    mean = torch.softmax(scale * t @ anchors.t() + bias, dim=1).mean(0)
+    assert torch.allclose(mean, torch.full((classes,), 1 / classes), atol=1e-3)
+    assert abs(float(bias.sum())) < 1e-4  # centred: softmax ignores a common shift
+    balanced = (scale * t @ anchors.t() + bias).argmax(1)
+    assert float(raw.eq(y).float().mean()) < 0.5 < float(balanced.eq(y).float().mean())
+
+
+def test_classifier_kd_with_a_prior_bias_is_kd_against_the_shifted_teacher_logits():
+    from distill.losses import classifier_kd_loss
+
+    torch.manual_seed(1)
+    t, T = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1), torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    logits, bias = torch.randn(6, 3), torch.tensor([0.5, -1.0, 0.5])
+    got = classifier_kd_loss(t, T, logits, 2.0, 14.0, bias)
+    log_p = torch.log_softmax((14.0 * t @ T.t() + bias) / 2.0, dim=-1)
+    want = 4.0 * (log_p.exp() * (log_p - torch.log_softmax(logits / 2.0, dim=-1))).sum(1).mean()
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(classifier_kd_loss(t, T, logits, 2.0, 14.0, torch.zeros(3)),
+                          classifier_kd_loss(t, T, logits, 2.0, 14.0))
 
 
 # --------------------------------------------------------------------------- the labeled stream
