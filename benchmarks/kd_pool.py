@@ -10,8 +10,8 @@ at 64 px, final epoch, the same seeds), four arms through ``distill.compare`` an
 - ``baseline``: cross-entropy on the labeled images (teacher off);
 - ``kd``: the recommended recipe (``configs/imagefolder.yaml``) on the labeled images only;
 - ``kd+unlabeled``: the same plus the pool (``data.unlabeled``);
-- ``no-labels``: the pool only, the teacher's zero-shot over the prompts as the target
-  (``data.labels=none``); the labeled folders only measure.
+- ``no-labels``: the pool only, the teacher's zero-shot over the prompts as the target, its class
+  prior balanced over the pool (``data.labels=none``); the labeled folders only measure.
 
 It reports the teacher's own top-1 on the test images (zero-shot, calibrated, linear probe), how
 many pool images were dropped as copies of validation or test images (must be 0), the cache cost
@@ -98,6 +98,11 @@ def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool
         if arm == "no-labels":
             row["teacher_zero_shot_test_top1"] = statistics.fmean(r["test"]["teacher_zero_shot_top1"] for r in results)
             row["agreement_with_teacher"] = _mean_std([r["test"]["agreement_with_teacher"] for r in results])
+            if all("teacher_balanced_zero_shot_top1" in r["test"] for r in results):  # the target it distilled
+                row["teacher_balanced_zero_shot_test_top1"] = statistics.fmean(
+                    r["test"]["teacher_balanced_zero_shot_top1"] for r in results)
+                row["agreement_with_balanced_teacher"] = _mean_std(
+                    [r["test"]["agreement_with_balanced_teacher"] for r in results])
         if "unlabeled" in results[0]:
             row["pool"] = results[0]["unlabeled"]  # the same pool and leakage check for every seed
     print(f"\n{arch}:\n{format_table(summary)}")
