@@ -337,7 +337,20 @@ def section_pool(res: Results) -> list[str] | None:
                          str(pool.get("dropped_val_test_copies", "")), teacher])
     out += table(["student", "arm", "test top-1", "vs baseline", "per seed", "train img/s",
                   "pool copies of val/test dropped", "zero-shot on test"], rows)
-    return out + pool_cache(d) + pool_latency(d)
+    return out + pool_cost(d) + pool_cache(d) + pool_latency(d)
+
+
+def pool_cost(d: dict[str, Any]) -> list[str]:
+    """Training images per second of a pool epoch against a labeled-only KD epoch, both from the cache."""
+    lines = []
+    for arch, summary in d["students"].items():
+        arms = summary["arms"]
+        if "kd" in arms and "kd+unlabeled" in arms:
+            pool, labeled = arms["kd+unlabeled"]["images_per_s"], arms["kd"]["images_per_s"]
+            lines.append(f"{arch}: {pool:.0f} images/s in a pool epoch against {labeled:.0f} in a labeled-only KD "
+                         f"epoch, both from the cache: a pool image costs {labeled / pool:.2f}× a labeled one")
+    return ["", "Training cost per image (median epoch of each run, mean over seeds): " + "; ".join(lines) + "."] \
+        if lines else []
 
 
 def pool_cache(d: dict[str, Any]) -> list[str]:
