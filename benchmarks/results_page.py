@@ -332,7 +332,9 @@ def section_pool(res: Results) -> list[str] | None:
             if "teacher_balanced_zero_shot_test_top1" in row:  # the target the no-labels student distilled
                 teacher += (f"; balanced prior {pct(row['teacher_balanced_zero_shot_test_top1'])}%, agrees on "
                             f"{mean_std(row['agreement_with_balanced_teacher'])}%")
-            rows.append([arch if i == 0 else "", arm, mean_std(row["test_top1"]), diff(row.get("diff_to_baseline")),
+            n = row["test_top1"].get("n", len(d["seeds"]))
+            top1 = mean_std(row["test_top1"]) + (f" (n={n})" if n < len(d["seeds"]) else "")  # a run stopped early
+            rows.append([arch if i == 0 else "", arm, top1, diff(row.get("diff_to_baseline")),
                          per_seed(row.get("diff_to_baseline")), f"{row['images_per_s']:.0f}",
                          str(pool.get("dropped_val_test_copies", "")), teacher])
     out += table(["student", "arm", "test top-1", "vs baseline", "per seed", "train img/s",
