@@ -12,7 +12,14 @@ T = TypeVar("T")
 
 
 class UserError(Exception):
-    """A mistake the user can fix (bad config, missing data, a wrong path, an incomplete bundle)."""
+    """A mistake the user can fix (bad config, missing data, a wrong path, an incomplete bundle).
+
+    ``exit_status`` is the command's exit status (2); a subclass may say otherwise (an accuracy
+    budget miss exits 3) and may carry a ``detail`` text printed before the error line.
+    """
+
+    exit_status = 2
+    detail = ""
 
 
 def one_line(exc: BaseException) -> str:
@@ -40,10 +47,21 @@ def refusal_reason(exc: BaseException) -> str:
     return first.split(". ")[0].rstrip(".")[:160] or exc.__class__.__name__
 
 
-def run_cli(func: Callable[[], T]) -> T:
-    """Call ``func``; turn a UserError into ``error: ...`` on stderr and exit status 2."""
+def run_cli(func: Callable[[], T], interrupted: str = "interrupted: nothing incomplete was kept") -> T:
+    """Call ``func`` the way every command line does (only ``__main__`` modules call this).
+
+    A ``UserError`` prints ``error: <one line>`` on stderr (after its ``detail``, e.g. a table of
+    attempts, when it has one) and exits with its ``exit_status`` (2 unless the class says
+    otherwise); Ctrl-C prints ``interrupted`` and exits 130.
+    """
     try:
         return func()
     except UserError as exc:
+        detail = getattr(exc, "detail", "")
+        if detail:
+            print(detail, file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(getattr(exc, "exit_status", 2)) from None
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        raise SystemExit(130) from None
