@@ -9,6 +9,7 @@ only to be reported, and validation (60 images) is too small to choose on. Finis
 reused. Results: ``benchmarks/results/kd_pool_recipe.json``.
 
     python benchmarks/kd_pool_recipe.py [--variants "e3 method.w_unlabeled=3;e6 method.temperature=1"]
+                                        [--arch timm:mobilenetv4_conv_small] [--out results.json]
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated 'e<epochs> key=value ...'")
+    parser.add_argument("--arch", default="resnet18", help="the student (student.arch) of every variant")
     parser.add_argument("--work", default="data/kd-pool", help="relative to the repository")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool_recipe.json"))
     args = parser.parse_args(argv)
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     dev = write_dev_folder(Path("data/kd-gain/fmnist-dev"))
     rows = []
     for text in (v.strip() for v in args.variants.split(";") if v.strip()):
-        rows.append(run_variant(*parse_variant(text), work, dev))
+        rows.append(run_variant(*parse_variant(text), work, dev, args.arch))
         print(f"{rows[-1]['variant']:<60} dev {100 * rows[-1]['dev_top1']:.1f}%  (test {100 * rows[-1]['test_top1']:.1f}%)",
               flush=True)
-        write_json(Path(args.out), {"machine": machine_info(), "seed": 0, "chosen_on": "dev_top1", "runs": rows,
+        write_json(Path(args.out), {"machine": machine_info(), "seed": 0, "arch": args.arch, "chosen_on": "dev_top1", "runs": rows,
                                     "wall_s": time.perf_counter() - start})
     best = max(rows, key=lambda r: r["dev_top1"])
     print(f"best on dev: {best['variant']} ({100 * best['dev_top1']:.1f}%); results: {args.out}")
