@@ -379,24 +379,29 @@ def pool_latency(d: dict[str, Any]) -> list[str]:
 
 
 def section_pool_recipe(res: Results) -> list[str] | None:
-    d = res.get("kd_pool_recipe.json")
-    if d is None:
-        return None
+    """One table per ``kd_pool_recipe*.json`` (one student each)."""
+    parts = [_pool_recipe(res, name) for name in sorted(res.data) if name.startswith("kd_pool_recipe")]
+    return [line for part in parts for line in part] or None
+
+
+def _pool_recipe(res: Results, name: str) -> list[str]:
     from benchmarks.kd_pool_recipe import DEFAULT_VARIANTS
 
+    d = res.data[name]
+    arch = d.get("arch", "resnet18")
     variants = ";".join(" ".join([f"e{r['pool_epochs']}", *(f"{k}={v}" for k, v in r["overrides"].items())])
                         for r in d["runs"])
-    command = "python benchmarks/kd_pool_recipe.py" + ("" if variants == DEFAULT_VARIANTS else f' --variants "{variants}"')
+    command = "python benchmarks/kd_pool_recipe.py" + ("" if arch == "resnet18" else f" --arch {arch}") + (
+        "" if variants == DEFAULT_VARIANTS else f' --variants "{variants}"')
     best = max(d["runs"], key=lambda r: r[d["chosen_on"]])
-    out = ["### Choosing the pool recipe", "",
-           res.source("kd_pool_recipe.json", command), "",
-           f"Student {', '.join(sorted({r['variant'].split('-')[1] for r in d['runs']}))}, seed {d['seed']}, "
-           "`kd+unlabeled`, one run per variant, chosen on the dev images "
+    out = [f"### Choosing the pool recipe: {arch}", "",
+           res.source(name, command), "",
+           f"Student {arch}, seed {d['seed']}, `kd+unlabeled`, one run per variant, chosen on the dev images "
            "(never on test); test top-1 for the record. The best on dev is in bold.", ""]
     rows = [[bold(" ".join([f"{r['pool_epochs']} pool epochs", *(f"`{k}={v}`" for k, v in r["overrides"].items())]),
                   r is best), bold(pct(r["dev_top1"]), r is best), pct(r["val_top1"]), pct(r["test_top1"])]
             for r in d["runs"]]
-    return out + table(["variant", "dev top-1", "val top-1", "test top-1"], rows)
+    return out + table(["variant", "dev top-1", "val top-1", "test top-1"], rows) + [""]
 
 
 # --- students, export, INT8 ----------------------------------------------------------------------
