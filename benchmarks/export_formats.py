@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from students.checkpoint import load_student  # noqa: E402
-from export.api import export_bundle, tool_versions  # noqa: E402
+from export import ExportOptions, export_bundle  # noqa: E402
+from export.api import tool_versions  # noqa: E402
 from export.evaluation import ort_session  # noqa: E402
-from export.options import ExportOptions  # noqa: E402
 
 BATCHES = (1, 32)
 
@@ -113,7 +113,7 @@ def main() -> None:
         train_s = time.perf_counter() - started
         student, meta = load_student(ckpt)
         size = meta.input_size[0]
-        bundle = export_bundle(ckpt, work / "bundle", ExportOptions(int8=True, calib_images=300))
+        bundle = export_bundle(ckpt, work / "bundle", ExportOptions(backends=("int8",), calib_images=300))
         manifest = json.loads((bundle / "manifest.json").read_text())
         arts = {a["file"]: a for a in manifest["artifacts"]}
         lat = latencies(student, bundle, size, threads)

@@ -1,7 +1,7 @@
 """7-bit against 8-bit CPU INT8 weights: accuracy on real images, latency side by side, and what an AVX2 CPU computes.
 
 The CPU INT8 graph (U8S8) has 7-bit weights so that no x86 CPU's int16 pair sums can saturate
-(``export.int8_safety``). This measures what that costs and what it buys, on real Fashion-MNIST
+(``export.int8.safety``). This measures what that costs and what it buys, on real Fashion-MNIST
 images (students trained here from scratch, CE only, at 64 px; finished runs are reused):
 
 - accuracy: the same calibration (300 training images, minmax), quantized with 8-bit and 7-bit
@@ -50,7 +50,7 @@ WORK = REPO / "data" / "int8-isa"
 def train(arch: str, data_root: Path, epochs: int, seed: int) -> Path:
     """A CE-only student (teacher off) at 64 px; a finished run is reused."""
     from distill.config import load_config
-    from distill.sweep import folder_name
+    from pipeline.sweep import folder_name
     from distill.train import fit
 
     name = f"{folder_name(arch)}-seed{seed}-e{epochs}"
@@ -67,11 +67,11 @@ def train(arch: str, data_root: Path, epochs: int, seed: int) -> Path:
 
 def graphs(checkpoint: Path, work: Path, size: int | None = None) -> dict[str, Path]:
     """FP32, 8-bit and 7-bit U8S8 graphs of one checkpoint from one calibration (300 training images)."""
-    from export.api import training_splits
-    from export.int8 import CPU, quantize
-    from export.int8_graph import BatchReader, calibration_sample, preprocess
-    from export.int8_ladder import Recipe
-    from export.onnx_fp32 import export_onnx
+    from export.data import training_splits
+    from export.int8.flavours import CPU, quantize
+    from export.int8.graph import BatchReader, calibration_sample, preprocess
+    from export.int8.ladder import Recipe
+    from export.onnx_file import export_onnx
     from students.checkpoint import load_student
     from students.registry import deployable
 
@@ -96,7 +96,7 @@ def graphs(checkpoint: Path, work: Path, size: int | None = None) -> dict[str, P
 
 def test_images(checkpoint: Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(x (N, 3, H, W) float32, y (N,)) of the checkpoint's test split through its preprocessing."""
-    from export.api import training_splits
+    from export.data import training_splits
     from export.evaluation import ImageBatches
     from students.checkpoint import load_student
 
@@ -113,13 +113,14 @@ def logits_of(path: Path, x: np.ndarray) -> np.ndarray:
 
 def accuracy(paths: dict[str, Path], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     from export.evaluation import Predictions, accuracy_entry
-    from export.int8_safety import u8s8_saturation
+    from export.int8.safety import u8s8_saturation
+    from formats.records import plain
 
     ref = Predictions(logits_of(paths["fp32"], x), y)
     rows: dict[str, Any] = {"fp32_top1": round(ref.accuracy(), 6), "images": len(y)}
     for bits in ("8-bit", "7-bit"):
         rows[bits] = {**accuracy_entry(Predictions(logits_of(paths[bits], x), y), ref),
-                      "saturation": u8s8_saturation(paths[bits])}
+                      "saturation": plain(u8s8_saturation(paths[bits]))}
     return rows
 
 

@@ -56,7 +56,7 @@ def pool_config(work: Path, teacher_dir: Path, pool: Path, arch: str, per_class:
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain import regime_config
     from distill.config import with_overrides
-    from distill.sweep import folder_name
+    from pipeline.sweep import folder_name
 
     cfg = regime_config(write_folder(Path(f"data/kd-gain/fmnist-{per_class}"), per_class), teacher_dir, work, 1)
     return with_overrides(cfg, {"data.unlabeled": str(pool), "student.arch": arch, "train.select": "last",
@@ -122,7 +122,7 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 def latency(students: dict[str, Path], work: Path) -> dict[str, list[dict[str, Any]]]:
     """INT8 p50 at batch 1 per student (64 and 224 px), and the speed-up over ResNet-18 INT8 (same run)."""
     from benchmarks.students import bench, export_pair, latency_table
-    from distill.sweep import folder_name
+    from pipeline.sweep import folder_name
 
     bundles = {arch: export_pair(ckpt, work / "bundles" / "pool" / folder_name(arch), folder_name(arch))
                for arch, ckpt in students.items()}

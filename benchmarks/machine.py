@@ -13,7 +13,7 @@ from runtime.device import cpu_model, nvidia_smi_gpus
 def machine_info() -> dict[str, Any]:
     gpus = nvidia_smi_gpus()
     info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version(), "gpu": gpus[0]["name"] if gpus else None}
+                            "python": platform.python_version(), "gpu": gpus[0].name if gpus else None}
     try:
         import torch
         info["torch"] = str(torch.__version__)

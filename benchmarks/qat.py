@@ -42,11 +42,10 @@ ARTIFACTS = {"model.int8.onnx": "u8s8", "model.int8.trt.onnx": "s8s8"}
 
 def export(checkpoint: Path, out: Path, data_root: Path, **options: Any) -> dict[str, Any]:
     """One bundle; returns its FP32 reference, each INT8 flavour's figures, and the wall time."""
-    from export.api import export_bundle
-    from export.options import ExportOptions
+    from export import ExportOptions, export_bundle
 
     start = time.perf_counter()
-    export_bundle(checkpoint, out, ExportOptions(int8=True, best_effort=True, overwrite=True, data_root=str(data_root),
+    export_bundle(checkpoint, out, ExportOptions(backends=("int8",), best_effort=True, overwrite=True, data_root=str(data_root),
                                                  **options))
     manifest = json.loads((out / "manifest.json").read_text())
     row: dict[str, Any] = {"fp32_top1": manifest["reference"]["top1"], "seconds": round(time.perf_counter() - start, 1)}
@@ -62,7 +61,7 @@ def export(checkpoint: Path, out: Path, data_root: Path, **options: Any) -> dict
 
 
 def measure(checkpoint: Path, work: Path, epochs: int, data_root: Path) -> dict[str, Any]:
-    from export.qat import QatSettings, quantization_aware_training
+    from export import QatSettings, quantization_aware_training
 
     row = {"ptq": export(checkpoint, work / "ptq", data_root, remedies=False),
            "ptq-ladder": export(checkpoint, work / "ptq-ladder", data_root)}

@@ -42,9 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from formats.files import write_json  # noqa: E402
-from runtime.bench import BenchSettings  # noqa: E402
+from formats.records import to_dict  # noqa: E402
+from runtime.settings import BenchSettings  # noqa: E402
 from runtime.device import device_info, software_versions  # noqa: E402
-from runtime.measure import measure_session  # noqa: E402
+from runtime.bench.measure import measure_session  # noqa: E402
 from runtime.model import Classifier, open_classifier  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def in_process(clf: Classifier, seconds: float) -> dict[str, Any]:
     batches = tuple(b for b in (1, 8, 16, 32) if b <= clf.bundle.max_batch)
     settings = BenchSettings(batches=batches, seconds=seconds, warmup=3)
     timing = measure_session(clf.session, (3, *clf.bundle.preprocessing.input_size), settings, clf.bundle.max_batch)
-    return {"artifact": clf.artifact.file, **timing}
+    return {"artifact": clf.artifact.file, **to_dict(timing)}
 
 
 def decode_ms(clf: Classifier, payload: bytes, iterations: int = 500) -> float:
@@ -230,7 +231,7 @@ def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] =
             row["ratio_to_model"] = round(row["images_per_s"] / reference["best_fps"], 3)
         results.append({"decode": mode, "decode_preprocess_ms": decode_ms(clf, image), "pipeline": full, "load": rows})
     draft = model.bundle.preprocessing.jpeg_draft
-    report = {"machine": device_info(), "software": software_versions(), "bundle": str(bundle),
+    report = {"machine": to_dict(device_info()), "software": to_dict(software_versions()), "bundle": str(bundle),
               "input_size": list(model.bundle.preprocessing.input_size), "payload": payload, "payload_bytes": len(image),
               "jpeg_draft_parity": None if draft is None else draft.to_dict(),
               "server": {"max_batch": max_batch, "max_delay_ms": max_delay_ms}, "rounds": rounds,

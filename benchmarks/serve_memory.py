@@ -9,7 +9,7 @@ count): the peak resident memory above the process's size just before, for
 - one ``--json-mb`` KServe-style body of the shapes that parse worst (flat ``0,``, nested ``[0],``,
   empty ``[],`` and ``{},``) through ``json.loads``, in bytes per byte of body.
 
-``runtime.serve_state`` takes its constants from these (with a margin). Writes
+``runtime.serve.state`` takes its constants from these (with a margin). Writes
 ``benchmarks/results/serve_memory.json``.
 
     python benchmarks/serve_memory.py [--megapixels 40] [--json-mb 10]

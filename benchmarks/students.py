@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.machine import machine_info, write_json  # noqa: E402
+from formats.frontier import Frontier  # noqa: E402
 
 DEFAULT = "resnet18,timm:mobilenetv4_conv_small,timm:efficientnet_lite0"
 REFERENCE = "resnet18"
@@ -51,7 +52,7 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
     from distill.offline_teacher import build
     from distill.compare import ensure_cache, train_or_reuse
     from distill.config import with_overrides
-    from distill.sweep import folder_name
+    from pipeline.sweep import folder_name
 
     data_root = write_folder(work / f"fmnist-{per_class}", per_class)
     cfg = regime_config(data_root, build(work / "teacher"), work, epochs)
@@ -74,10 +75,9 @@ def export_pair(checkpoint: Path, out: Path, name: str) -> tuple[Path, Path]:
     import torch
 
     from distill.checkpoint import atomic_save
-    from export.api import export_bundle
-    from export.options import ExportOptions
+    from export import ExportOptions, export_bundle
 
-    opts = ExportOptions(int8=True, overwrite=True, remedies=False, max_top1_drop=100.0, eval_images=0, name=name)
+    opts = ExportOptions(backends=("int8",), overwrite=True, remedies=False, max_top1_drop=100.0, eval_images=0, name=name)
     native = export_bundle(checkpoint, out / "64px", opts)
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     ckpt["preprocessing"] = {**ckpt["preprocessing"], "input_size": [224, 224], "resize_size": 256}
@@ -86,22 +86,23 @@ def export_pair(checkpoint: Path, out: Path, name: str) -> tuple[Path, Path]:
     return native, large
 
 
-def bench(bundles: list[Path], out: Path) -> dict[str, Any]:
-    from runtime.bench import BenchSettings, run_bench_many
+def bench(bundles: list[Path], out: Path) -> Frontier:
+    from runtime.bench import run_bench_many
+    from runtime.settings import BenchSettings
 
     return run_bench_many(bundles, BenchSettings(batches=(1, 8), seconds=2.0, warmup=20, out=out, plots=True))
 
 
-def latency_table(frontier: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+def latency_table(frontier: Frontier, names: dict[str, str]) -> list[dict[str, Any]]:
     """Per student: FP32 and INT8 p50 at batch 1, and the INT8 speed-up over ResNet-18 INT8."""
-    rows = {(r["bundle"], r["artifact"]): r for r in frontier["rows"]}
-    ref = rows[names[REFERENCE], "model.int8.onnx"]["p50_ms"]
+    rows = {(r.bundle, r.artifact): r for r in frontier.rows}
+    ref = rows[names[REFERENCE], "model.int8.onnx"].p50_ms
     out = []
     for arch, bundle in names.items():
         fp32, int8 = rows.get((bundle, "model.onnx")), rows.get((bundle, "model.int8.onnx"))
-        out.append({"student": arch, "fp32_p50_ms": fp32 and fp32["p50_ms"], "int8_p50_ms": int8 and int8["p50_ms"],
-                    "int8_speedup_vs_resnet18_int8": ref / int8["p50_ms"] if int8 else None,
-                    "int8_top1_export": int8 and int8["top1"]})
+        out.append({"student": arch, "fp32_p50_ms": fp32 and fp32.p50_ms, "int8_p50_ms": int8 and int8.p50_ms,
+                    "int8_speedup_vs_resnet18_int8": ref / int8.p50_ms if int8 else None,
+                    "int8_top1_export": int8 and int8.top1})
     return out
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "students.json"))
     args = parser.parse_args(argv)
     from distill.compare import parse_seeds
-    from distill.sweep import folder_name
+    from pipeline.sweep import folder_name
 
     students = [s.strip() for s in args.students.split(",")]
     if REFERENCE not in students:

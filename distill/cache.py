@@ -4,9 +4,9 @@ The teacher is frozen, so its image embeddings for K fixed augmented views of ev
 image are computed once. View ``v`` of image ``i`` is reproducible from ``(seed, i, v)``
 (``distill.transforms.ViewSampler``), so training replays exactly the view the teacher saw.
 
-Layout of a cache folder::
+Layout of a cache folder (its JSON files are the typed contracts of ``formats.cache``)::
 
-    meta.json            fingerprint, the fields it was computed from, N, K, D, shard size
+    meta.json            fingerprint, the fields (key) it was computed from, N, K, D, shard size
     text.npy             (C, D) float32 class text embeddings
     shard_00000.npy      (n, K, D) float16 image embeddings of images [start, stop), memory-mapped
     shard_00000.json     {"start", "stop", "bytes", "sha256"}: written after the .npy, marks it done
@@ -26,7 +26,6 @@ Usage: ``python -m distill cache --config configs/cub.yaml teacher.cache=cache/c
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +35,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.cache_key import describe_mismatch, fingerprint, fingerprint_fields, pool_fingerprint_fields
+from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.config import Config
 from distill.data import PROMPTS, EvalImages, load_dataset
 from distill.transforms import TargetSpec, ViewSampler, pool_view_sampler, view_sampler
-from formats.cache import CacheMeta
+from formats.cache import (CacheKey, CacheMeta, FileRecord, PartKey, PoolCacheKey, TeacherInput, describe_mismatch,
+                           fingerprint)
 from formats.datasets import ImageSource
 from formats.errors import UserError
-from formats.files import atomic_write, read_json_object, sha256_file, write_json
+from formats.files import atomic_write, sha256_file, write_json
 
-def pool_dir(root: str | Path, fields: dict[str, Any]) -> Path:
+
+def pool_dir(root: str | Path, fields: PoolCacheKey) -> Path:
     """The unlabeled pool's part of the cache at ``root``: ``unlabeled-<fingerprint>/`` (its shards and meta.json),
     so pools of other images or views sit beside each other and share the labeled part."""
     return Path(root) / f"unlabeled-{fingerprint(fields)[:16]}"
@@ -63,12 +64,11 @@ class Shard:
 class TeacherCache:
     """A complete, verified cache: ``lookup(indices, views) -> (B, D)`` float32 embeddings."""
 
-    def __init__(self, root: Path, meta: dict[str, Any], shards: list[Shard], text: np.ndarray,
-                 val: np.ndarray) -> None:
+    def __init__(self, root: Path, meta: CacheMeta, shards: list[Shard], text: np.ndarray, val: np.ndarray) -> None:
         self.root, self.meta, self.shards = root, meta, shards
         self.text_embeddings = torch.from_numpy(np.array(text, dtype=np.float32))  # (C, D)
         self.val_embeddings = torch.from_numpy(np.array(val, dtype=np.float32))  # (N_val, D)
-        self.num_views, self.shard_size = meta["num_views"], meta["shard_size"]
+        self.num_views, self.shard_size = meta.num_views, meta.shard_size
 
     def train_embeddings(self) -> torch.Tensor:
         """Every cached view of every training image: (N, K, D) float32."""
@@ -80,60 +80,58 @@ class TeacherCache:
         return torch.from_numpy(np.stack(rows).astype(np.float32))  # (B, D)
 
 
-def open_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) -> TeacherCache:
-    """Open the cache at ``root`` for a run whose fingerprint fields are ``expected``; refuse others."""
+def open_cache(root: str | Path, expected: CacheKey, verify: bool = True) -> TeacherCache:
+    """Open the cache at ``root`` for a run whose key is ``expected`` (``fingerprint_fields``); refuse others."""
     return _open(Path(root), expected, verify, labeled=True)
 
 
-def open_pool_cache(root: str | Path, expected: dict[str, Any], verify: bool = True) -> TeacherCache:
+def open_pool_cache(root: str | Path, expected: PoolCacheKey, verify: bool = True) -> TeacherCache:
     """The unlabeled pool's part of the cache at ``root`` (``pool_dir``): shards only, no text or val."""
     return _open(pool_dir(root, expected), expected, verify, labeled=False)
 
 
-def _open(root: Path, expected: dict[str, Any], verify: bool, labeled: bool) -> TeacherCache:
+def _open(root: Path, expected: PartKey, verify: bool, labeled: bool) -> TeacherCache:
     top = root if labeled else root.parent
     rebuild = "build it with: python -m distill cache --config <your config> teacher.cache=" + str(top)
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise UserError(f"teacher cache {root} does not exist (no meta.json): {rebuild}")
-    meta = CacheMeta.read(meta_path, f"{rebuild} (into a new folder)").to_dict()
-    if meta["fingerprint"] != fingerprint(expected):
+    meta = CacheMeta.read(meta_path, f"{rebuild} (into a new folder)")
+    if meta.fingerprint != fingerprint(expected):
         raise UserError(f"teacher cache {root} was built for another setup and is refused "
-                        f"({describe_mismatch(meta['fields'], expected)}): {rebuild} "
+                        f"({describe_mismatch(meta.fields, expected)}): {rebuild} "
                         f"(into a new folder), or set teacher.cache to the matching cache")
-    shards = [_open_shard(root, s, meta, verify, rebuild) for s in range(meta["num_shards"])]
+    shards = [_open_shard(root, s, meta, verify, rebuild) for s in range(meta.num_shards)]
     if not labeled:
-        return TeacherCache(root, meta, shards, np.zeros((0, meta["dim"]), np.float32),
-                            np.zeros((0, meta["dim"]), np.float32))
+        empty = np.zeros((0, meta.dim), np.float32)
+        return TeacherCache(root, meta, shards, empty, empty)
     text = np.load(root / "text.npy")
-    val = _open_record(root, "val", verify, rebuild)
+    val = np.load(_checked_file(root, "val", verify, rebuild)[1])
     return TeacherCache(root, meta, shards, text, val)
 
 
-def _open_record(root: Path, stem: str, verify: bool, rebuild: str) -> np.ndarray:
-    return np.load(_checked_file(root, stem, verify, rebuild)[1])
-
-
-def _checked_file(root: Path, stem: str, verify: bool, rebuild: str) -> tuple[dict[str, Any], Path]:
+def _checked_file(root: Path, stem: str, verify: bool, rebuild: str) -> tuple[FileRecord, Path]:
     """The record of ``<stem>.npy`` after checking the file's size (and sha256 when ``verify``)."""
     record_path, npy = root / f"{stem}.json", root / f"{stem}.npy"
     if not record_path.is_file() or not npy.is_file():
         raise UserError(f"teacher cache {root} is incomplete ({npy.name} missing): "
                         f"resume the build with the same command: {rebuild}")
-    record = read_json_object(record_path, f"delete {record_path.name} and {npy.name} and resume the build: {rebuild}")
-    if npy.stat().st_size != record.get("bytes") or (verify and sha256_file(npy) != record.get("sha256")):
+    record = FileRecord.read(record_path, f"delete {record_path.name} and {npy.name} and resume the build: {rebuild}")
+    if npy.stat().st_size != record.bytes or (verify and sha256_file(npy) != record.sha256):
         raise UserError(f"teacher cache file {npy} is corrupt (size or checksum differs from its record): "
                         f"delete {npy.name} and {record_path.name} and resume the build: {rebuild}")
     return record, npy
 
 
-def _open_shard(root: Path, s: int, meta: dict, verify: bool, rebuild: str) -> Shard:
+def _open_shard(root: Path, s: int, meta: CacheMeta, verify: bool, rebuild: str) -> Shard:
     record, npy = _checked_file(root, f"shard_{s:05d}", verify, rebuild)
+    if record.start is None or record.stop is None:
+        raise UserError(f"teacher cache record {npy.with_suffix('.json')} names no image range: {rebuild}")
     array = np.load(npy, mmap_mode="r")
-    expected_shape = (record["stop"] - record["start"], meta["num_views"], meta["dim"])
+    expected_shape = (record.stop - record.start, meta.num_views, meta.dim)
     if array.shape != expected_shape or array.dtype != np.float16:
         raise UserError(f"teacher cache file {npy} has shape {array.shape}, expected {expected_shape}: {rebuild}")
-    return Shard(record["start"], record["stop"], array)
+    return Shard(record.start, record.stop, array)
 
 
 def describe_cache(cfg: Config, verify: bool = True) -> str:
@@ -142,11 +140,11 @@ def describe_cache(cfg: Config, verify: bool = True) -> str:
 
     splits = load_dataset(cfg.data)
     done = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify)
-    out = f"{done.meta['num_images']} images x {done.num_views} views"
+    out = f"{done.meta.num_images} images x {done.num_views} views"
     pool = load_pool(cfg.data, splits, verbose=False)
     if pool is not None:
         part = open_pool_cache(cfg.teacher.cache, pool_fingerprint_fields(cfg, pool.hashes), verify)
-        out += f", unlabeled: {part.meta['num_images']} images x {part.num_views} views"
+        out += f", unlabeled: {part.meta.num_images} images x {part.num_views} views"
     return out
 
 
@@ -181,8 +179,8 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
     pool = load_pool(cfg.data, splits, verbose=rank == 0)
     fields = fingerprint_fields(cfg, splits)
     _check_or_claim(root, fields, rank)
-    pool_fields = pool_fingerprint_fields(cfg, pool.hashes) if pool else {}
-    if pool:
+    pool_fields = pool_fingerprint_fields(cfg, pool.hashes) if pool else None
+    if pool_fields is not None:
         _check_or_claim(pool_dir(root, pool_fields), pool_fields, rank)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.teacher.cache_seed)  # random-weight teachers ("none") must agree across ranks
@@ -191,32 +189,35 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
         text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
         _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
         if not _record_done(root, "val"):
-            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg), {})
+            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg))
     _build_part(root, fields, splits.train, cfg.teacher.cache_views, view_sampler(cfg.data, cfg.teacher.cache_seed),
                 teacher, cfg, rank, world)
-    if pool:
+    if pool is not None and pool_fields is not None:
         sampler = pool_view_sampler(cfg.data, cfg.teacher.cache_seed)
         _build_part(pool_dir(root, pool_fields), pool_fields, pool.source, cfg.teacher.unlabeled_views, sampler, teacher, cfg,
                     rank, world)
     return root
 
 
-def _build_part(root: Path, fields: dict[str, Any], source: ImageSource, k: int, sampler: ViewSampler, teacher,
+def _build_part(root: Path, fields: PartKey, source: ImageSource, k: int, sampler: ViewSampler, teacher,
                 cfg: Config, rank: int, world: int) -> None:
-    """meta.json (rank 0) and the missing shards of this rank: K views of every image of ``source``."""
+    """meta.json (rank 0, once: a resumed build keeps it) and the missing shards of this rank: K views of
+    every image of ``source``."""
     n, size = len(source), cfg.teacher.cache_shard_size
     num_shards = (n + size - 1) // size
-    if rank == 0:
+    if rank == 0 and not (root / "meta.json").is_file():  # one there has this key (_check_or_claim)
+        target = teacher.target
         meta = CacheMeta(fingerprint=fingerprint(fields), fields=fields, num_images=n, num_views=k,
                          dim=teacher.embed_dim, shard_size=size, num_shards=num_shards,
-                         teacher_input=dict(teacher.target.__dict__))
+                         teacher_input=TeacherInput(target.size, target.interpolation, tuple(target.mean),
+                                                    tuple(target.std)))
         write_json(root / "meta.json", meta.to_dict())
-    todo = [s for s in range(rank, num_shards, world) if not _shard_done(root, s)]
+    todo = [s for s in range(rank, num_shards, world) if not _record_done(root, f"shard_{s:05d}")]
     if todo:
         _build_shards(root, todo, n, size, k, teacher, source, sampler, cfg)
 
 
-def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:
+def _check_or_claim(root: Path, fields: PartKey, rank: int) -> None:
     """A folder holding another setup's cache is refused, never overwritten."""
     meta_path = root / "meta.json"
     if meta_path.is_file():
@@ -228,18 +229,14 @@ def _check_or_claim(root: Path, fields: dict[str, Any], rank: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _shard_done(root: Path, s: int) -> bool:
-    return _record_done(root, f"shard_{s:05d}")
-
-
 def _record_done(root: Path, stem: str) -> bool:
     """A finished piece: its record parses and names the file's size (a torn record means: build it again)."""
     record, npy = root / f"{stem}.json", root / f"{stem}.npy"
     if not (record.is_file() and npy.is_file()):
         return False
     try:
-        return npy.stat().st_size == json.loads(record.read_text(encoding="utf-8")).get("bytes")
-    except (ValueError, UnicodeDecodeError, AttributeError):  # torn or foreign record
+        return npy.stat().st_size == FileRecord.read(record, "").bytes
+    except UserError:  # torn or foreign record
         return False
 
 
@@ -287,14 +284,16 @@ def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teache
 
 
 def _save_shard(root: Path, s: int, start: int, stop: int, out: np.ndarray, seconds: float) -> None:
-    _save_with_record(root, f"shard_{s:05d}", out, {"start": start, "stop": stop, "seconds": seconds})
+    _save_with_record(root, f"shard_{s:05d}", out, start, stop, seconds)
 
 
-def _save_with_record(root: Path, stem: str, out: np.ndarray, extra: dict[str, Any]) -> None:
+def _save_with_record(root: Path, stem: str, out: np.ndarray, start: int | None = None, stop: int | None = None,
+                      seconds: float | None = None) -> None:
     """The array first, then its record: an array without a record is redone on resume."""
     npy = root / f"{stem}.npy"
     _save_npy(npy, out)
-    write_json(root / f"{stem}.json", {**extra, "bytes": npy.stat().st_size, "sha256": sha256_file(npy)})
+    record = FileRecord(bytes=npy.stat().st_size, sha256=sha256_file(npy), start=start, stop=stop, seconds=seconds)
+    write_json(root / f"{stem}.json", record.to_dict())
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -42,7 +42,7 @@ def default_arms(cfg: Config) -> dict[str, dict[str, Any]]:
 
 
 def parse_seeds(seeds: Any) -> list[int]:
-    """``0,1,2`` from the command line (fire gives a tuple, an int or a string)."""
+    """``0,1,2`` (a string, a tuple or an int, as the benchmarks' ``--seeds`` give it) as a list of seeds."""
     items = seeds if isinstance(seeds, (list, tuple)) else str(seeds).split(",")
     try:
         out = [int(str(s).strip()) for s in items if str(s).strip() != ""]

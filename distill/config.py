@@ -19,7 +19,11 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from distill.config_parse import from_dict, read_yaml_text, set_dotted, split_override, to_dict
+from distill.loss_terms import registered_terms
+from distill.terms import load_terms
 from formats.errors import UserError
+
+load_terms()  # the KD terms of distill/terms/: their weights are config keys (method.w_<name>)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -125,6 +129,11 @@ class StudentConfig:
     weights: str = "imagenet"  # imagenet | none | path to a torchvision state_dict file
 
 
+def _term_defaults() -> dict[str, float]:
+    """``name`` -> default weight of every registered KD term: ``MethodConfig.weights``, keys ``method.w_<name>``."""
+    return {t.name: t.default_weight for t in registered_terms()}
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """VL2Lite loss hyper-parameters and the dynamic weighting schedule."""
@@ -135,8 +144,9 @@ class MethodConfig:
     w_cls_start: float = 0.0  # linear/constant: weight of the CE term at epoch 0
     w_cls_end: float = 1.0  # linear: weight of the CE term once the ramp ends
     ramp_fraction: float = 1.0  # linear: the ramp spans this fraction of the epochs
-    w_vis: float = 1.0  # weight of the visual KD term inside the KD half of the loss
-    w_ling: float = 1.0  # weight of the linguistic KD term inside the KD half of the loss
+    # method.w_<name>: the weight of each registered KD term inside the KD half of the loss (distill.loss_terms),
+    # e.g. w_vis (the visual term) and w_ling (the linguistic term), 1.0 unless set; (name, weight) pairs
+    weights: tuple[tuple[str, float], ...] = field(default=(), metadata={"flat": ("w_", _term_defaults)})
     visual: str = "l1"  # l1: the paper's L1(norm(h), norm(M_img(t))) | projected: 1 - cos(M_s(h), t)
     linguistic: str = "condensed"  # condensed: q from norm(h)·A (paper) | classifier: q from the student's logits
     anchors: str = "text"  # text: the class prompts (paper) | calibrated: fitted on the teacher's train embeddings
@@ -153,8 +163,8 @@ class MethodConfig:
         _one_of(self.anchors, "method.anchors", ("text", "calibrated"))
         _one_of(self.linguistic, "method.linguistic", ("condensed", "classifier"))
         _one_of(self.zero_shot_prior, "method.zero_shot_prior", ("balanced", "prompts"))
-        _check(self.w_vis >= 0, "method.w_vis", "must be >= 0")
-        _check(self.w_ling >= 0, "method.w_ling", "must be >= 0")
+        _check_weights(dict(self.weights))
+        object.__setattr__(self, "weights", tuple(self.term_weights().items()))  # every term, defaults filled in
         _check(self.w_unlabeled >= 0, "method.w_unlabeled", "must be >= 0")
         _check(len(self.calibration_strengths) > 0 and all(v > 0 for v in self.calibration_strengths),
                "method.calibration_strengths", "must be a non-empty list of values > 0")
@@ -164,6 +174,18 @@ class MethodConfig:
         _check(0.0 <= self.w_cls_start <= 1.0, "method.w_cls_start", "must be in [0, 1]")
         _check(0.0 <= self.w_cls_end <= 1.0, "method.w_cls_end", "must be in [0, 1]")
         _check(0.0 < self.ramp_fraction <= 1.0, "method.ramp_fraction", "must be in (0, 1]")
+
+    def term_weights(self) -> dict[str, float]:
+        """``{name: w}`` for every registered KD term: the configured weight, else the term's default."""
+        given = dict(self.weights)
+        return {t.name: float(given.get(t.name, t.default_weight)) for t in registered_terms()}
+
+
+def _check_weights(given: dict[str, float]) -> None:
+    names = [t.name for t in registered_terms()]
+    for name, value in given.items():
+        _check(name in names, f"method.w_{name}", f"no loss term {name!r} is registered (terms: {', '.join(names)})")
+        _check(value >= 0, f"method.w_{name}", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -253,11 +275,15 @@ def describe_keys(cls: type = Config, prefix: str = "", values: Any = None) -> l
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             lines += describe_keys(tp, f"{prefix}{f.name}.", None if values is None else getattr(values, f.name))
-            continue
-        if values is not None:
-            value = getattr(values, f.name)
+        elif "flat" in f.metadata:  # one key per entry, e.g. method.w_vis
+            key_prefix, defaults = f.metadata["flat"]
+            given = {} if values is None else dict(getattr(values, f.name))
+            kind = typing.get_args(typing.get_args(tp)[0])[1]
+            lines += [f"{prefix}{key_prefix}{name} ({kind.__name__}) = {given.get(name, default)!r}"
+                      for name, default in defaults().items()]
         else:
-            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
-        lines.append(f"{prefix}{f.name} ({name}) = {value!r}")
+            value = getattr(values, f.name) if values is not None else (
+                f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+            name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
+            lines.append(f"{prefix}{f.name} ({name}) = {value!r}")
     return lines

@@ -1,8 +1,9 @@
 """Strict conversion between raw YAML data and the config dataclasses of ``distill.config``.
 
 ``from_dict`` builds a dataclass from a mapping (unknown keys get a "did you mean", wrong types
-name the key), ``to_dict`` is its inverse, and ``split_override`` / ``set_dotted`` turn
-``train.epochs=20`` style overrides into nested mapping entries.
+name the key; a field may spread its entries over keys of their own, ``settable_keys``), ``to_dict``
+is its inverse, and ``split_override`` / ``set_dotted`` turn ``train.epochs=20`` style overrides
+into nested mapping entries.
 """
 from __future__ import annotations
 
@@ -81,15 +82,36 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     where = prefix.rstrip(".") or "the config"
     if not isinstance(raw, Mapping):
         raise UserError(f"config key {where}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    keys = settable_keys(cls)
     for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(keys)}"
             raise UserError(f"unknown config key {prefix}{key}{hint}")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        name, entry = keys[key]
+        if entry is None:
+            kwargs[name] = _coerce(hints[name], value, f"{prefix}{key}")
+        else:  # a flat key: one (entry, value) pair of a tuple field
+            kind = typing.get_args(typing.get_args(hints[name])[0])[1]
+            kwargs[name] = (*kwargs.get(name, ()), (entry, _coerce(kind, value, f"{prefix}{key}")))
     return cls(**kwargs)
+
+
+def settable_keys(cls: type) -> dict[str, tuple[str, str | None]]:
+    """``key -> (field, entry)`` for every key of dataclass ``cls``, in declaration order: a field's own name
+    (entry None), or, for a field with ``metadata={"flat": (prefix, defaults)}`` (a tuple of (name, value)
+    pairs), one key ``<prefix><name>`` per name of ``defaults()`` (e.g. ``w_vis`` of ``method.weights``)."""
+    keys: dict[str, tuple[str, str | None]] = {}
+    for f in dataclasses.fields(cls):
+        if "flat" in f.metadata:
+            key_prefix, defaults = f.metadata["flat"]
+            keys.update({f"{key_prefix}{entry}": (f.name, entry) for entry in defaults()})
+        else:
+            keys[f.name] = (f.name, None)
+    return keys
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -133,11 +155,43 @@ def _coerce_scalar(tp: type, value: Any, key: str) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (lists instead of tuples) for YAML/JSON and checkpoints."""
+    """Plain nested dict (lists instead of tuples) for YAML/JSON and checkpoints; a flat field's entries as
+    their own keys (``w_vis``), as ``from_dict`` reads them."""
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
-    return plain(dataclasses.asdict(cfg))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if "flat" in f.metadata:
+            out.update({f"{f.metadata['flat'][0]}{entry}": plain(v) for entry, v in value})
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        else:
+            out[f.name] = plain(value)
+    return out
+
+
+def dotted_overrides(argv: list[str]) -> list[str]:
+    """``--train.epochs=3`` and ``--train.epochs 3`` mean ``train.epochs=3`` (a config key, not an option);
+    an argument whose dotted part is no ``section.key`` (``"--seconds 0.5"``, an option string's value)
+    passes through untouched."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        key = arg[2:].split("=", 1)[0]
+        if arg.startswith("--") and "." in key and all(part.isidentifier() for part in key.split(".")):
+            if "=" in arg:
+                out.append(arg[2:])
+            elif i + 1 < len(argv):
+                out.append(f"{key}={argv[i + 1]}")
+                i += 1
+            else:
+                raise UserError(f"{arg} needs a value: {key}=VALUE")
+        else:
+            out.append(arg)
+        i += 1
+    return out

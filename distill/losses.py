@@ -8,6 +8,8 @@ Notation (DESIGN.md section 3): B images, C classes, student width d, teacher wi
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 
@@ -75,19 +77,31 @@ def classifier_kd_loss(t: torch.Tensor, T: torch.Tensor, logits: torch.Tensor, t
     return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
-def vl2lite_loss(l_cls: torch.Tensor, l_vis: torch.Tensor, l_ling: torch.Tensor, w_cls: float,
-                 w_vis: float = 1.0, w_ling: float = 1.0) -> torch.Tensor:
-    """L = w_cls · L_cls + (1 − w_cls) · (w_vis · L_vis + w_ling · L_ling) / 2  (the paper: w_vis = w_ling = 1)."""
-    return w_cls * l_cls + (1.0 - w_cls) * (w_vis * l_vis + w_ling * l_ling) / 2
+def kd_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """Σ_k w_k · L_k over the KD terms k, in their order (the paper's: w_vis · L_vis + w_ling · L_ling)."""
+    total = None
+    for name, value in terms.items():
+        total = weights[name] * value if total is None else total + weights[name] * value
+    assert total is not None, "at least one KD term is registered"
+    return total
 
 
-def unlabeled_kd_loss(l_vis_u: torch.Tensor, l_ling_u: torch.Tensor, w_vis: float = 1.0,
-                      w_ling: float = 1.0) -> torch.Tensor:
-    """L_u = (w_vis · L_vis(u) + w_ling · L_ling(u)) / 2: VL2Lite's KD half on an unlabeled batch u (no label,
-    so no CE), each term on the very view the teacher embedded. A step with a labeled batch b and an
-    unlabeled batch u minimises L(b) + w_u · L_u (``method.w_unlabeled``); with no labels, L_u alone.
+def vl2lite_loss(l_cls: torch.Tensor, kd: Mapping[str, torch.Tensor], weights: Mapping[str, float],
+                 w_cls: float) -> torch.Tensor:
+    """L = w_cls · L_cls + (1 − w_cls) · Σ_k w_k · L_k / 2 over the KD terms k (``distill.loss_terms``).
+
+    The paper: L_vis and L_ling with w_vis = w_ling = 1, the KD half their mean. The /2 stays fixed
+    whatever the number of terms, so a new term at weight 0 leaves every loss as it was.
     """
-    return (w_vis * l_vis_u + w_ling * l_ling_u) / 2
+    return w_cls * l_cls + (1.0 - w_cls) * kd_sum(kd, weights) / 2
+
+
+def unlabeled_kd_loss(kd_u: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """L_u = Σ_k w_k · L_k(u) / 2: VL2Lite's KD half on an unlabeled batch u (no label, so no CE), each term on
+    the very view the teacher embedded. A step with a labeled batch b and an unlabeled batch u minimises
+    L(b) + w_u · L_u (``method.w_unlabeled``); with no labels, L_u alone.
+    """
+    return kd_sum(kd_u, weights) / 2
 
 
 def w_cls_schedule(epoch: int, epochs: int, kind: str, start: float = 0.0, end: float = 1.0,

@@ -20,7 +20,7 @@ from distill.config import Config
 from distill.config_parse import to_dict
 from distill.data import DatasetSplits, TrainViews, dataset_spec
 from distill.dist import DistContext
-from distill.method import Condensation
+from distill.heads import Condensation
 from distill.pool import Pool
 from distill.targets import Targets
 from formats.errors import UserError

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from distill.transforms import TargetSpec
 from formats.errors import UserError, refusal_reason
 from formats.files import read_json_object
-from students.registry import reachable
+from formats.network import reachable
 
 TINY_CONFIG_DIR = Path(__file__).parent / "teacher_configs"
 TINY_TEACHER = "vl2lite-tiny"  # 32-pixel ViT, 64-d embeddings, random weights: tests and demo

@@ -26,12 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from distill.batches import epoch_batches
 from distill.checkpoint import atomic_save
-from distill.config import Config, MethodConfig, dump_yaml
+from distill.config import Config, dump_yaml
 from distill.data import TrainViews, ViewSchedule, load_dataset
 from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import w_cls_schedule
-from distill.method import Condensation, step_losses
+from distill.heads import Condensation
+from distill.loss_terms import registered_terms
+from distill.method import Trainable
 from distill.pool import Pool, load_pool, split_sources
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
@@ -44,22 +46,7 @@ from formats.errors import UserError
 from formats.files import remove_stale_temps, writable_folder, write_text
 from formats.image_check import check_images
 from students.checkpoint import read_checkpoint
-from students.registry import Student, check_arch, create_student
-from students.timm_students import normalization_mismatch
-
-
-
-class Trainable(nn.Module):
-    """Student + condensation layers as one module, so DDP sees a single forward per step."""
-
-    def __init__(self, student: Student, heads: Condensation | None, method: MethodConfig) -> None:
-        super().__init__()
-        self.student, self.heads, self.method = student, heads, method
-
-    def forward(self, x: torch.Tensor | None, y: torch.Tensor | None, t: torch.Tensor | None, w_cls: float,
-                y2: torch.Tensor | None = None, lam: torch.Tensor | None = None, x_u: torch.Tensor | None = None,
-                t_u: torch.Tensor | None = None):
-        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam, x_u, t_u)
+from students.registry import check_arch, create_student, normalization_mismatch
 
 
 def pick_device(name: str) -> torch.device:
@@ -149,7 +136,6 @@ def make_optimizer(cfg: Config, params: list[torch.nn.Parameter]):
     return opt, None
 
 
-LOSS_NAMES = ("loss", "cls", "vis", "ling", "vis_u", "ling_u")
 POOL_VIEW_SALT = 1_000_003  # the pool's view choices: a stream of their own, not the labeled indices' one
 
 
@@ -164,7 +150,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     if run.pool_set is not None:
         run.pool_set.set_view(ViewSchedule(cfg.train.seed + POOL_VIEW_SALT, epoch, run.pool_views))
     loader, batches = epoch_batches(run, epoch)
-    sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
+    names = loss_names()
+    sums = torch.zeros(len(names), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
     seen, weight, start = 0, 0, time.perf_counter()
     for step, (labeled, unlabeled) in enumerate(batches):
         (x_s, y, t, y2, lam), n_lab = _labeled_args(run, labeled)
@@ -177,7 +164,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         n = n_lab or n_unl  # the loss averages are per labeled image (per unlabeled one without labels)
         seen, weight = seen + n_lab + n_unl, weight + n
         zero = torch.zeros((), device=dev)
-        sums += torch.stack([losses.get(k, zero).detach().double() for k in LOSS_NAMES]) * n
+        sums += torch.stack([losses.get(k, zero).detach().double() for k in names]) * n
         if step % 10 == 0:  # reading the loss waits for the GPU: only now and then
             postfix(loader, losses["loss"], seen / (time.perf_counter() - start))
     if run.scheduler:
@@ -185,17 +172,24 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     local = sums.tolist()  # waits for the GPU, so the epoch time below is complete
     elapsed = time.perf_counter() - start
     *totals, weight, seen = all_reduce_sum([*local, float(weight), float(seen)], run.ctx, dev)
-    stats = {f"train_{k}": s / max(weight, 1) for k, s in zip(LOSS_NAMES, totals) if k in _present(run)}
+    stats = {f"train_{k}": s / max(weight, 1) for k, s in zip(names, totals) if k in _present(run)}
     return {**stats, "w_cls": w_cls, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
+
+
+def loss_names() -> tuple[str, ...]:
+    """What ``step_losses`` may return: the loss, CE, every registered KD term, and each on the unlabeled batch."""
+    kd = tuple(t.name for t in registered_terms())
+    return ("loss", "cls", *kd, *(f"{k}_u" for k in kd))
 
 
 def _present(run: Run) -> tuple[str, ...]:
     """The loss terms this run has: CE (with labels), the KD terms (with a teacher), the pool's terms."""
+    kd = [t.name for t in registered_terms()]
     names = ["loss"]
     if run.cfg.data.labels == "given":
-        names += ["cls", "vis", "ling"] if run.targets else ["cls"]
+        names += ["cls", *kd] if run.targets else ["cls"]
     if run.pool_set is not None:
-        names += ["vis_u", "ling_u"]
+        names += [f"{k}_u" for k in kd]
     return tuple(names)
 
 

@@ -1,12 +1,18 @@
-"""``python -m export <checkpoint> [--int8] [--fp16] [--trt] [--triton] [--out DIR] [options]``."""
+"""``python -m export <checkpoint> [--int8] [--fp16] [--trt] [--triton] [--out DIR] [options]``.
+
+One flag per registered export backend (``export.registry``: a module of ``export/backends/``
+adds its own), then the settings every backend shares (``export.settings.ExportSettings``).
+"""
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
 from pathlib import Path
 
-from export.options import ExportOptions
-from formats.cli import Positional, parser_for, settings_from
-from formats.errors import UserError, one_line
+from export.registry import backends
+from export.settings import ExportOptions, ExportSettings
+from formats.cli import Positional, add_settings, parser_for, settings_from
+from formats.errors import run_cli
 
 DESCRIPTION = """Export a distilled student checkpoint into a deployable bundle folder; prints its path.
 
@@ -20,11 +26,23 @@ float fallbacks for sensitive layers first; if an artifact still misses the budg
 fails (exit 3, with the table of attempts) and writes nothing. See docs/export.md."""
 
 
-def parser():
-    p = parser_for("python -m export", DESCRIPTION, ExportOptions,
+def parser() -> argparse.ArgumentParser:
+    p = parser_for("python -m export", DESCRIPTION, None,
                    [Positional("checkpoint", "the best.pt written by python -m distill")])
+    for b in backends():
+        if not b.always:
+            p.add_argument(f"--{b.name}", dest=f"backend_{b.name}", action=argparse.BooleanOptionalAction,
+                           default=False, help=f"{b.help} (default: False)".replace("%", "%%"))
+    add_settings(p, ExportSettings)
     p.add_argument("--out", type=Path, default=None, help="bundle folder (default: bundles/<run name>)")
     return p
+
+
+def options_from(args: argparse.Namespace) -> ExportOptions:
+    """The options the parsed flags ask for (ranges checked here, before any work)."""
+    settings = settings_from(ExportSettings, args)
+    asked = tuple(b.name for b in backends() if not b.always and getattr(args, f"backend_{b.name}"))
+    return ExportOptions(**dataclasses.asdict(settings), backends=asked)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -32,29 +50,13 @@ def main(argv: list[str] | None = None) -> Path:
     from export.api import export_bundle
 
     args = parser().parse_args(argv)
-    opts = settings_from(ExportOptions, args)
+    options = options_from(args)
     checkpoint = Path(args.checkpoint)
     target = args.out if args.out is not None else Path("bundles") / checkpoint.resolve().parent.name
-    path = export_bundle(checkpoint, target, opts)
+    path = export_bundle(checkpoint, target, options)
     print(path)
     return path
 
 
-def cli(argv: list[str] | None = None) -> None:
-    from export.backends import BudgetError
-    try:
-        main(argv)
-    except BudgetError as exc:
-        print(exc.table, file=sys.stderr)
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(3)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: no bundle was written", file=sys.stderr)
-        sys.exit(130)
-
-
 if __name__ == "__main__":
-    cli()
+    run_cli(main, "interrupted: no bundle was written")

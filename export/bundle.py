@@ -1,4 +1,9 @@
-"""Writing a bundle: the staging folder and the atomic publish (temporary sibling, then rename)."""
+"""Writing an output folder (a bundle, a QAT folder): staging and the atomic publish.
+
+The folder is filled as a temporary sibling (``staging``) and renamed into place once complete
+(``publish``), its record (``manifest.json``, ``qat.json``) written last; ``--overwrite`` replaces
+only a folder of the same kind, never one holding the source checkpoint.
+"""
 from __future__ import annotations
 
 import glob
@@ -8,17 +13,36 @@ import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from formats.bundle import MANIFEST, file_hashes
+from formats.bundle import MANIFEST
 from formats.errors import UserError
 from formats.files import is_write_failure, write_error, write_json
 from formats.manifest import SCHEMA
+from formats.qat import QAT_FILE, QAT_SCHEMA
 
 
-def _check_target(out: Path, overwrite: bool, keep: Path | None) -> None:
-    """``out`` must be new, or with ``overwrite`` an empty folder or a bundle not holding ``keep``."""
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output folder: its record file, written last, and that record's schema."""
+
+    noun: str  # "bundle", "QAT folder"
+    record: str  # the file written last
+    schema: str
+
+    def holds(self, folder: Path) -> bool:
+        """Whether ``folder`` is one of these (its record names the schema)."""
+        return _schema(folder / self.record) == self.schema
+
+
+BUNDLE = OutputKind("bundle", MANIFEST, SCHEMA)
+QAT_FOLDER = OutputKind("QAT folder", QAT_FILE, QAT_SCHEMA)
+
+
+def check_target(out: Path, overwrite: bool, keep: Path | None, kind: OutputKind) -> None:
+    """``out`` must be new, or with ``overwrite`` an empty folder or one of ``kind`` not holding ``keep``."""
     if not out.exists():
         return
     if not overwrite:
@@ -27,9 +51,9 @@ def _check_target(out: Path, overwrite: bool, keep: Path | None) -> None:
         raise UserError(f"output path {out} exists and is not a folder: choose another --out")
     if not any(out.iterdir()):
         return
-    if _schema(out / MANIFEST) != SCHEMA:
-        raise UserError(f"--overwrite replaces bundles only, and {out} is not one (no {MANIFEST} of schema "
-                        f"{SCHEMA}): choose another --out, or remove the folder yourself")
+    if not kind.holds(out):
+        raise UserError(f"--overwrite replaces {kind.noun}s only, and {out} is not one (no {kind.record} of schema "
+                        f"{kind.schema}): choose another --out, or remove the folder yourself")
     if keep is not None and keep.resolve().is_relative_to(out.resolve()):
         raise UserError(f"the checkpoint {keep} lies inside {out}, which --overwrite would delete: "
                         f"move the checkpoint out or choose another --out")
@@ -74,18 +98,18 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Path]:
+def staging(out: Path, overwrite: bool, keep: Path | None = None, kind: OutputKind = BUNDLE) -> Iterator[Path]:
     """Yield an empty sibling folder; on success the caller publishes it, on failure it is deleted.
 
     ``keep`` (the source checkpoint) must not lie inside an ``out`` that would be replaced.
     """
-    _check_target(out, overwrite, keep)
+    check_target(out, overwrite, keep, kind)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "partial"), dir=out.parent))
     except OSError as exc:
-        raise UserError(f"cannot write the bundle to {out} ({exc.strerror or exc}): choose a writable --out") from None
+        raise UserError(f"cannot write the {kind.noun} to {out} ({exc.strerror or exc}): choose a writable --out") from None
     try:
         yield tmp
     except BaseException as exc:
@@ -96,14 +120,15 @@ def staging(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after publish renamed it away
 
 
-def publish(tmp: Path, out: Path, manifest: dict[str, Any], overwrite: bool = False, keep: Path | None = None) -> None:
-    """Write manifest.json last, then move the folder into place (replacing ``out`` if allowed).
+def publish(tmp: Path, out: Path, record: dict[str, Any], overwrite: bool = False, keep: Path | None = None,
+            kind: OutputKind = BUNDLE) -> None:
+    """Write the folder's record (``kind.record``) last, then move the folder into place (replacing
+    ``out`` if allowed).
 
     ``out`` is checked again here: the export took minutes, and something may have appeared there.
     """
-    _check_target(out, overwrite, keep)
-    manifest["files"] = file_hashes(tmp)
-    write_json(tmp / MANIFEST, manifest)  # temporary file, then rename
+    check_target(out, overwrite, keep, kind)
+    write_json(tmp / kind.record, record)  # temporary file, then rename
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a bundle is an ordinary shared folder
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "old"), dir=out.parent))

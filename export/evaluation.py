@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from formats.accuracy import Parity
 from formats.datasets import ImageSource
 from formats.isa import measured_here
 from formats.paired import paired_drop
@@ -129,21 +130,19 @@ class Tolerance:
 
 
 # FP32 ONNX is a conversion, not an approximation: it must reproduce PyTorch (a bug otherwise).
-# Approximations (FP16, INT8, engines) are judged by the one accuracy budget (formats.bundle.Budget).
+# Approximations (FP16, INT8, engines) are judged by the one accuracy budget (formats.accuracy.Budget).
 FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4, min_agreement=1.0)
 
 
-def parity(pred: Predictions, ref: Predictions, n: int) -> dict[str, float | int]:
+def parity(pred: Predictions, ref: Predictions, n: int) -> Parity:
     """Logit comparison on the first ``n`` evaluation images."""
     diff = np.abs(pred.logits[:n] - ref.logits[:n])
-    return {"max_abs_logit_diff": float(diff.max()),
-            "top1_agreement": float((pred.top1[:n] == ref.top1[:n]).mean()), "images": int(min(n, len(diff)))}
+    return Parity(float(diff.max()), float((pred.top1[:n] == ref.top1[:n]).mean()), int(min(n, len(diff))))
 
 
-def parity_ok(figures: dict, ref: Predictions, tol: Tolerance) -> bool:
-    scale = float(np.abs(ref.logits[: figures["images"]]).max())
-    return figures["max_abs_logit_diff"] <= tol.atol + tol.rtol * scale and \
-        figures["top1_agreement"] >= tol.min_agreement
+def parity_ok(figures: Parity, ref: Predictions, tol: Tolerance) -> bool:
+    scale = float(np.abs(ref.logits[: figures.images]).max())
+    return figures.max_abs_logit_diff <= tol.atol + tol.rtol * scale and figures.top1_agreement >= tol.min_agreement
 
 
 # JPEG draft decoding (formats.preprocessing) becomes the runtime's default only when, on at least

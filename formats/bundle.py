@@ -6,7 +6,6 @@ garbage predictions later.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -86,7 +85,7 @@ def load_bundle(root: str | Path, verify: bool = True, artifacts: bool = True) -
                         f"{m.num_classes} classes; {REBUILD}")
     if m.max_batch < 1:
         raise UserError(f"{root / MANIFEST} has max_batch {m.max_batch}; it must be at least 1: {REBUILD}")
-    names = [t.get("name") for t in (m.input, m.output)]
+    names = [m.input.name, m.output.name]
     if not all(isinstance(n, str) and n for n in names):
         raise UserError(f"{root / MANIFEST}: input and output need a name: {REBUILD}")
     _check_shapes(root, m, pre)
@@ -102,7 +101,7 @@ def load_bundle(root: str | Path, verify: bool = True, artifacts: bool = True) -
 def _check_shapes(root: Path, m: Manifest, pre: PreprocessSpec) -> None:
     """The manifest's tensor shapes agree with preprocessing.json and labels.txt (whose files hash
     right, but may have been written from another model)."""
-    shape, out = m.input.get("shape"), m.output.get("shape")
+    shape, out = list(m.input.shape), list(m.output.shape)
     if not (_ints(shape, 4) and shape[1] == 3) or not _ints(out, 2):
         raise UserError(f"{root / MANIFEST}: input.shape {shape!r} must be [-1, 3, H, W] and output.shape "
                         f"{out!r} [-1, C]: {REEXPORT}")
@@ -181,11 +180,10 @@ def write_labels(path: Path, names: Sequence[str]) -> None:
 
 
 def _artifact(root: Path, entry: ArtifactEntry) -> Artifact:
-    verdict = None if entry.budget is None else entry.budget.get("within_budget")
     return Artifact(file=entry.file, format=entry.format, precision=entry.precision, target=entry.target,
                     path=inside(root, entry.file), size_bytes=entry.size_bytes, top1=entry.top1,
                     sidecar=inside(root, entry.sidecar) if entry.sidecar else None,
-                    within_budget=None if verdict is None else bool(verdict), sha256=entry.sha256,
+                    within_budget=entry.within_budget, sha256=entry.sha256,
                     top1_drop=entry.top1_drop, top1_drop_ci95=entry.top1_drop_ci95, measured_on=entry.measured_on)
 
 
@@ -254,34 +252,3 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
         changed = sorted(set(actual.items()) ^ set(listed.items()))
         raise UserError(f"bundle {folder} does not match its manifest (first difference: {changed[0][0]})")
     return manifest
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The one accuracy rule every artifact of a bundle is held to (FP32, FP16, INT8, engines).
-
-    An artifact is within budget when, on the judged split, its top-1 is at most ``max_top1_drop``
-    points below the PyTorch student's and its top-1 agrees with PyTorch's on at least
-    ``min_agreement`` of the images. The judged split is validation when the bundle reports test
-    figures (INT8 recipes are chosen on it, so test stays unbiased), else the evaluation split.
-    """
-
-    max_top1_drop: float  # percentage points
-    min_agreement: float  # fraction of images, 0..1
-
-    def coarseness(self, split: str, images: int) -> str | None:
-        """A warning when one image of the judged split moves top-1 by more than the budget allows:
-        the verdict can then only read 0, 1, 2 ... images, and a drop of one image already misses."""
-        step = 100.0 / max(images, 1)  # points of top-1 per image
-        if step <= self.max_top1_drop:
-            return None
-        return (f"WARNING: the accuracy budget is judged on {images} {split} images, where one image is {step:.2f} "
-                f"points of top-1, more than the budget's {self.max_top1_drop:g}: a single changed prediction "
-                f"misses it; train with a larger data.val_fraction (at least {math.ceil(100 / self.max_top1_drop)} "
-                f"{split} images) or pass a --max-top1-drop of at least {step:.2f}")
-
-    def verdict(self, split: str, images: int, top1_drop: float, agreement: float) -> dict[str, Any]:
-        """The manifest's ``budget`` entry of one artifact."""
-        within = top1_drop <= self.max_top1_drop and agreement >= self.min_agreement
-        return {"split": split, "images": images, "top1_drop": round(top1_drop, 4), "agreement": round(agreement, 6),
-                "within_budget": within}

@@ -1,24 +1,72 @@
 """``manifest.json`` of a bundle (docs/bundle.md): frozen dataclasses, strict in both directions.
 
 export builds a ``Manifest`` and writes ``to_dict()``; the runtime reads ``Manifest.from_dict``.
-Every field is typed; a missing field, a field of the wrong type or an unknown field is one error
-naming it. Fields that bundles of schema version 1 written before them lack are ``X | None`` and
-say so in their comment: ``None`` means "absent", never a guessed value.
+Every field is typed, nested records too (``formats.accuracy``, ``formats.quantization``); a
+missing field, a field of the wrong type or an unknown field is one error naming it. Fields that
+bundles of schema version 1 written before them lack are ``X | None`` and say so in their
+comment: ``None`` means "absent", never a guessed value, and ``to_dict`` leaves it out.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from formats.accuracy import Budget, BudgetVerdict, Parity
 from formats.errors import UserError
-from formats.schema import typed as schema_typed
+from formats.quantization import Quantization
+from formats.records import Scalar, from_dict, plain
 
 SCHEMA = "vl2lite-bundle"
 SCHEMA_VERSION = 1
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("any", "onnxruntime-cpu", "gpu", "tensorrt")
+FIX = "re-export the bundle"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The model's input or output: ``shape`` with -1 for the dynamic batch axis."""
+
+    name: str
+    shape: tuple[int, ...]  # input [-1, 3, H, W], output [-1, C]
+    dtype: str  # "float32"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The dynamic-batch limits (TensorRT profile; Triton's max_batch_size is ``max``)."""
+
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class SourceCheckpoint:
+    """The checkpoint a file was made from."""
+
+    file: str
+    sha256: str
+    epoch: int | None = None  # the bundle records it; qat.json does not
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The PyTorch student's figure every ``top1_drop`` is measured against."""
+
+    framework: str  # "pytorch"
+    top1: float
+    split: str
+    images: int
+
+
+@dataclass(frozen=True)
+class TritonRepository:
+    """``--triton``: the model repository folder inside the bundle and its models, one per artifact."""
+
+    repository: str  # "triton"
+    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -35,13 +83,13 @@ class ArtifactEntry:
     top1_drop: float  # percentage points below reference.top1
     agreement: float  # fraction of images whose top-1 equals PyTorch's
     top1_drop_ci95: float | None = None  # points: top1_drop is known to +- this (95%, paired); None: older bundles
-    budget: dict[str, Any] | None = None  # the verdict of formats.bundle.Budget; None: written before verdicts
-    parity: dict[str, Any] | None = None  # ONNX vs PyTorch logits on the first images (ONNX and engines)
-    quantization: dict[str, Any] | None = None  # INT8 only: recipe, graph counts, attempts
+    budget: BudgetVerdict | None = None  # the verdict of formats.accuracy.Budget; None: written before verdicts
+    parity: Parity | None = None  # ONNX vs PyTorch logits on the first images (ONNX and engines)
+    quantization: Quantization | None = None  # INT8 only: recipe, graph counts, attempts
     evaluated_with: str | None = None  # where the figures came from, when not the artifact's own target
     # where top1 / top1_drop / agreement were measured: {"isa", "cpu", "machine", "engine"} (formats.isa), plus
     # {"gpu", "compute_capability"} for engines; None: a bundle written before provenance ("measured on: unknown")
-    measured_on: dict[str, Any] | None = None
+    measured_on: dict[str, str] | None = None
     sidecar: str | None = None  # engines only: the build environment JSON
     source: str | None = None  # engines only: the ONNX file the engine was built from
 
@@ -50,6 +98,11 @@ class ArtifactEntry:
             if getattr(self, name) not in allowed:
                 raise UserError(f"artifact {self.file}: {name} {getattr(self, name)!r} is not one of "
                                 f"{', '.join(allowed)}")
+
+    @property
+    def within_budget(self) -> bool | None:
+        """The accuracy verdict; None: a bundle written before verdicts."""
+        return None if self.budget is None else self.budget.within_budget
 
 
 @dataclass(frozen=True)
@@ -62,21 +115,21 @@ class Manifest:
     name: str
     arch: str  # the student architecture
     num_classes: int
-    input: dict[str, Any]  # {"name", "shape": [-1, 3, H, W], "dtype": "float32"}
-    output: dict[str, Any]  # {"name", "shape": [-1, C], "dtype": "float32"}
+    input: TensorSpec
+    output: TensorSpec
     max_batch: int  # largest batch any artifact takes
     labels: str  # "labels.txt"
     preprocessing: str  # "preprocessing.json"
     artifacts: tuple[ArtifactEntry, ...]
     files: dict[str, str]  # relative path -> sha256 of every file but the manifest
-    batch: dict[str, int] | None = None  # {"min", "opt", "max"}: the dynamic-batch limits
-    source_checkpoint: dict[str, Any] | None = None  # {"file", "sha256", "epoch"}
-    reference: dict[str, Any] | None = None  # the PyTorch student: {"framework", "top1", "split", "images"}
-    budget: dict[str, float] | None = None  # {"max_top1_drop", "min_agreement"} every artifact was held to
+    batch: BatchLimits | None = None
+    source_checkpoint: SourceCheckpoint | None = None
+    reference: Reference | None = None
+    budget: Budget | None = None  # the rule every artifact was held to
     versions: dict[str, str] | None = None  # the tools that wrote the bundle
-    options: dict[str, Any] | None = None  # the resolved export options
+    options: dict[str, Scalar | list[str]] | None = None  # the resolved export options
     tensorrt: str | None = None  # the TensorRT version that built engines, or "not installed" (--best-effort)
-    triton: dict[str, Any] | None = None  # --triton: {"repository", "models"}
+    triton: TritonRepository | None = None  # --triton
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "Manifest":
@@ -87,17 +140,12 @@ class Manifest:
         if d.get("schema_version") != SCHEMA_VERSION:
             raise UserError(f"{where} has schema version {d.get('schema_version')}, this toolkit reads "
                             f"{SCHEMA_VERSION}: install the matching runtime or re-export the bundle")
-        return typed(cls, d, where)
+        return from_dict(cls, d, where, FIX, LEGACY_KEYS)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None} | {
-            "artifacts": [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in self.artifacts]}
+        """The JSON object, absent (None) fields left out."""
+        return plain(self)
 
 
 # Keys older schema-1 bundles carry that are now elsewhere: read and dropped, never an error.
 LEGACY_KEYS = {ArtifactEntry: frozenset({"within_budget"})}
-
-
-def typed(cls: type, d: Any, where: str) -> Any:
-    """``cls(**d)`` checked field by field (``formats.schema``), older bundles' legacy keys dropped."""
-    return schema_typed(cls, d, where, LEGACY_KEYS, "re-export the bundle")

@@ -8,5 +8,8 @@ an edge box installs the light base package. Entry points::
     python -m runtime.serve <bundle> [--host 127.0.0.1] [--port 8000]
 
 Library use: ``formats.bundle.load_bundle``, ``runtime.model.open_classifier``,
-``formats.preprocessing.preprocess_image``, ``runtime.bench.run_bench``, ``runtime.serve.create_app``.
+``formats.preprocessing.preprocess_image``, ``runtime.predict.predict_files``,
+``runtime.bench.run_bench`` / ``run_bench_many`` (bench.json and frontier.json: ``formats.bench``,
+``formats.frontier``), ``runtime.serve.create_app``; the settings of each command in
+``runtime.settings``.
 """

@@ -5,6 +5,7 @@ that is absent leaves its field out rather than failing the benchmark.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib
 import os
@@ -14,36 +15,29 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
-
+from formats.bench_setup import DeviceInfo, GpuInfo, JetsonInfo, SoftwareVersions
 from formats.isa import this_cpu
 
 
-def device_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
-        "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "memory_gb": _memory_gb(),
-        "isa": this_cpu()["isa"],  # the integer-kernel class: what decides whether INT8 figures carry over
-    }
-    gpus = nvidia_smi_gpus()
-    if gpus:
-        info["gpus"] = gpus
-    jetson = jetson_info()
-    if jetson:
-        info["jetson"] = jetson
-    return info
+def device_info() -> DeviceInfo:
+    return DeviceInfo(hostname=platform.node(), platform=platform.platform(), machine=platform.machine(),
+                      cpu=cpu_model(), cpu_cores=os.cpu_count(), memory_gb=_memory_gb(),
+                      isa=this_cpu()["isa"],  # the integer-kernel class: whether INT8 figures carry over
+                      gpus=nvidia_smi_gpus(), jetson=jetson_info())
 
 
-def software_versions() -> dict[str, Any]:
-    versions: dict[str, Any] = {"python": platform.python_version()}
+def software_versions() -> SoftwareVersions:
+    versions = {"python": platform.python_version()}
     for name in ("numpy", "PIL", "onnxruntime", "tensorrt", "starlette", "uvicorn"):
         try:
             versions["Pillow" if name == "PIL" else name] = importlib.import_module(name).__version__
         except ImportError:
             continue
+    providers = None
     if "onnxruntime" in versions:
-        versions["onnxruntime_providers"] = importlib.import_module("onnxruntime").get_available_providers()
-    return versions
+        providers = tuple(importlib.import_module("onnxruntime").get_available_providers())
+    return SoftwareVersions(**{f.name: versions.get(f.name) for f in dataclasses.fields(SoftwareVersions)
+                               if f.name != "onnxruntime_providers"}, onnxruntime_providers=providers)
 
 
 def cpu_model() -> str:
@@ -69,25 +63,22 @@ def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def nvidia_smi_gpus() -> list[dict[str, str]]:
-    fields = ["name", "driver_version", "memory.total", "clocks.sm", "clocks.max.sm", "power.limit"]
-    out = _run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"])
+def nvidia_smi_gpus() -> tuple[GpuInfo, ...]:
+    queries = ["name", "driver_version", "memory.total", "clocks.sm", "clocks.max.sm", "power.limit"]
+    out = _run(["nvidia-smi", f"--query-gpu={','.join(queries)}", "--format=csv,noheader"])
     if not out:
-        return []
-    return [dict(zip(fields, (v.strip() for v in line.split(",")))) for line in out.strip().splitlines()]
+        return ()
+    return tuple(GpuInfo(*(v.strip() for v in line.split(","))) for line in out.strip().splitlines())
 
 
-def jetson_info() -> dict[str, Any]:
-    """L4T release, nvpmodel power mode and current clocks, on a Jetson; {} elsewhere."""
+def jetson_info() -> JetsonInfo | None:
+    """L4T release, nvpmodel power mode and current clocks, on a Jetson; None elsewhere."""
     release = Path("/etc/nv_tegra_release")
     if not release.is_file():
-        return {}
-    info: dict[str, Any] = {"l4t": release.read_text().splitlines()[0].strip()}
+        return None
     mode = _run(["nvpmodel", "-q"])
-    if mode:
-        info["power_mode"] = " ".join(line.strip() for line in mode.splitlines() if line.strip())
-    info["clocks_hz"] = _clocks()
-    return info
+    power_mode = " ".join(line.strip() for line in mode.splitlines() if line.strip()) if mode else None
+    return JetsonInfo(l4t=release.read_text().splitlines()[0].strip(), power_mode=power_mode, clocks_hz=_clocks())
 
 
 def _clocks() -> dict[str, int]:

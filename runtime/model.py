@@ -9,10 +9,11 @@ from PIL import Image
 
 from formats.bundle import Artifact, Bundle, load_bundle, verify_artifact
 from formats.errors import UserError
-from formats.preprocessing import DECODE_MODES, load_input, preprocess_batch
+from formats.preprocessing import load_input, preprocess_batch
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.backends.base import Session
 from runtime.provenance import startup_note
+from runtime.settings import DECODE_CHOICES
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,6 @@ def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None) -
                         f"({', '.join(a.file for a in runnable)}): name one with --artifact to use it anyway, "
                         f"or pick another --backend")
     raise UserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
-
-
-DECODE_CHOICES = ("auto", *DECODE_MODES)
 
 
 def decode_mode(bundle: Bundle, requested: str = "auto") -> str:

@@ -48,9 +48,8 @@ def exported_bundle(trained_checkpoint, tmp_path_factory) -> Path:
     The budget is judged on 30 validation images, where one image is 3.33 points: a budget of 10
     points (three images) is one that split can resolve, so whether the INT8 graphs pass it does not
     hang on a single image whose INT8 logits round one way on one CPU and the other way on another."""
-    from export.api import export_bundle
-    from export.options import ExportOptions
+    from export import ExportOptions, export_bundle
     out = tmp_path_factory.mktemp("bundles") / "demo"
-    opts = ExportOptions(int8=True, fp16=True, trt=True, best_effort=True, triton=True, calib_images=64, max_batch=16,
+    opts = ExportOptions(backends=("int8", "fp16", "trt", "triton"), best_effort=True, calib_images=64, max_batch=16,
                          max_top1_drop=10.0)
     return export_bundle(trained_checkpoint, out, opts)

@@ -55,13 +55,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(bundle: Path, *args: str, port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """A real ``python -m runtime.serve`` process on loopback, returned once /v2/health/ready answers 200."""
+def start_server(bundle: Path, *args: str, port: int | None = None, timeout: float = 60.0,
+                 plugin: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A real ``python -m runtime.serve`` process on loopback, returned once /v2/health/ready answers 200.
+    ``plugin``: a module file the server process imports first (an endpoint of a deployment)."""
     import httpx
     port = port or free_port()
-    cmd = [sys.executable, "-m", "runtime.serve", str(bundle), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    launch = ["-m", "runtime.serve"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if plugin is not None:  # the same command line, with the plugin imported before it runs
+        launch = ["-c", f"import {plugin.stem}; from runtime.serve.__main__ import main; main()"]
+        env["PYTHONPATH"] = os.pathsep.join([str(plugin.parent), str(REPO)])
+    cmd = [sys.executable, *launch, str(bundle), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from distill.targets import cached_embeddings
 from distill.teacher import Teacher
 from distill.train import fit
 from distill.transforms import ViewSampler, view_sampler
+from formats.cache import CacheMeta, key_fields
 from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
@@ -42,7 +43,7 @@ def built(synthetic_root, tmp_path_factory):
 def test_cached_embedding_equals_fresh_teacher_forward_of_replayed_view(built):
     splits = load_dataset(built.data)
     cache = open_cache(built.teacher.cache, fingerprint_fields(built, splits))
-    assert cache.meta["num_images"] == len(splits.train) == 210 and cache.num_views == 3
+    assert cache.meta.num_images == len(splits.train) == 210 and cache.num_views == 3
     assert len(cache.shards) == 3 and cache.shards[0].array.dtype == np.float16
     torch.manual_seed(0)
     teacher = Teacher(built.teacher.model, built.teacher.pretrained, torch.device("cpu"))
@@ -69,7 +70,7 @@ def test_foreign_cache_is_refused_with_the_difference(built, synthetic_root, tmp
     with pytest.raises(UserError, match=r"holds a teacher cache for another setup"):
         build_cache(other)
     with pytest.raises(UserError, match="does not exist"):
-        open_cache(tmp_path / "none", {})
+        open_cache(tmp_path / "none", fingerprint_fields(other, splits))
 
 
 def test_interrupted_build_resumes_without_redoing_shards(synthetic_root, tmp_path, monkeypatch, built):
@@ -108,16 +109,16 @@ def test_corrupt_shard_is_detected(built, tmp_path):
     data = bytearray(npy.read_bytes())
     data[-10] ^= 0xFF  # same size, one flipped byte
     npy.write_bytes(bytes(data))
-    meta = json.loads((copy / "meta.json").read_text())
+    key = CacheMeta.read(copy / "meta.json", "").fields
     with pytest.raises(UserError, match="shard_00001.npy is corrupt"):
-        open_cache(copy, meta["fields"])
+        open_cache(copy, key)
     npy.write_bytes(bytes(data[:-100]))  # truncated
     with pytest.raises(UserError, match="is corrupt"):
-        open_cache(copy, meta["fields"], verify=False)
+        open_cache(copy, key, verify=False)
     (copy / "shard_00002.json").unlink()
     npy.write_bytes(bytes(data))
     with pytest.raises(UserError, match="incomplete"):
-        open_cache(copy, meta["fields"], verify=False)
+        open_cache(copy, key, verify=False)
 
 
 def test_training_from_cache_never_runs_the_teacher(built, monkeypatch):
@@ -134,8 +135,8 @@ def test_blended_views_are_cached_as_the_teacher_sees_them_and_train(synthetic_r
     mixed = cfg_for(synthetic_root, tmp_path, **{"data.mix": "mixup", "data.mix_prob": 0.5, "train.epochs": 1})
     splits = load_dataset(mixed.data)
     fields = fingerprint_fields(mixed, splits)
-    assert fields["data.mix"] == "mixup" and fields["data.mix_prob"] == 0.5
-    assert "data.mix" not in fingerprint_fields(cfg_for(synthetic_root, tmp_path), splits)  # old caches stay valid
+    assert key_fields(fields)["data.mix"] == "mixup" and fields.data_mix_prob == 0.5
+    assert "data.mix" not in key_fields(fingerprint_fields(cfg_for(synthetic_root, tmp_path), splits))  # old caches
     torch.manual_seed(0)
     build_cache(mixed)
     cache = open_cache(mixed.teacher.cache, fields)
@@ -157,17 +158,16 @@ def test_blended_views_are_cached_as_the_teacher_sees_them_and_train(synthetic_r
     assert math.isfinite(record["train_cls"]) and "train_ling" in record
 
 
-def test_unreadable_meta_json_is_one_clear_error(tmp_path):
-    from distill.cache import open_cache
-    from formats.errors import UserError
+def test_unreadable_meta_json_is_one_clear_error(built, tmp_path):
+    key = fingerprint_fields(built, load_dataset(built.data))
     root = tmp_path / "cache"
     root.mkdir()
     (root / "meta.json").write_text('{"fingerprint": "abc", "fiel')  # torn by a crash
     with pytest.raises(UserError, match="meta.json is not valid JSON .*python -m distill cache"):
-        open_cache(root, {})
+        open_cache(root, key)
     (root / "meta.json").write_text('{"fingerprint": "abc"}')
     with pytest.raises(UserError, match="meta.json lacks the field 'fields'"):
-        open_cache(root, {})
+        open_cache(root, key)
 
 
 def test_kill_9_mid_build_then_the_next_build_completes_with_the_same_bytes(built, synthetic_root, tmp_path):
@@ -191,7 +191,7 @@ def test_kill_9_mid_build_then_the_next_build_completes_with_the_same_bytes(buil
     proc.wait()
     assert not (root / "shard_00002.json").exists()  # killed mid-build
     with pytest.raises(UserError, match="incomplete"):  # a half-built cache never passes for a whole one
-        open_cache(root, json.loads((root / "meta.json").read_text())["fields"])
+        open_cache(root, CacheMeta.read(root / "meta.json", "").fields)
     first = (root / "shard_00000.npy").stat().st_mtime_ns
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -23,13 +23,15 @@ def test_cub_config_is_the_paper_setup():
     assert (cfg.train.scheduler, cfg.train.step_size, cfg.train.gamma, cfg.train.epochs) == ("step", 30, 0.5, 300)
     assert (cfg.method.temperature, cfg.method.schedule, cfg.data.batch_size) == (2.0, "reference", 512)
     m = cfg.method
-    assert (m.anchors, m.visual, m.linguistic, m.w_vis, m.w_ling) == ("text", "l1", "condensed", 1.0, 1.0)
+    assert (m.anchors, m.visual, m.linguistic) == ("text", "l1", "condensed")
+    assert m.term_weights() == {"vis": 1.0, "ling": 1.0}
 
 
 @pytest.mark.parametrize("name", ["imagefolder", "aircraft", "flowers102", "pets", "dtd", "food101"])
 def test_the_other_configs_carry_the_recommended_recipe(name):
     m = load_config(REPO / "configs" / f"{name}.yaml").method  # benchmarks/kd_ablation.py, rounds 1 and 3
-    assert (m.anchors, m.visual, m.linguistic, m.w_vis, m.w_ling) == ("calibrated", "l1", "classifier", 10.0, 3.0)
+    assert (m.anchors, m.visual, m.linguistic) == ("calibrated", "l1", "classifier")
+    assert m.term_weights() == {"vis": 10.0, "ling": 3.0}
 
 
 def test_overrides_are_typed_and_dotted():
@@ -52,6 +54,8 @@ def test_overrides_are_typed_and_dotted():
     ("method.visual=l2", "method.visual: 'l2' is not one of l1, projected"),
     ("method.anchors=learned", "method.anchors: 'learned' is not one of text, calibrated"),
     ("method.w_vis=-1", "method.w_vis: must be >= 0"),
+    ("method.w_lingg=1", "did you mean method.w_ling"),
+    ("method.weights=[]", "unknown config key method.weights; valid keys: .*ramp_fraction, w_vis, w_ling, visual"),
     ("method.calibration_strengths=[]", "method.calibration_strengths: must be a non-empty list"),
 ])
 def test_bad_values_name_the_key(override, message):

@@ -7,12 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
-from export.api import export_bundle
+from export import ExportOptions, export_bundle
 from export.evaluation import REFERENCE_SEMANTICS, ort_session
-from export.int8 import CPU, TENSORRT, verify_int8
-from export.options import ExportOptions
+from export.int8.flavours import CPU, TENSORRT, verify_int8
 from formats.bundle import MANIFEST, file_hashes, verify_bundle
 from formats.files import sha256_file
+from formats.manifest import Manifest
+from formats.records import plain
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,26 @@ def test_bundle_layout_and_manifest_contract(bundle, manifest, trained_checkpoin
     assert manifest["tensorrt"] == "not installed"  # --trt without TensorRT: said, not hidden
     assert {"torch", "onnx", "onnxruntime", "export"} <= set(manifest["versions"])
     assert not list(bundle.parent.glob(".demo.*"))  # no staging folder left behind
+    assert sorted(manifest["options"]["backends"]) == ["fp16", "int8", "triton", "trt"]  # what was asked
+
+
+def test_the_manifest_reads_back_as_written(manifest):
+    """Strict both ways: every nested record (verdicts, parity, quantization, triton) reads into its
+    dataclass and writes back to the same JSON; an unknown key anywhere is refused, naming it."""
+    from formats.errors import UserError
+    typed = Manifest.from_dict(manifest, "manifest.json")
+    assert typed.to_dict() == manifest
+    cpu = next(a for a in typed.artifacts if a.file == "model.int8.onnx")
+    assert cpu.quantization.graph.saturation.safe_on_every_x86 and cpu.budget.split == "val"
+    assert typed.triton.models == ("demo_fp32", "demo_fp16", "demo_int8", "demo_int8_trt")
+    broken = json.loads(json.dumps(manifest))
+    broken["artifacts"][2]["quantization"]["graph"]["int8_weigthed_ops"] = 1  # a typo
+    with pytest.raises(UserError, match=r"artifacts\[2\]: quantization: graph has an unknown field 'int8_weigthed_ops'"):
+        Manifest.from_dict(broken, "manifest.json")
+    del broken["artifacts"][2]["quantization"]["graph"]["int8_weigthed_ops"]
+    del broken["artifacts"][0]["parity"]["images"]
+    with pytest.raises(UserError, match=r"manifest.json: artifacts\[0\]: parity lacks the field 'images'"):
+        Manifest.from_dict(broken, "manifest.json")
 
 
 def test_every_file_is_hashed_and_verifies(bundle, manifest):
@@ -112,9 +133,9 @@ def test_int8_flavours_are_really_int8_and_within_budget(bundle, manifest):
     assert trt["quantization"]["symmetric"] and trt["evaluated_with"] == REFERENCE_SEMANTICS
     for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
         counts = verify_int8(bundle / art["file"], flavour, tuple(art["quantization"]["excluded_nodes"]))
-        assert counts == art["quantization"]["graph"] and counts["int8_initializers"] >= 20
+        assert plain(counts) == art["quantization"]["graph"] and counts.int8_initializers >= 20
         excluded = len(art["quantization"]["excluded_nodes"])
-        assert counts["int8_weighted_ops"] == counts["weighted_ops"] - excluded  # every conv and the fc
+        assert counts.int8_weighted_ops == counts.weighted_ops - excluded  # every conv and the fc
     assert _artifact(manifest, "model.int8.trt.onnx")["quantization"]["graph"]["int32_dequantize"] == 0
     assert cpu["quantization"]["graph"]["int32_dequantize"] > 0  # onnxruntime's CPU kernels take INT32 biases
     for art, flavour in ((cpu, CPU), (trt, TENSORRT)):
@@ -137,7 +158,7 @@ def test_every_artifact_has_a_verdict_by_the_one_budget_rule(manifest):
 
 
 def test_reported_int8_top1_is_the_test_split_figure(bundle, manifest, trained_checkpoint):
-    from export.api import training_splits
+    from export.data import training_splits
     from export.evaluation import ImageBatches, ort_runner, predict
     from students.checkpoint import read_checkpoint
     ckpt, meta = read_checkpoint(trained_checkpoint)
@@ -186,7 +207,7 @@ def test_int8_graph_of_the_wrong_flavour_is_refused(bundle):
 def test_triton_repository(bundle, manifest):
     from tritonclient.grpc.model_config_pb2 import DataType, ModelInstanceGroup
 
-    from export.triton import validate_config
+    from export.backends.triton import validate_config
     models = manifest["triton"]["models"]
     assert models == ["demo_fp32", "demo_fp16", "demo_int8", "demo_int8_trt"]
     for name, art in zip(models, manifest["artifacts"]):

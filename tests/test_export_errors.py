@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.api import export_bundle
-from export.options import ExportOptions
+from export import ExportOptions, export_bundle
 from formats.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,18 +78,18 @@ def test_unwritable_output_folder_cli(trained_checkpoint, tmp_path):
 def test_too_few_calibration_images(trained_checkpoint, tmp_path):
     # the synthetic training split holds 10 classes x (24 - 3 carved for validation) = 210 images
     with pytest.raises(UserError, match=r"only 210 training images .* at least 300"):
-        export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, min_calib_images=300))
+        export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(backends=("int8",), min_calib_images=300))
     assert not (tmp_path / "b").exists()
 
 
 def test_fewer_than_recommended_calibration_images_warns(trained_checkpoint, tmp_path, capsys):
-    from export.int8 import check_calibration_count
-    assert check_calibration_count(216, ExportOptions(int8=True)) == 216
+    from export.int8.ptq import check_calibration_count
+    assert check_calibration_count(216, ExportOptions(backends=("int8",))) == 216
     assert "WARNING: INT8 calibration uses only 216 images" in capsys.readouterr().err
 
 
 def test_a_budget_finer_than_one_judged_image_is_named(trained_checkpoint, tmp_path, capsys):
-    from formats.bundle import Budget
+    from formats.accuracy import Budget
     assert Budget(1.0, 0.0).coarseness("val", 100) is None  # one image = 1 point: resolvable
     warning = Budget(1.0, 0.0).coarseness("val", 60)
     assert "60 val images, where one image is 1.67 points" in warning and "at least 100 val images" in warning
@@ -113,6 +112,12 @@ def test_option_range_checks(field, value, fragment):
         ExportOptions(**{field: value})
 
 
+def test_an_unknown_backend_is_refused_with_the_registered_ones(trained_checkpoint, tmp_path):
+    with pytest.raises(UserError, match="unknown export backend 'tflite': choose from onnx, fp16, int8, trt, triton"):
+        export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(backends=("tflite",)))
+    assert not (tmp_path / "b").exists()
+
+
 def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path):
     """Types, unknown options and extra positionals are refused before the export starts: no bundle."""
     out = tmp_path / "b"
@@ -124,6 +129,10 @@ def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path)
         assert not out.exists() and list(tmp_path.iterdir()) == []
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and "--max-top1-drop X" in help_text.stdout
+    flat = " ".join(help_text.stdout.split())  # every backend's flag, with the help its module declares
+    assert "--int8, --no-int8 model.int8.onnx (U8S8, onnxruntime CPU) + model.int8.trt.onnx (S8S8, TensorRT)" in flat
+    assert "--trt, --no-trt TensorRT engines from the ONNX files (needs the tensorrt package)" in flat
+    assert "--fp16, --no-fp16" in flat and "--triton, --no-triton" in flat and "--backends" not in flat
     assert "accuracy budget: top-1 points an artifact may lose vs PyTorch (default: 1.0)" in " ".join(
         help_text.stdout.split())
 

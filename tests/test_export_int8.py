@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from export.api import export_bundle
-from export.backends import BudgetError
-from export.int8_ladder import Attempt, Recipe, format_table, run_ladder
-from export.options import ExportOptions
+from export import BudgetError, ExportOptions, export_bundle
+from export.int8.ladder import Attempt, Recipe, format_table, run_ladder
 
 REPO = Path(__file__).resolve().parents[1]
 # A first recipe that is deliberately poor (2 calibration images) and a strict criterion (INT8 must
 # agree with PyTorch on every validation image): the first attempt misses it on the tiny student.
-FORCED = dict(int8=True, calib_images=2, min_calib_images=1, calib_method="entropy", min_agreement=1.0)
+FORCED = dict(backends=("int8",), calib_images=2, min_calib_images=1, calib_method="entropy", min_agreement=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,7 @@ def test_remedy_path_on_real_student(val_heavy_checkpoint, tmp_path):
         # INT8 numerics differ between CPUs: on some (seen on an Intel Xeon VM) one validation image
         # disagrees with PyTorch under every recipe, so no remedy can reach the strict criterion.
         # The ladder must still have tried every remedy, each recipe once, before giving up.
-        rows = [ln for ln in err.table.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+        rows = [ln for ln in err.detail.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
         assert len(rows) == 7 and all(ln.endswith("| no |") for ln in rows)
         assert len({tuple(ln.split("|")[2:5]) for ln in rows}) == 7  # method, images, kept in float
         pytest.skip("no INT8 recipe agrees with PyTorch on every validation image on this CPU: "
@@ -97,7 +95,7 @@ def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_
     out = tmp_path / "never"
     with pytest.raises(BudgetError) as err:
         export_bundle(val_heavy_checkpoint, out, ExportOptions(**FORCED, remedies=False))
-    assert "| 1 | entropy | 2 |" in err.value.table
+    assert "| 1 | entropy | 2 |" in err.value.detail and err.value.exit_status == 3
     assert not out.exists() and list(tmp_path.iterdir()) == []
     cmd = [sys.executable, "-m", "export", str(val_heavy_checkpoint), "--out", str(out), "--int8",
            "--calib-images", "2", "--min-calib-images", "1", "--calib-method", "entropy",
@@ -105,8 +103,11 @@ def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr
     assert "INT8 attempts (budget" in proc.stderr and "Traceback" not in proc.stderr
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")][0].startswith(
-        "error: no INT8 recipe for model.int8.onnx met the accuracy budget")
+    lines = proc.stderr.splitlines()
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    assert len(errors) == 1 and lines[errors[0]].startswith("error: no INT8 recipe for model.int8.onnx met the accuracy budget")
+    table = lines.index(next(ln for ln in lines if ln.startswith("INT8 attempts (budget")))
+    assert table < errors[0] and lines[errors[0] - 1].startswith("| 1 | entropy | 2 |")  # the table, then the error
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -129,7 +130,7 @@ def test_calibration_batches_have_one_size():
     """onnxruntime's histogram calibrators fail on a shorter last batch: the reader re-chunks."""
     import numpy as np
 
-    from export.int8_graph import BatchReader
+    from export.int8.graph import BatchReader
     reader = BatchReader("input", [np.zeros((32, 3, 4, 4), np.float32), np.ones((12, 3, 4, 4), np.float32)])
     assert {b.shape for b in reader.batches} == {(4, 3, 4, 4)}
     stacked = np.concatenate(reader.batches)
@@ -148,9 +149,9 @@ def test_tf_same_padding_stays_exact_in_both_int8_graphs(tmp_path):
     from timm.layers import create_conv2d
 
     from export.evaluation import ort_runner
-    from export.int8 import CPU, TENSORRT, quantize
-    from export.int8_graph import BatchReader, preprocess, shape_nodes
-    from export.onnx_fp32 import export_onnx
+    from export.int8.flavours import CPU, TENSORRT, quantize
+    from export.int8.graph import BatchReader, preprocess, shape_nodes
+    from export.onnx_file import export_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(create_conv2d(3, 8, 3, stride=2, padding="same"), torch.nn.ReLU6(),

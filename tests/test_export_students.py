@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from distill.checkpoint import atomic_save
-from export.api import export_bundle
+from export import ExportOptions, export_bundle
 from export.evaluation import ort_session
-from export.options import ExportOptions
 from students.checkpoint import read_checkpoint
 from students.registry import create_student, list_students
 
@@ -25,7 +24,7 @@ def test_every_student_exports_with_parity(arch, trained_checkpoint, tmp_path):
                 state_dict={k: v.detach().clone() for k, v in student.state_dict().items()})
     atomic_save(ckpt, tmp_path / "best.pt")
     out = export_bundle(tmp_path / "best.pt", tmp_path / "bundle",
-                        ExportOptions(int8=True, eval_images=16, parity_images=16, calib_images=32,
+                        ExportOptions(backends=("int8",), eval_images=16, parity_images=16, calib_images=32,
                                       max_top1_drop=100.0, remedies=False))
     manifest = json.loads((out / "manifest.json").read_text())
     x = np.random.default_rng(1).normal(size=(3, 3, 32, 32)).astype(np.float32)

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from export.options import ExportOptions
-from export.tensorrt import (NOT_INSTALLED, TensorRTEngines, device_info, engine_plans, engine_sidecar, in_chunks,
-                             tensorrt_version)
+from export import ExportOptions
+from export.backends.tensorrt import (BACKEND, NOT_INSTALLED, device_info, engine_plans, engine_sidecar, in_chunks,
+                                      tensorrt_version)
+from export.registry import wanted_backends
 from formats.errors import UserError
 
 
@@ -54,15 +55,15 @@ def test_device_info_without_gpu_is_explicit():
 
 
 def test_trt_wanted_only_with_flag_and_fp16_graph_follows():
-    assert TensorRTEngines().wanted(ExportOptions(trt=True)) and not TensorRTEngines().wanted(ExportOptions())
-    assert ExportOptions(trt=True).wants_fp16_onnx
+    assert BACKEND.is_wanted(ExportOptions(backends=("trt",))) and not BACKEND.is_wanted(ExportOptions())
+    assert [b.name for b in wanted_backends(ExportOptions(backends=("trt",)))] == ["onnx", "fp16", "trt"]
 
 
 @pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed")
-def test_trt_without_tensorrt_is_an_error_before_any_work_unless_best_effort(tmp_path):
-    from export.api import export_bundle
+def test_trt_without_tensorrt_is_an_error_before_any_work_unless_best_effort(trained_checkpoint, tmp_path):
+    from export import export_bundle
     with pytest.raises(UserError, match="--trt: TensorRT is not installed here.*--best-effort"):
-        export_bundle(tmp_path / "not-even-read.pt", tmp_path / "b", ExportOptions(trt=True))
+        export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(backends=("trt",)))
     assert not (tmp_path / "b").exists()
     assert "TensorRT is not installed" in NOT_INSTALLED
 
@@ -73,8 +74,8 @@ def test_engines_build_with_tensorrt(trained_checkpoint, tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs a CUDA GPU")
-    from export.api import export_bundle
-    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, trt=True, calib_images=64))
+    from export import export_bundle
+    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(backends=("int8", "trt"), calib_images=64))
     manifest = json.loads((out / "manifest.json").read_text())
     engines = [a for a in manifest["artifacts"] if a["format"] == "tensorrt"]
     assert {a["precision"] for a in engines} == {"fp16", "int8"}

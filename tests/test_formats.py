@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from formats.bundle import Budget, load_bundle
+from formats.accuracy import Budget, BudgetVerdict
+from formats.bundle import load_bundle
 from formats.checkpoint import StudentMeta
 from formats.errors import UserError
 from formats.manifest import Manifest
@@ -89,11 +90,10 @@ def test_a_bundle_written_before_budget_verdicts_still_loads(exported_bundle: Pa
 
 def test_the_one_budget_rule() -> None:
     budget = Budget(max_top1_drop=1.0, min_agreement=0.9)
-    assert budget.verdict("val", 60, 1.0, 0.95)["within_budget"]
-    assert not budget.verdict("val", 60, 1.01, 0.95)["within_budget"]
-    assert not budget.verdict("val", 60, 0.0, 0.85)["within_budget"]  # agreement counts too
-    assert budget.verdict("val", 60, -2.0, 0.9) == {"split": "val", "images": 60, "top1_drop": -2.0,
-                                                   "agreement": 0.9, "within_budget": True}
+    assert budget.verdict("val", 60, 1.0, 0.95).within_budget
+    assert not budget.verdict("val", 60, 1.01, 0.95).within_budget
+    assert not budget.verdict("val", 60, 0.0, 0.85).within_budget  # agreement counts too
+    assert budget.verdict("val", 60, -2.0, 0.9) == BudgetVerdict("val", 60, -2.0, 0.9, True)
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,52 @@ def test_the_schema_checker_reads_lists_of_plain_values_and_of_dataclasses() -> 
         typed(Holder, {"tags": ["a", 2], "items": []}, "h.json")
     with pytest.raises(UserError, match=r"h.json: items\[0\] lacks the field 'name'"):
         typed(Holder, {"tags": [], "items": [{}]}, "h.json")
+
+
+@dataclass(frozen=True)
+class Leaf:
+    value: int
+
+
+@dataclass(frozen=True)
+class Branch:
+    leaf: Leaf
+    leaves: tuple[Holder, ...]
+    maybe: Leaf | None = None
+
+
+def test_nested_records_are_read_strictly_at_any_depth_and_written_back() -> None:
+    from formats.records import from_dict, plain, to_dict
+
+    d = {"leaf": {"value": 1}, "leaves": [{"tags": ["a"], "items": [{"name": "x"}]}]}
+    got = from_dict(Branch, d, "b.json")
+    assert got == Branch(Leaf(1), (Holder(("a",), (Item("x"),)),))
+    assert plain(got) == d  # None fields left out (absent)...
+    assert to_dict(got) == {**d, "maybe": None, "leaves": [{"tags": ["a"], "items": [{"name": "x"}], "ratio": None}]}
+    assert from_dict(Branch, to_dict(got), "b.json") == got  # ...or written as null: both read back
+    with pytest.raises(UserError, match="b.json: leaf: value must be int, not str"):
+        from_dict(Branch, {**d, "leaf": {"value": "1"}}, "b.json")
+    with pytest.raises(UserError, match=r"b.json: leaves\[0\]: items\[0\] has an unknown field 'nam'"):
+        from_dict(Branch, {**d, "leaves": [{"tags": [], "items": [{"nam": "x"}]}]}, "b.json")
+    with pytest.raises(UserError, match="b.json: maybe lacks the field 'value'"):
+        from_dict(Branch, {**d, "maybe": {}}, "b.json")
+
+
+def test_the_schema_checker_reads_dict_values_and_unions_member_by_member() -> None:
+    """``dict[str, V]`` values are checked one by one (naming the key); ``str | int | float | bool | None``
+    takes the first member a value is, so a float is not refused as 'not str'."""
+    from dataclasses import dataclass
+
+    from formats.schema import typed
+
+    @dataclass(frozen=True)
+    class Probe:
+        clocks_hz: dict[str, int]
+        options: dict[str, str | int | float | bool | None]
+
+    ok = typed(Probe, {"clocks_hz": {"gpu": 1300}, "options": {"a": 1.5, "b": True, "c": None, "d": "x"}}, "p.json")
+    assert ok.options == {"a": 1.5, "b": True, "c": None, "d": "x"} and ok.clocks_hz == {"gpu": 1300}
+    with pytest.raises(UserError, match="p.json: clocks_hz: gpu must be int, not str"):
+        typed(Probe, {"clocks_hz": {"gpu": "fast"}, "options": {}}, "p.json")
+    with pytest.raises(UserError, match="p.json: options: a must be str or int or float or bool, not list"):
+        typed(Probe, {"clocks_hz": {}, "options": {"a": [1]}}, "p.json")

@@ -66,7 +66,8 @@ def test_training_into_an_unwritable_out_dir_stops_before_the_first_epoch(synthe
 
 
 def test_bench_into_an_unwritable_out_is_one_error(exported_bundle, tmp_path):
-    from runtime.bench import BenchSettings, run_bench
+    from runtime.bench import run_bench
+    from runtime.settings import BenchSettings
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(UserError, match="--out .* cannot be written"):

@@ -62,14 +62,26 @@ def test_linguistic_kd_is_zero_when_distributions_match():
 
 
 def test_total_loss_weights_terms():
-    l_cls, l_vis, l_ling = torch.tensor(2.0), torch.tensor(0.4), torch.tensor(1.0)
-    assert vl2lite_loss(l_cls, l_vis, l_ling, 0.25).item() == pytest.approx(0.25 * 2 + 0.75 * 0.7)
+    l_cls, kd = torch.tensor(2.0), {"vis": torch.tensor(0.4), "ling": torch.tensor(1.0)}
+    assert vl2lite_loss(l_cls, kd, {"vis": 1.0, "ling": 1.0}, 0.25).item() == pytest.approx(0.25 * 2 + 0.75 * 0.7)
 
 
 def test_total_loss_weights_each_kd_term():
-    l_cls, l_vis, l_ling = torch.tensor(2.0), torch.tensor(0.4), torch.tensor(1.0)
-    got = vl2lite_loss(l_cls, l_vis, l_ling, 0.25, w_vis=3.0, w_ling=0.5).item()
+    l_cls, kd = torch.tensor(2.0), {"vis": torch.tensor(0.4), "ling": torch.tensor(1.0)}
+    got = vl2lite_loss(l_cls, kd, {"vis": 3.0, "ling": 0.5}, 0.25).item()
     assert got == pytest.approx(0.25 * 2 + 0.75 * (3.0 * 0.4 + 0.5 * 1.0) / 2)
+    # the KD half stays the paper's /2 with a third term: at weight 0 it leaves the loss as it was
+    three = vl2lite_loss(l_cls, {**kd, "extra": torch.tensor(5.0)}, {"vis": 3.0, "ling": 0.5, "extra": 0.0}, 0.25)
+    assert three.item() == pytest.approx(got)
+
+
+def test_the_registered_terms_are_the_papers_in_order_with_their_weight_keys():
+    from distill.config import load_config
+    from distill.loss_terms import registered_terms
+    load_config(None)  # the config registers the terms of distill/terms/
+    terms = registered_terms()
+    assert [(t.name, t.weight_key, t.default_weight) for t in terms] == [("vis", "w_vis", 1.0), ("ling", "w_ling", 1.0)]
+    assert all(t.formula.__doc__ and "L_" in t.formula.__doc__ for t in terms)  # the formula is documented
 
 
 def test_projected_kd_is_one_minus_cosine():

@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.int8 import CPU, TENSORRT
-from export.int8_safety import INT16_MAX, u8s8_saturation, worst_pair_sum
+from export.int8.flavours import CPU, TENSORRT
+from export.int8.safety import INT16_MAX, u8s8_saturation, worst_pair_sum
 from formats.isa import UNKNOWN, isa_class, provenance_note, this_cpu
+from formats.records import plain
 
 pytestmark = pytest.mark.cpu_kernels
 
@@ -80,9 +81,9 @@ def test_the_static_check_names_graphs_that_can_saturate(qmax, safe, tmp_path):
     w = np.full((16, 4), qmax, np.int8)
     onnx.save(_u8s8_matmul(w), str(tmp_path / "m.onnx"))
     report = u8s8_saturation(tmp_path / "m.onnx")
-    assert report["u8s8_ops"] == 1 and report["worst_pair_sum"] == 255 * 2 * qmax
-    assert report["safe_on_every_x86"] is safe and report["ops_over_limit"] == (0 if safe else 1)
-    assert report["limit"] == INT16_MAX
+    assert report.u8s8_ops == 1 and report.worst_pair_sum == 255 * 2 * qmax
+    assert report.safe_on_every_x86 is safe and report.ops_over_limit == (0 if safe else 1)
+    assert report.limit == INT16_MAX
 
 
 def test_a_7bit_u8s8_graph_computes_the_exact_integer_sum_on_this_cpu(tmp_path):
@@ -105,7 +106,7 @@ def test_the_exported_cpu_graph_has_7bit_weights_and_every_figure_its_provenance
         assert where["engine"].startswith("onnxruntime ")
     cpu = next(a for a in manifest["artifacts"] if a["file"] == CPU.file)
     assert cpu["quantization"]["weight_range"] == [-64, 64]
-    assert cpu["quantization"]["graph"]["saturation"] == u8s8_saturation(exported_bundle / CPU.file)
+    assert cpu["quantization"]["graph"]["saturation"] == plain(u8s8_saturation(exported_bundle / CPU.file))
     assert cpu["quantization"]["graph"]["saturation"]["safe_on_every_x86"]
     kept_float = len(cpu["quantization"]["excluded_nodes"])
     assert cpu["quantization"]["graph"]["saturation"]["u8s8_ops"] == cpu["quantization"]["graph"]["weighted_ops"] - kept_float

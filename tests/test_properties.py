@@ -38,7 +38,7 @@ def client(exported_bundle: Path):
     from starlette.testclient import TestClient
 
     from runtime.serve import create_app
-    from runtime.serve_state import ServeSettings
+    from runtime.settings import ServeSettings
     app = create_app(exported_bundle, ServeSettings(max_body_mb=0.5, max_pixels=200_000, max_batch=4, max_queue=8))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

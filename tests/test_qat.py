@@ -14,12 +14,14 @@ import onnxruntime as ort_module
 import pytest
 import torch
 
+from export.data import training_splits
 from export.evaluation import ImageBatches, ort_runner
-from export.int8 import CPU, TENSORRT, quantize, verify_int8
-from export.int8_graph import BatchReader, calibration_sample, preprocess
-from export.int8_ladder import Recipe
-from export.onnx_fp32 import export_onnx
-from export.qat_graph import WEIGHT_QMAX, QDQGraph, fake_quant_weight, weight_scale
+from export.int8.fake_quant import WEIGHT_QMAX, fake_quant_weight, weight_scale
+from export.int8.flavours import CPU, TENSORRT, quantize, verify_int8
+from export.int8.graph import BatchReader, calibration_sample, preprocess
+from export.int8.ladder import Recipe
+from export.int8.qat_graph import QDQGraph
+from export.onnx_file import export_onnx
 from formats.datasets import SubsetSource
 from formats.errors import UserError
 
@@ -29,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def graphs(trained_checkpoint, tmp_path_factory):
     """The trained student's preprocessed FP32 graph, its two post-training INT8 graphs and test images."""
-    from export.api import training_splits
     from students.checkpoint import load_student
     student, meta = load_student(trained_checkpoint)
     splits = training_splits(meta, None)
@@ -97,11 +98,11 @@ def test_biases_run_on_the_int32_grid_onnxruntime_adds(graphs):
 
 @pytest.mark.cpu_kernels
 def test_a_graph_torch_does_not_reproduce_is_refused_before_training(graphs):
-    from export.qat import check_fidelity
+    from export.int8.qat import check_fidelity
     work, x = graphs
     graph = QDQGraph(onnx.load(str(work / CPU.file)), onnx.load(str(work / "pre.onnx")), weight_qmax=CPU.weight_qmax)
     fidelity = check_fidelity(graph, work / CPU.file, [(x, None)])
-    assert fidelity["agreement"] >= 0.95 and fidelity["against"] == "onnxruntime-cpu"
+    assert fidelity.agreement >= 0.95 and fidelity.against == "onnxruntime-cpu"
     with torch.no_grad():
         for p in graph.weights():
             p.mul_(torch.rand_like(p) * 4 - 2)  # the torch side no longer computes the graph onnxruntime runs
@@ -127,7 +128,7 @@ def _run_one_node(node, inputs: dict, initializers: dict) -> tuple[np.ndarray, n
     """(onnxruntime's output, the interpreter op's output) of one ONNX node."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.qat_graph import OPS
+    from export.int8.qat_ops import OPS
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape)
                                             for k, v in inputs.items()],
                               [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
@@ -181,60 +182,77 @@ def test_an_op_the_interpreter_lacks_is_one_clear_error():
 
 @pytest.fixture(scope="module")
 def qat_folder(trained_checkpoint, tmp_path_factory):
-    from export.qat import QatSettings, quantization_aware_training
+    from export import QatSettings, quantization_aware_training
     out = tmp_path_factory.mktemp("qat") / "qat"
     return quantization_aware_training(trained_checkpoint, QatSettings(epochs=2, out=out, calib_images=64))
 
 
 def test_qat_writes_both_flavours_chosen_on_validation(qat_folder, trained_checkpoint):
     from formats.files import sha256_file
-    record = json.loads((qat_folder / "qat.json").read_text())
-    assert record["source_checkpoint"]["sha256"] == sha256_file(trained_checkpoint)
-    assert record["selected_on"]["split"] == "val+train" and record["selected_on"]["images"] == 30 + 210
+    from formats.qat import read_qat_record
+    record = read_qat_record(qat_folder, "rerun")  # strict: every key there, none unknown
+    assert record.to_dict() == json.loads((qat_folder / "qat.json").read_text())  # and nothing lost on the way
+    assert record.schema_version == 2 and record.source_checkpoint.sha256 == sha256_file(trained_checkpoint)
+    assert (record.selected_on.split, record.selected_on.images) == ("val+train", 30 + 210)
     assert sorted(p.name for p in qat_folder.iterdir()) == ["model.int8.onnx", "model.int8.trt.onnx", "qat.json"]
     assert [p.name for p in qat_folder.parent.iterdir()] == ["qat"]  # the staging folder became the result
+    assert [f.file for f in record.flavours] == [CPU.file, TENSORRT.file]
     for flavour in (CPU, TENSORRT):
-        entry = record["flavours"][flavour.file]
-        assert [r["epoch"] for r in entry["epochs"]] == [0, 1, 2] and entry["epochs"][1]["loss"] > 0
-        chosen = entry["epochs"][entry["chosen_epoch"]]
-        assert chosen["kl"] == min(r["kl"] for r in entry["epochs"])  # the epoch closest to FP32 on val+train
-        assert entry["ptq_vs_qat"]["split"] == "test" and set(entry["ptq_vs_qat"]) >= {"ptq", "qat", "fp32_top1"}
-        assert entry["sha256"] == sha256_file(qat_folder / flavour.file)
-        assert entry["torch_vs_onnxruntime"]["agreement"] >= 0.95
-        assert ("reference" in entry["torch_vs_onnxruntime"]["against"]) == (flavour is TENSORRT)
-        verify_int8(qat_folder / flavour.file, flavour)
+        entry = record.flavour(flavour.file)
+        assert [r.epoch for r in entry.epochs] == [0, 1, 2] and entry.epochs[1].loss > 0 and entry.epochs[0].loss is None
+        chosen = entry.epochs[entry.chosen_epoch]
+        assert chosen.kl == min(r.kl for r in entry.epochs)  # the epoch closest to FP32 on val+train
+        assert entry.ptq_vs_qat.split == "test" and 0 < entry.ptq_vs_qat.fp32_top1 <= 1
+        assert entry.sha256 == sha256_file(qat_folder / flavour.file)
+        assert entry.torch_vs_onnxruntime.agreement >= 0.95
+        assert ("reference" in entry.torch_vs_onnxruntime.against) == (flavour is TENSORRT)
+        assert verify_int8(qat_folder / flavour.file, flavour) == entry.graph
+
+
+def test_a_qat_record_of_another_version_or_with_a_stray_key_is_refused(qat_folder, trained_checkpoint, tmp_path):
+    from export.int8.qat_folder import read_qat  # what export --qat reads before any work
+    record = json.loads((qat_folder / "qat.json").read_text())
+    for name, change, message in [
+            ("old", lambda r: r.pop("schema_version"), "has schema version None, this toolkit reads 2"),
+            ("stray", lambda r: r["flavours"][0]["epochs"][0].update(lr=0.1),
+             r"flavours\[0\]: epochs\[0\] has an unknown field 'lr'")]:
+        folder = tmp_path / name
+        shutil.copytree(qat_folder, folder)
+        change(record_copy := json.loads(json.dumps(record)))
+        (folder / "qat.json").write_text(json.dumps(record_copy))
+        with pytest.raises(UserError, match=message):
+            read_qat(folder, trained_checkpoint)
 
 
 def test_the_epoch_is_judged_on_validation_plus_unaugmented_training_images(trained_checkpoint):
     import dataclasses
 
-    from export.api import training_splits
-    from export.qat import QatSettings, _scorings
+    from export import QatSettings
+    from export.int8.qat import _selections
     from students.checkpoint import load_student
     student, meta = load_student(trained_checkpoint)
     splits, pre = training_splits(meta, None), meta.preprocessing.to_dict()
-    select, report = _scorings(student, splits, pre, QatSettings(select_train_images=5))
+    select, report = _selections(student, splits, pre, QatSettings(select_train_images=5))
     assert (select.split, select.batches.images, report.split) == ("val+train", 30 + 5, "test")
     first = next(iter(select.batches))[0]  # (B, 3, H, W): the validation images come first, as they are
     assert np.array_equal(first[:4], next(iter(ImageBatches(splits.val, pre, 4)))[0])
-    assert _scorings(student, splits, pre, QatSettings(select_train_images=0))[0].split == "val"
+    assert _selections(student, splits, pre, QatSettings(select_train_images=0))[0].split == "val"
     no_val = dataclasses.replace(splits, val=SubsetSource(splits.val, []))
-    assert _scorings(student, no_val, pre, QatSettings(select_train_images=5))[0].split == "train"  # never test
+    assert _selections(student, no_val, pre, QatSettings(select_train_images=5))[0].split == "train"  # never test
     with pytest.raises(UserError, match="--select-train-images must be >= 0"):
         QatSettings(select_train_images=-1)
 
 
 def test_export_publishes_the_trained_graphs_without_calibrating(qat_folder, trained_checkpoint, tmp_path,
                                                                   monkeypatch):
-    import export.int8
-    from export.api import export_bundle
-    from export.options import ExportOptions
+    import export.int8.ptq
+    from export import ExportOptions, export_bundle
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("a QAT export must not calibrate")
-    monkeypatch.setattr(export.int8, "calibration_sample", no_calibration)
-    monkeypatch.setattr(export.int8, "quantize", no_calibration)
-    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(int8=True, qat=str(qat_folder),
+    monkeypatch.setattr(export.int8.ptq, "calibration_sample", no_calibration)
+    monkeypatch.setattr(export.int8.ptq, "quantize", no_calibration)
+    out = export_bundle(trained_checkpoint, tmp_path / "b", ExportOptions(backends=("int8",), qat=str(qat_folder),
                                                                           best_effort=True))
     manifest = json.loads((out / "manifest.json").read_text())
     record = json.loads((qat_folder / "qat.json").read_text())
@@ -242,15 +260,15 @@ def test_export_publishes_the_trained_graphs_without_calibrating(qat_folder, tra
         entry = next(a for a in manifest["artifacts"] if a["file"] == flavour.file)
         q = entry["quantization"]
         assert q["method"] == "qat" and q["calibration_images"] == 0 and q["excluded_nodes"] == []
-        assert q["qat"]["ptq_vs_qat"] == record["flavours"][flavour.file]["ptq_vs_qat"]
+        trained = next(f for f in record["flavours"] if f["file"] == flavour.file)
+        assert q["qat"]["ptq_vs_qat"] == trained["ptq_vs_qat"] and q["qat"]["selected_on"] == record["selected_on"]
         assert q["graph"]["int8_weighted_ops"] == q["graph"]["weighted_ops"]
         # the same graph on the same test images: export's figure is the one QAT recorded
         assert entry["top1"] == q["qat"]["ptq_vs_qat"]["qat"]["top1"]
 
 
 def test_export_refuses_qat_graphs_of_another_checkpoint_or_tampered(qat_folder, trained_checkpoint, tmp_path):
-    from export.api import export_bundle
-    from export.options import ExportOptions
+    from export import ExportOptions, export_bundle
     with pytest.raises(UserError, match="--qat needs --int8"):
         ExportOptions(qat=str(qat_folder))
     other = tmp_path / "other.pt"
@@ -258,14 +276,14 @@ def test_export_refuses_qat_graphs_of_another_checkpoint_or_tampered(qat_folder,
     ckpt["epoch"] = ckpt.get("epoch", 0) + 1
     torch.save(ckpt, other)
     with pytest.raises(UserError, match="trained from another checkpoint"):
-        export_bundle(other, tmp_path / "b1", ExportOptions(int8=True, qat=str(qat_folder)))
+        export_bundle(other, tmp_path / "b1", ExportOptions(backends=("int8",), qat=str(qat_folder)))
     bad = tmp_path / "tampered"
     shutil.copytree(qat_folder, bad)
     (bad / "model.int8.onnx").write_bytes((bad / "model.int8.onnx").read_bytes()[:-10])
     with pytest.raises(UserError, match="model.int8.onnx is missing or does not match qat.json"):
-        export_bundle(trained_checkpoint, tmp_path / "b2", ExportOptions(int8=True, qat=str(bad)))
+        export_bundle(trained_checkpoint, tmp_path / "b2", ExportOptions(backends=("int8",), qat=str(bad)))
     with pytest.raises(UserError, match="no qat.json there"):
-        export_bundle(trained_checkpoint, tmp_path / "b3", ExportOptions(int8=True, qat=str(tmp_path)))
+        export_bundle(trained_checkpoint, tmp_path / "b3", ExportOptions(backends=("int8",), qat=str(tmp_path)))
     assert not any((tmp_path / f"b{i}").exists() for i in (1, 2, 3))
 
 

@@ -1,7 +1,6 @@
 """runtime.bench: the JSON report, the table, skipped rows, top-1 on data, the PyTorch reference row."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,11 @@ from formats.bundle import load_bundle
 from formats.errors import UserError
 from formats.preprocessing import open_image, preprocess_batch
 from runtime.backends import available_backends
-from runtime.bench import BenchSettings, plan, run_bench
+from formats.bench import read_bench
+from runtime.bench import plan, run_bench
 from runtime.dataset import load_labelled_images
 from runtime.model import open_classifier
+from runtime.settings import BenchSettings
 from tests.runtime_helpers import REPO
 
 FAST = dict(batches=(1, 4), seconds=0.15, warmup=1, min_iters=3)
@@ -33,32 +34,35 @@ def birds(synthetic_root) -> Path:
 
 def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: Path, capsys) -> None:
     report = run_bench(int8_bundle, BenchSettings(data=birds, out=tmp_path, **FAST))
-    saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["results"] == report["results"]
-    assert saved["device"]["cpu_cores"] >= 1 and "onnxruntime" in saved["software"]
-    rows = {r["artifact"]: r for r in saved["results"]}
-    ran = {f: r for f, r in rows.items() if r["status"] == "ok"}
+    saved = read_bench(tmp_path / "bench.json")  # strict: every key, nothing unknown
+    assert saved == report
+    assert saved.device.cpu_cores >= 1 and saved.software.onnxruntime and saved.settings.batches == (1, 4)
+    assert saved.bundle.input.shape == (-1, 3, *load_bundle(int8_bundle).preprocessing.input_size)
+    assert saved.data.images == 80 and saved.budget is None
+    rows = {r.artifact: r for r in saved.results}
+    ran = {f: r for f, r in rows.items() if r.status == "ok"}
     assert set(ran) == {"model.onnx", "model.int8.onnx"}  # the CPU-runnable artifacts
-    assert {f for f, r in rows.items() if r["status"] != "ok"} == {"model.fp16.onnx", "model.int8.trt.onnx"}
+    assert {f for f, r in rows.items() if r.status != "ok"} == {"model.fp16.onnx", "model.int8.trt.onnx"}
     for file, row in ran.items():
-        assert row["status"] == "ok" and row["backend"] == "onnxruntime-cpu"
-        s = row["single_stream"]
-        assert 0 < s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["iterations"] >= 3
-        assert [o["batch"] for o in row["offline"]] == [1, 4] and row["best_fps"] > 0
-        assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0 and row["images"] == 80  # the CUB test split
-        assert row["top1"] == pytest.approx(_top1(int8_bundle, file, birds))
+        assert row.backend == "onnxruntime-cpu"
+        s = row.single_stream
+        assert 0 < s.min_ms <= s.p50_ms <= s.p90_ms <= s.p99_ms and s.iterations >= 3
+        assert [o.batch for o in row.offline] == [1, 4] and row.best_fps > 0
+        assert row.peak_rss_mb >= row.baseline_rss_mb > 0 and row.images == 80  # the CUB test split
+        assert row.baseline_rss_mb < 500  # the worker's own, not this torch-holding parent's (ru_maxrss survives exec)
+        assert row.top1 == pytest.approx(_top1(int8_bundle, file, birds))
     assert (tmp_path / "latency_vs_batch.png").stat().st_size > 0
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "p90 ms" in table and "model.int8.onnx" in table and "onnxruntime-cpu" in table
-    if not all(r["single_stream"]["p99_reliable"] for r in ran.values()):  # short test runs: flagged
+    if not all(r.single_stream.p99_reliable for r in ran.values()):  # short test runs: flagged
         assert "p99 from fewer than 100 runs" in table
 
 
 def test_a_worker_that_outlives_its_timeout_is_a_failed_row(int8_bundle: Path, tmp_path: Path) -> None:
     settings = BenchSettings(out=tmp_path, artifacts=("model.onnx",), timeout_s=0.05, plots=False, **FAST)
-    rows = run_bench(int8_bundle, settings)["results"]
-    assert [(r["status"], r["note"]) for r in rows] == [("failed", "worker timed out after 0.05 s (raise --timeout)")]
+    rows = run_bench(int8_bundle, settings).results
+    assert [(r.status, r.note) for r in rows] == [("failed", "worker timed out after 0.05 s (raise --timeout)")]
 
 
 def _top1(bundle: Path, artifact: str, data: Path) -> float:
@@ -76,7 +80,7 @@ def test_plan_skips_artifacts_with_a_note(int8_bundle: Path) -> None:
     assert {a.target for a in b.artifacts} == {"any", "gpu", "onnxruntime-cpu", "tensorrt"}
     jobs, notes = plan(b, BenchSettings(backends=("onnxruntime-cpu",)))
     assert [(j.artifact, j.backend) for j in jobs] == [("model.onnx", "onnxruntime-cpu"), ("model.int8.onnx", "onnxruntime-cpu")]
-    skipped = {n["artifact"]: n["note"] for n in notes}
+    skipped = {n.artifact: n.note for n in notes}
     assert set(skipped) == {"model.fp16.onnx", "model.int8.trt.onnx"}
     assert "skipped: target gpu" in skipped["model.fp16.onnx"]
 
@@ -98,8 +102,8 @@ def test_bench_cli_with_torch_reference(int8_bundle: Path, trained_checkpoint: P
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch-eager" in out.stdout and "FPS (batch)" in out.stdout
-    rows = json.loads((tmp_path / "out" / "bench.json").read_text())["results"]
-    assert [(r["artifact"], r["backend"], r["status"]) for r in rows] == [
+    rows = read_bench(tmp_path / "out" / "bench.json").results
+    assert [(r.artifact, r.backend, r.status) for r in rows] == [
         ("model.onnx", "onnxruntime-cpu", "ok"), ("best.pt", "torch-eager", "ok")]
     assert not (tmp_path / "out" / "latency_vs_batch.png").exists()
     bad = subprocess.run([sys.executable, "-m", "runtime.bench", str(int8_bundle), "--batch", "0"], cwd=REPO,

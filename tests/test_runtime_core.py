@@ -18,12 +18,12 @@ from formats.labels import clean_class_name
 from formats.preprocessing import PreprocessSpec, open_image, preprocess_image
 from runtime.backends import available_backends, get_backend, list_backends
 from runtime.backends.tensorrt import engine_problems
-from runtime.batcher import DynamicBatcher, QueueFull, ShuttingDown
 from runtime.dataset import load_labelled_images
 from runtime.device import parse_tegrastats
-from runtime.metrics import Metrics
 from runtime.model import open_classifier, softmax
 from runtime.predict import predict_files
+from runtime.serve.batcher import DynamicBatcher, QueueFull, ShuttingDown
+from runtime.serve.metrics import ServeMetrics
 from tests.runtime_helpers import PRE, REPO, make_images
 
 
@@ -306,19 +306,27 @@ def test_batcher_survives_model_errors_cancellation_and_a_failing_hook() -> None
 
 
 def test_metrics_prometheus_text() -> None:
-    m = Metrics()
-    m.describe("requests_total", "counter", "requests")
-    m.describe("latency_seconds", "histogram", "latency", (0.1, 1.0))
-    m.inc("requests_total", endpoint="/predict", status="200")
-    m.inc("requests_total", endpoint="/predict", status="200")
-    m.observe("latency_seconds", 0.5)
-    text = m.render()
-    assert 'vl2lite_requests_total{endpoint="/predict",status="200"} 2' in text
-    assert '# TYPE vl2lite_latency_seconds histogram' in text
-    m.inc("requests_total", endpoint='a"b\\c\nd', status="404")
-    assert 'endpoint="a\\"b\\\\c\\nd"' in m.render()  # quote, backslash and newline escaped
-    assert 'vl2lite_latency_seconds_bucket{le="0.1"} 0' in text and 'vl2lite_latency_seconds_bucket{le="1"} 1' in text
-    assert 'vl2lite_latency_seconds_bucket{le="+Inf"} 1' in text and "vl2lite_latency_seconds_count 1" in text
+    """The names, labels and buckets docs/runtime.md gives, each server its own series."""
+    m, other = ServeMetrics(), ServeMetrics()  # two servers in one process: no clash, no shared series
+    depth = [3]
+    m.watch(lambda: depth[0], lambda: 2, lambda: 1)
+    m.request("/predict", 200, 0.004)
+    m.request("/predict", 200, 0.3)
+    m.batch(5, 0.002)
+    depth[0] = 7  # the gauges are read when scraped
+    text = m.render().decode()
+    assert 'vl2lite_requests_total{endpoint="/predict",status="200"} 2.0' in text
+    assert "# TYPE vl2lite_request_seconds histogram" in text and "# TYPE vl2lite_requests_total counter" in text
+    assert 'vl2lite_request_seconds_bucket{endpoint="/predict",le="0.005"} 1.0' in text
+    assert 'vl2lite_request_seconds_bucket{endpoint="/predict",le="0.25"} 1.0' in text
+    assert 'vl2lite_request_seconds_bucket{endpoint="/predict",le="+Inf"} 2.0' in text
+    assert 'vl2lite_batch_size_bucket{le="4.0"} 0.0' in text and 'vl2lite_batch_size_bucket{le="8.0"} 1.0' in text
+    assert "vl2lite_inference_seconds_count 1.0" in text
+    assert "vl2lite_queue_depth 7.0" in text and "vl2lite_uploads_in_progress 2.0" in text
+    assert "vl2lite_requests_in_flight 1.0" in text
+    m.request('a"b\\c\nd', 404, 0.1)
+    assert 'endpoint="a\\"b\\\\c\\nd"' in m.render().decode()  # quote, backslash and newline escaped
+    assert "vl2lite_requests_total{" not in other.render().decode()
 
 
 def test_parse_tegrastats_lines() -> None:

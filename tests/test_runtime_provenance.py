@@ -18,8 +18,10 @@ import pytest
 from formats.bundle import MANIFEST, load_bundle
 from formats.isa import describe, provenance_note, this_cpu
 from formats.paired import paired_drop
-from runtime.bench import BenchSettings, run_bench
+from formats.bench import read_bench
+from runtime.bench import run_bench
 from runtime.predict import predict_files
+from runtime.settings import BenchSettings
 from tests.runtime_helpers import make_images, start_server
 from tests.test_runtime_bench import FAST
 
@@ -124,27 +126,29 @@ def test_the_paired_drop_is_export_s_interval() -> None:
 def test_bench_sets_the_drop_here_beside_the_manifest_s(exported_bundle: Path, synthetic_root: Path,
                                                          tmp_path: Path, capsys) -> None:
     report = run_bench(exported_bundle, BenchSettings(data=synthetic_root, out=tmp_path, plots=False, **FAST))
-    saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["device"]["isa"] == this_cpu()["isa"]
-    assert saved["data"]["fp32_reference"] == "model.onnx on onnxruntime-cpu" and saved["data"]["no_reference"] is None
-    rows = {r["artifact"]: r for r in saved["results"] if r["status"] == "ok"}
-    assert all("predictions" not in r for r in saved["results"])  # per-image answers stay in the workers' files
+    raw = json.loads((tmp_path / "bench.json").read_text())
+    assert all("predictions" not in r for r in raw["results"])  # per-image answers stay in the workers' files
+    saved = read_bench(tmp_path / "bench.json")
+    assert saved.device.isa == this_cpu()["isa"]
+    assert saved.data.fp32_reference == "model.onnx on onnxruntime-cpu" and saved.data.no_reference is None
+    rows = {r.artifact: r for r in saved.results if r.status == "ok"}
     bundle = load_bundle(exported_bundle)
     for file, row in rows.items():
         art = bundle.artifact(file)
-        assert row["recorded"] == {"top1": art.top1, "top1_drop": art.top1_drop,
-                                   "top1_drop_ci95": art.top1_drop_ci95, "measured_on": art.measured_on}
-    assert rows["model.onnx"]["here"] is None and rows["model.onnx"]["differs"] is None  # the yardstick itself
-    here = rows[INT8]["here"]
-    assert here["images"] == rows[INT8]["images"] and here["isa"] == this_cpu()["isa"] and here["top1_drop_ci95"] >= 0
+        assert (row.recorded.top1, row.recorded.top1_drop, row.recorded.top1_drop_ci95, row.recorded.measured_on) == \
+            (art.top1, art.top1_drop, art.top1_drop_ci95, art.measured_on)
+    assert rows["model.onnx"].here is None and rows["model.onnx"].differs is None  # the yardstick itself
+    assert raw["results"][[r["artifact"] for r in raw["results"]].index("model.onnx")]["here"] is None  # null, as documented
+    here = rows[INT8].here
+    assert here.images == rows[INT8].images and here.isa == this_cpu()["isa"] and here.top1_drop_ci95 >= 0
     # paired on the same images, the drop is the difference of the two top-1 figures of the table
-    assert here["top1_drop"] == pytest.approx(100 * (rows["model.onnx"]["top1"] - rows[INT8]["top1"]), abs=0.02)
-    assert isinstance(rows[INT8]["differs"], bool)
+    assert here.top1_drop == pytest.approx(100 * (rows["model.onnx"].top1 - rows[INT8].top1), abs=0.02)
+    assert isinstance(rows[INT8].differs, bool)
     out = capsys.readouterr().out
     assert "top-1 drop on --data against the FP32 model.onnx on onnxruntime-cpu" in out
-    assert ("DIFFERS " + INT8 in out) == rows[INT8]["differs"]
-    assert rows[INT8]["differs"] or f"{INT8} on onnxruntime-cpu: {here['top1_drop']:.2f} ± " in out
-    assert report["results"] == saved["results"]
+    assert ("DIFFERS " + INT8 in out) == rows[INT8].differs
+    assert rows[INT8].differs or f"{INT8} on onnxruntime-cpu: {here.top1_drop:.2f} ± " in out
+    assert report == saved
 
 
 def test_bench_flags_a_drop_outside_both_intervals(exported_bundle: Path, synthetic_root: Path, tmp_path: Path,
@@ -156,13 +160,13 @@ def test_bench_flags_a_drop_outside_both_intervals(exported_bundle: Path, synthe
             art.update(top1_drop=50.0, top1_drop_ci95=0.1)
     wrong = doctored(exported_bundle, tmp_path / "wrong", claims_50)
     settings = BenchSettings(data=synthetic_root, out=tmp_path / "out", artifacts=(INT8,), plots=False, **FAST)
-    (row,) = run_bench(wrong, settings)["results"]
-    assert row["recorded"]["top1_drop"] == 50.0 and row["differs"] is True
+    (row,) = run_bench(wrong, settings).results
+    assert row.recorded.top1_drop == 50.0 and row.differs is True
     out = capsys.readouterr().out
     assert "measuring model.onnx on onnxruntime-cpu for the top-1 drop" in out
     flagged = [line for line in out.splitlines() if line.strip().startswith(f"DIFFERS {INT8}")]
     assert len(flagged) == 1 and "50.00 ± 0.10 recorded" in flagged[0]
-    assert describe(row["recorded"]["measured_on"]) in flagged[0]
+    assert describe(row.recorded.measured_on) in flagged[0]
     assert describe({**this_cpu(), "engine": "onnxruntime-cpu"}) in flagged[0]
 
 
@@ -170,9 +174,9 @@ def test_bench_does_not_judge_a_bundle_before_provenance(exported_bundle: Path, 
                                                          tmp_path: Path, capsys) -> None:
     old = doctored(exported_bundle, tmp_path / "old", before_provenance)
     settings = BenchSettings(data=synthetic_root, out=tmp_path / "out", artifacts=(INT8,), plots=False, **FAST)
-    (row,) = run_bench(old, settings)["results"]
-    assert row["recorded"]["measured_on"] is None and row["recorded"]["top1_drop_ci95"] is None
-    assert row["here"]["top1_drop_ci95"] >= 0 and row["differs"] is None  # measured, not flagged
+    (row,) = run_bench(old, settings).results
+    assert row.recorded.measured_on is None and row.recorded.top1_drop_ci95 is None
+    assert row.here.top1_drop_ci95 >= 0 and row.differs is None  # measured, not flagged
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.strip().startswith(f"{INT8} on onnxruntime-cpu:")]
     assert "(measured on: unknown): not judged" in line and "DIFFERS" not in out

@@ -128,7 +128,8 @@ def test_bad_inputs_answer_4xx_and_server_stays_up(server: str, bundle: Path, im
 def _flood(bundle: Path, path: str, payload: bytes, warm_status: int, **limits: float) -> tuple[list[int], float, float]:
     """A server started with ``limits`` (ServeSettings fields), warmed by one request, then sent ``payload``
     16 at once: (the 16 statuses, its peak memory above idle in kB, the bound it prints in kB)."""
-    from runtime.serve_state import ServeSettings, memory_bound_bytes
+    from runtime.serve.state import memory_bound_bytes
+    from runtime.settings import ServeSettings
     args = [a for key, value in limits.items() for a in (f"--{key.replace('_', '-')}", str(value))]
     proc, url = start_server(bundle, *args)
     try:

@@ -25,9 +25,10 @@ import pytest
 from PIL import Image
 
 from formats.errors import UserError
-from runtime.intake import admitted, uploading
-from runtime.serve import main
-from runtime.serve_state import HttpError, ServeSettings, memory_bound_bytes, upload_bound_bytes
+from runtime.serve.__main__ import main
+from runtime.serve.intake import admitted, uploading
+from runtime.serve.state import HttpError, memory_bound_bytes, upload_bound_bytes
+from runtime.settings import ServeSettings
 from tests.runtime_helpers import REPO, make_images, start_server
 
 BODY_TIMEOUT_S = 2.0

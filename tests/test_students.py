@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from formats.errors import UserError
-from students.registry import create_student, deployable, list_students, register_student
+from students.families.torchvision import register_torchvision
+from students.registry import create_student, deployable, list_students, normalization_mismatch
 
 EXPECTED_WIDTH = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v2": 1280,
                   "mobilenet_v3_small": 1024, "mobilenet_v3_large": 1280, "efficientnet_b0": 1280,
@@ -34,7 +35,18 @@ def test_registry_errors():
                                         "timm:mobilenetv4_conv_small"):
         create_student("timm:mobilenetv4_conv_smal", 3)
     with pytest.raises(ValueError, match="already registered"):
-        register_student("resnet18", lambda **kw: None, "ResNet18_Weights")
+        register_torchvision("resnet18", lambda **kw: None, "ResNet18_Weights")
+
+
+def test_a_name_goes_to_the_family_of_its_prefix():
+    from students.families.base import families, family_of, register_family
+    assert [f.prefix for f in families()] == ["", "timm:"]  # every module of students/families/, found
+    assert family_of("resnet18").prefix == "" and family_of("timm:resnet18").prefix == "timm:"
+    with pytest.raises(UserError, match=r"unknown student 'tim:convnext_atto': no student family has the prefix "
+                                        r"'tim:'; registered: no prefix: .*resnet18.*; 'timm:': any timm model"):
+        create_student("tim:convnext_atto", 3)
+    with pytest.raises(ValueError, match="prefix 'timm:' is already registered"):
+        register_family(family_of("timm:convnext_atto"))
 
 
 def test_imagenet_weights_offline_fail_fast(monkeypatch, tmp_path):
@@ -99,7 +111,7 @@ def test_tf_same_padding_is_fixed_for_the_input_size(size):
     from timm.layers import Conv2dSame
     from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
 
-    from students.timm_students import static_same_padding
+    from students.families.timm import static_same_padding
     torch.manual_seed(0)
     model = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), torch.nn.ReLU(),  # asymmetric pad at an even size
                                 Conv2dSame(4, 4, 4, stride=1, groups=4),  # an even kernel: asymmetric too
@@ -132,7 +144,6 @@ def test_deployable_tf_student_matches_its_training_form():
 
 
 def test_timm_weights_trained_with_another_normalisation_are_named():
-    from students.timm_students import normalization_mismatch
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     warning = normalization_mismatch("timm:tf_efficientnet_lite0", "imagenet", *imagenet)
     assert warning and "data.mean=[0.5, 0.5, 0.5] data.std=[0.5, 0.5, 0.5]" in warning

@@ -4,27 +4,35 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
-from export.triton import config_pbtxt, model_name, validate_config, write_repository
+from export.backends.triton import config_pbtxt, model_name, validate_config, write_repository
+from formats.manifest import ArtifactEntry
 
 SHAPE, CLASSES, MAX_BATCH, DELAY = [3, 32, 32], 10, 16, 100
 # The values the onnxruntime backend accepts for precision_mode (onnxruntime_backend README).
 TRT_PRECISION_MODES = {"FP32", "FP16", "BF16", "INT8"}
 
+
+def entry(file: str, format: str, precision: str, target: str) -> ArtifactEntry:
+    """A manifest entry as the export backends write it (the figures do not matter here)."""
+    return ArtifactEntry(file, format, precision, target, sha256="0" * 64, size_bytes=1, top1=0.9, top1_drop=0.0,
+                         agreement=1.0)
+
+
 # (artifact as the export backends write it, model name, platform, instance kind, precision_mode or None)
 ARTIFACTS = [
-    ({"file": "model.onnx", "format": "onnx", "precision": "fp32", "target": "any"},
+    (entry("model.onnx", "onnx", "fp32", "any"),
      "demo_fp32", "onnxruntime_onnx", "KIND_AUTO", None),
-    ({"file": "model.fp16.onnx", "format": "onnx", "precision": "fp16", "target": "gpu"},
+    (entry("model.fp16.onnx", "onnx", "fp16", "gpu"),
      "demo_fp16", "onnxruntime_onnx", "KIND_GPU", None),
-    ({"file": "model.int8.onnx", "format": "onnx", "precision": "int8", "target": "onnxruntime-cpu"},
+    (entry("model.int8.onnx", "onnx", "int8", "onnxruntime-cpu"),
      "demo_int8", "onnxruntime_onnx", "KIND_CPU", None),
-    ({"file": "model.int8.trt.onnx", "format": "onnx", "precision": "int8", "target": "tensorrt"},
+    (entry("model.int8.trt.onnx", "onnx", "int8", "tensorrt"),
      "demo_int8_trt", "onnxruntime_onnx", "KIND_GPU", "INT8"),
-    ({"file": "model.fp16.onnx", "format": "onnx", "precision": "fp16", "target": "tensorrt"},
+    (entry("model.fp16.onnx", "onnx", "fp16", "tensorrt"),
      "demo_fp16_trt", "onnxruntime_onnx", "KIND_GPU", "FP16"),
-    ({"file": "model.fp16.engine", "format": "tensorrt", "precision": "fp16", "target": "tensorrt"},
+    (entry("model.fp16.engine", "tensorrt", "fp16", "tensorrt"),
      "demo_fp16_engine", "tensorrt_plan", "KIND_GPU", None),
-    ({"file": "model.int8.engine", "format": "tensorrt", "precision": "int8", "target": "tensorrt"},
+    (entry("model.int8.engine", "tensorrt", "int8", "tensorrt"),
      "demo_int8_engine", "tensorrt_plan", "KIND_GPU", None),
 ]
 
@@ -60,7 +68,7 @@ def test_every_artifact_kind_gives_a_config_the_schema_accepts(artifact, name, p
 
 
 def test_the_s8s8_model_runs_as_tensorrt_int8_not_plain_onnxruntime():
-    art = {"file": "model.int8.trt.onnx", "format": "onnx", "precision": "int8", "target": "tensorrt"}
+    art = entry("model.int8.trt.onnx", "onnx", "int8", "tensorrt")
     text = config_pbtxt("demo_int8_trt", art, SHAPE, CLASSES, MAX_BATCH, DELAY)
     accel = validate_config(text).optimization.execution_accelerators.gpu_execution_accelerator
     assert [(a.name, dict(a.parameters)) for a in accel] == [("tensorrt", {"precision_mode": "INT8"})]
@@ -68,8 +76,10 @@ def test_the_s8s8_model_runs_as_tensorrt_int8_not_plain_onnxruntime():
     assert "calibration" not in text
 
 
-def test_an_onnx_artifact_for_tensorrt_with_an_unknown_precision_is_refused():
-    art = {"file": "model.x.onnx", "format": "onnx", "precision": "int4", "target": "tensorrt"}
+def test_an_onnx_artifact_for_tensorrt_with_an_unknown_precision_is_refused(monkeypatch):
+    import formats.manifest
+    monkeypatch.setattr(formats.manifest, "PRECISIONS", (*formats.manifest.PRECISIONS, "int4"))  # one formats learns later
+    art = entry("model.x.onnx", "onnx", "int4", "tensorrt")
     with pytest.raises(ValueError, match="precision_mode.*int4"):
         config_pbtxt("demo_int4_trt", art, SHAPE, CLASSES, MAX_BATCH, DELAY)
 
@@ -84,7 +94,7 @@ def test_an_onnx_artifact_for_tensorrt_with_an_unknown_precision_is_refused():
     ("dims: [ 10 ]", "dims: [ 10 ]\n  }\n"),  # unbalanced braces
 ], ids=["misspelt", "bad-kind", "bad-dtype", "wrong-type", "misspelt-nested", "duplicate", "unbalanced"])
 def test_a_corrupted_config_is_rejected(good, bad):
-    art = {"file": "model.int8.trt.onnx", "format": "onnx", "precision": "int8", "target": "tensorrt"}
+    art = entry("model.int8.trt.onnx", "onnx", "int8", "tensorrt")
     text = config_pbtxt("demo_int8_trt", art, SHAPE, CLASSES, MAX_BATCH, DELAY)
     assert good in text
     validate_config(text)
@@ -96,7 +106,7 @@ def test_write_repository_lays_out_models_whose_configs_validate(tmp_path):
     (tmp_path / "labels.txt").write_text("".join(f"class{i}\n" for i in range(CLASSES)))
     artifacts = [a[0] for a in ARTIFACTS if a[1] != "demo_fp16_trt"]  # one artifact per file, as in a bundle
     for art in artifacts:
-        (tmp_path / art["file"]).write_bytes(art["file"].encode())
+        (tmp_path / art.file).write_bytes(art.file.encode())
     names = write_repository(tmp_path, "demo", artifacts, SHAPE, CLASSES, MAX_BATCH, DELAY)
     expected = [a for a in ARTIFACTS if a[1] != "demo_fp16_trt"]
     assert names == [e[1] for e in expected]
@@ -107,5 +117,5 @@ def test_write_repository_lays_out_models_whose_configs_validate(tmp_path):
         suffix = "plan" if platform == "tensorrt_plan" else "onnx"
         assert sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file()) == [
             f"1/model.{suffix}", "config.pbtxt", "labels.txt"]
-        assert (model / "1" / f"model.{suffix}").read_bytes() == art["file"].encode()
+        assert (model / "1" / f"model.{suffix}").read_bytes() == art.file.encode()
         assert (model / "labels.txt").read_text() == (tmp_path / "labels.txt").read_text()

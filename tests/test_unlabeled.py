@@ -9,16 +9,18 @@ import torch
 import torch.nn.functional as F
 
 import distill.cache as cache_mod
-import distill.train as train_mod
+import distill.method as method_mod
 from distill.__main__ import cli
 from distill.batches import StreamSampler
 from distill.cache import build_cache, describe_cache, open_cache, open_pool_cache, pool_dir
 from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.compare import default_arms
 from distill.config import MethodConfig, load_config, with_overrides
+from distill.config_parse import from_dict
 from distill.data import load_dataset
+from distill.heads import Condensation
 from distill.losses import unlabeled_kd_loss, vl2lite_loss
-from distill.method import Condensation, kd_terms, step_losses
+from distill.method import kd_terms, step_losses
 from distill.pool import NO_LABEL, list_pool, load_pool
 from distill.targets import teacher_side
 from distill.teacher import Teacher
@@ -271,11 +273,11 @@ def test_cache_pool_part_is_separate_and_the_labeled_part_does_not_depend_on_the
     assert pooled["saved"] and all(where == part for where, _ in pooled["saved"])  # only the pool's shards
     assert json.loads((part / "meta.json").read_text())["num_views"] == 2
     pool_cache = open_pool_cache(root, fields)
-    assert pool_cache.meta["num_images"] == POOL_IMAGES and pool_cache.num_views == 2
+    assert pool_cache.meta.num_images == POOL_IMAGES and pool_cache.num_views == 2
     assert sum(s.array.shape[0] for s in pool_cache.shards) == POOL_IMAGES
     assert pool_cache.shards[0].array.shape[1:] == (2, 64)
     labeled = open_cache(root, fingerprint_fields(cfg, splits))
-    assert labeled.meta["num_images"] == 210 and labeled.num_views == 1
+    assert labeled.meta.num_images == 210 and labeled.num_views == 1
     assert describe_cache(cfg) == f"210 images x 1 views, unlabeled: {POOL_IMAGES} images x 2 views"
     # another number of views is another pool part beside it, the labeled part shared
     other = pool_fingerprint_fields(with_overrides(cfg, {"teacher.unlabeled_views": 3}), pool.hashes)
@@ -306,7 +308,7 @@ def test_cache_pool_part_is_separate_and_the_labeled_part_does_not_depend_on_the
 
 def count_steps(monkeypatch) -> list[tuple[int, int]]:
     """(labeled, unlabeled) batch sizes of every training step."""
-    steps, real = [], train_mod.step_losses
+    steps, real = [], method_mod.step_losses
 
     def counting(student, heads, x, y, t, method, w_cls, y2=None, lam=None, x_u=None, t_u=None):
         if student.training:
@@ -315,7 +317,7 @@ def count_steps(monkeypatch) -> list[tuple[int, int]]:
                 assert bool((y >= 0).all())  # the pool's NO_LABEL never reaches CE
         return real(student, heads, x, y, t, method, w_cls, y2, lam, x_u, t_u)
 
-    monkeypatch.setattr(train_mod, "step_losses", counting)
+    monkeypatch.setattr(method_mod, "step_losses", counting)
     return steps
 
 
@@ -452,10 +454,10 @@ def test_stream_sampler_chains_seeded_permutations_and_splits_them_between_ranks
 # --------------------------------------------------------------------------- losses
 
 def test_unlabeled_kd_loss_is_the_weighted_mean_of_its_two_terms():
-    vis, ling = torch.tensor(0.3), torch.tensor(0.7)
-    assert float(unlabeled_kd_loss(vis, ling)) == pytest.approx(0.5)
-    assert float(unlabeled_kd_loss(vis, ling, 2.0, 0.5)) == pytest.approx((2.0 * 0.3 + 0.5 * 0.7) / 2)
-    assert float(unlabeled_kd_loss(vis, ling, 0.0, 1.0)) == pytest.approx(0.35)
+    kd = {"vis": torch.tensor(0.3), "ling": torch.tensor(0.7)}
+    assert float(unlabeled_kd_loss(kd, {"vis": 1.0, "ling": 1.0})) == pytest.approx(0.5)
+    assert float(unlabeled_kd_loss(kd, {"vis": 2.0, "ling": 0.5})) == pytest.approx((2.0 * 0.3 + 0.5 * 0.7) / 2)
+    assert float(unlabeled_kd_loss(kd, {"vis": 0.0, "ling": 1.0})) == pytest.approx(0.35)
 
 
 @pytest.fixture
@@ -471,14 +473,14 @@ def tiny():
 
 def test_step_losses_without_labels_is_the_unlabeled_kd_loss(tiny):
     student, heads, b = tiny
-    method = MethodConfig(linguistic="classifier", w_vis=1.5, w_ling=0.5, w_unlabeled=0.3)
+    method = from_dict(MethodConfig, {"linguistic": "classifier", "w_vis": 1.5, "w_ling": 0.5, "w_unlabeled": 0.3})
     out = step_losses(student, heads, None, None, None, method, 0.4, x_u=b["x_u"], t_u=b["t_u"])
     assert set(out) == {"loss", "vis_u", "ling_u"}  # no CE without labels
     h = student.features(b["x_u"])
-    vis, ling = kd_terms(heads, h, student.classifier(h), b["t_u"], method)
-    assert torch.allclose(out["vis_u"], vis, atol=1e-6) and torch.allclose(out["ling_u"], ling, atol=1e-6)
+    kd = kd_terms(heads, h, student.classifier(h), b["t_u"], method)
+    assert torch.allclose(out["vis_u"], kd["vis"], atol=1e-6) and torch.allclose(out["ling_u"], kd["ling"], atol=1e-6)
     # L = L_u itself: neither w_unlabeled nor w_cls scales it without labels
-    assert torch.allclose(out["loss"], unlabeled_kd_loss(vis, ling, 1.5, 0.5), atol=1e-6)
+    assert torch.allclose(out["loss"], (1.5 * kd["vis"] + 0.5 * kd["ling"]) / 2, atol=1e-6)
     out["loss"].backward()
     assert student.classifier.weight.grad is not None and student.classifier.weight.grad.abs().sum() > 0
 
@@ -492,7 +494,10 @@ def test_step_losses_with_both_batches_adds_the_weighted_unlabeled_term(tiny):
     alone = step_losses(student, heads, None, None, None, method, w_cls, x_u=b["x_u"], t_u=b["t_u"])
     for key in ("cls", "vis", "ling"):
         assert torch.allclose(both[key], labeled[key], atol=1e-5), key
-    assert torch.allclose(labeled["loss"], vl2lite_loss(labeled["cls"], labeled["vis"], labeled["ling"], w_cls),
+    kd = {"vis": labeled["vis"], "ling": labeled["ling"]}
+    assert torch.allclose(labeled["loss"], vl2lite_loss(labeled["cls"], kd, {"vis": 1.0, "ling": 1.0}, w_cls),
+                          atol=1e-6)
+    assert torch.allclose(labeled["loss"], w_cls * labeled["cls"] + (1 - w_cls) * (kd["vis"] + kd["ling"]) / 2,
                           atol=1e-6)
     assert torch.allclose(both["loss"], labeled["loss"] + 0.7 * alone["loss"], atol=1e-5)
     assert not torch.allclose(both["loss"], labeled["loss"], atol=1e-3)  # the pool's term is really there
