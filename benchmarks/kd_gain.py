@@ -87,11 +87,13 @@ def teacher_on_test(cfg) -> dict:
 
 def run_regime(per_class: int, epochs: int, seeds: list[int], work: Path, teacher_dir: Path) -> dict:
     from benchmarks.fashion_mnist import write_folder
-    from distill.compare import compare, ensure_cache, format_table
+    from distill.cache_ready import ensure_cache, with_cache_folder
+    from distill.compare import compare, format_table
 
     data_root = write_folder(work / f"fmnist-{per_class}", per_class)
     cfg = regime_config(data_root, teacher_dir, work, epochs)
-    cache_s = ensure_cache(cfg)
+    ready = ensure_cache(with_cache_folder(cfg))
+    cache_s = ready.seconds if ready.built else 0.0
     teacher = teacher_on_test(cfg)
     summary = compare(cfg, seeds, ARMS)
     summary["cache_build_s"] = cache_s or summary["cache_build_s"]

@@ -47,7 +47,7 @@ def bench_teacher(teacher: str, data_root: Path, work: Path, rounds: int, input_
     build_cache(cfg(**{"teacher.cache": str(cache_dir)}))
     build_s = time.perf_counter() - start  # teacher construction and class texts included
     embed_s = sum(json.loads(f.read_text())["seconds"] for f in cache_dir.glob("shard_*.json"))  # views only
-    runs = {"baseline": setup(cfg(**{"teacher.enabled": False})), "kd_online": setup(cfg()),
+    runs = {"baseline": setup(cfg(**{"teacher.enabled": False})), "kd_online": setup(cfg(**{"teacher.cache": "online"})),
             "kd_cached": setup(cfg(**{"teacher.cache": str(cache_dir)}))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for epoch in range(rounds):

@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.fashion_mnist import write_pool_folder
     from benchmarks.kd_gain import teacher_on_test
     from distill.offline_teacher import build
-    from distill.compare import ensure_cache, parse_seeds
+    from distill.cache_ready import ensure_cache, with_cache_folder
+    from distill.compare import parse_seeds
 
     students = [s.strip() for s in args.students.split(",") if s.strip()]
     students = ["resnet18", *(s for s in students if s != "resnet18")]
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher_dir = build(Path("data/kd-gain/teacher"))
     pool = write_pool_folder(work / f"pool-{10 * args.pool_per_class}", args.pool_per_class)
     cfg = pool_config(work, teacher_dir, pool, students[0])
-    cache_s = ensure_cache(cfg)
+    ready = ensure_cache(with_cache_folder(cfg))
+    cache_s = ready.seconds if ready.built else 0.0
     results: dict[str, Any] = {
         "machine": machine_info(), "seeds": seeds, "epochs": args.epochs,
         "setup": "kd_gain 30 labeled images per class (24 train + 6 val), the same 1,000 test images, "

@@ -48,7 +48,8 @@ def parse_variant(text: str) -> tuple[int, dict[str, Any]]:
 def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, arch: str = "resnet18") -> dict:
     from benchmarks.kd_ablation import checkpoint_top1
     from benchmarks.kd_gain import regime_config
-    from distill.compare import ensure_cache, train_or_reuse
+    from distill.cache_ready import ensure_cache
+    from distill.compare import train_or_reuse
     from distill.config import with_overrides
 
     cfg = regime_config(Path("data/kd-gain/fmnist-30"), Path("data/kd-gain/teacher"), work, epochs)

@@ -212,7 +212,7 @@ def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] =
     if payload not in PAYLOADS:
         raise SystemExit(f"--payload must be one of {', '.join(PAYLOADS)}")
     image = PAYLOADS[payload]()
-    model = open_classifier(Path(bundle), "onnxruntime-cpu", artifact)
+    model = open_classifier(Path(bundle), "onnxruntime-cpu", artifact or "model.onnx")
     reference = in_process(model, seconds)
     chosen = ["--backend", "onnxruntime-cpu", *(["--artifact", artifact] if artifact else [])]  # as in-process
     colds = []
@@ -223,7 +223,7 @@ def run(bundle: str, artifact: str | None = None, concurrency: tuple[int, ...] =
     args = [*chosen, "--max-batch", str(max_batch), "--max-delay-ms", str(max_delay_ms), "--max-queue", "1024"]
     results = []
     for mode in decodes:
-        clf = open_classifier(Path(bundle), "onnxruntime-cpu", artifact, decode=mode)
+        clf = open_classifier(Path(bundle), "onnxruntime-cpu", artifact or "model.onnx", decode=mode)
         full = pipeline(clf, image, seconds)
         rows = serve_rounds(Path(bundle), [*args, "--decode", mode], image, levels, requests, rounds)
         for row in rows:

@@ -50,7 +50,8 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
     from benchmarks.fashion_mnist import write_folder
     from benchmarks.kd_gain import regime_config
     from distill.offline_teacher import build
-    from distill.compare import ensure_cache, train_or_reuse
+    from distill.cache_ready import ensure_cache
+    from distill.compare import train_or_reuse
     from distill.config import with_overrides
     from pipeline.sweep import folder_name
 

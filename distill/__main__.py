@@ -1,7 +1,7 @@
 """Command line for distill (arguments parsed strictly, before any work).
 
     python -m distill --config configs/cub.yaml [section.key=value ...]        train
-    python -m distill cache --config configs/cub.yaml teacher.cache=DIR ...    build the teacher cache
+    python -m distill cache --config configs/cub.yaml ...                      build the teacher cache ahead
     python -m distill compare --config X --seeds 0,1,2 [section.key=value ...] baseline vs KD, seed-paired
     python -m distill check --config X [section.key=value ...]                  decode every image once
     python -m distill synthetic data/synthetic-birds [--num-classes 10]        write the demo dataset
@@ -26,7 +26,7 @@ from formats.errors import UserError, run_cli
 
 SUBCOMMANDS = """Commands (each has --help):
     python -m distill --config C [key=value ...]      train
-    python -m distill cache --config C ...            build (or resume) the teacher cache
+    python -m distill cache --config C ...            build (or resume) the teacher cache ahead of training
     python -m distill compare --config C --seeds ...  baseline vs KD (and the unlabeled pool), seed-paired
     python -m distill sweep ...                       moved: python -m pipeline sweep (the same options)
     python -m distill check --config C ...            decode every image once, list the unreadable ones
@@ -66,24 +66,30 @@ def train(argv: list[str]) -> str:
 
 
 def cache(argv: list[str]) -> str:
-    """Build (or resume) the teacher-embedding cache named by teacher.cache; prints its folder."""
-    import time
-
-    from distill.cache import build_cache, describe_cache
-    from distill.dist import barrier, init_distributed
+    """Build (or resume) the teacher-embedding cache a KD run of the config reads; prints its folder."""
+    from distill.cache_ready import describe_cache, ensure_cache, uses_cache, with_cache_folder
+    from distill.dist import init_distributed
+    from distill.preflight import preflight
     from distill.train import pick_device
 
-    args = _config_parser("python -m distill cache", "Build (or resume) the teacher-embedding cache named by "
-                          "teacher.cache; prints its folder.", argv).parse_args(dotted_overrides(argv))
+    args = _config_parser("python -m distill cache", "Build (or resume) the teacher-embedding cache a KD run of the "
+                          "config reads (teacher.cache: auto, the default, is <train.out_dir>/teacher-cache/"
+                          "<fingerprint>/; or a folder); prints its folder. Training builds it too when it is "
+                          "missing: this command builds it ahead, e.g. under torchrun.",
+                          argv).parse_args(dotted_overrides(argv))
     cfg = _load(args)
+    if not uses_cache(cfg):
+        raise UserError("this config has no teacher cache to build (teacher.cache=online or teacher.enabled=false): "
+                        "leave teacher.cache out for the default folder, or pass teacher.cache=<folder>")
     ctx, device = init_distributed(pick_device(cfg.train.device))
-    start = time.perf_counter()
-    root = build_cache(cfg, ctx.rank, ctx.world, device)
-    barrier(ctx)
+    inputs = preflight(cfg, students=())  # the dataset and the teacher; no student is built here
+    cfg = with_cache_folder(cfg, inputs[0])
+    ready = ensure_cache(cfg, ctx, device, inputs)
     if ctx.is_main:  # verify the whole cache once every rank has finished its shards
-        print(f"teacher cache: {root} ({describe_cache(cfg)}, built in {time.perf_counter() - start:.1f} s)")
+        describe_cache(cfg, verify=True, inputs=inputs)
+        print(ready.line())
     shutdown_ctx()
-    return str(root)
+    return str(ready.folder)
 
 
 def compare(argv: list[str]) -> str:

@@ -22,10 +22,12 @@ checks every shard's size and sha256, so a corrupt file is refused rather than r
 Under ``torchrun`` each rank builds the shards ``s`` with ``s % world_size == rank``.
 What a cache is keyed by (its fingerprint) is ``distill.cache_key``; this module reads and builds it.
 
-Usage: ``python -m distill cache --config configs/cub.yaml teacher.cache=cache/cub``.
+Which folder a run uses (by default one keyed by its fingerprint, built on first use) is
+``distill.cache_ready``; ``python -m distill cache --config C`` builds it ahead of training.
 """
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,17 +35,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.config import Config
-from distill.data import PROMPTS, EvalImages, load_dataset
+from distill.data import PROMPTS, CacheViews, EvalImages, load_dataset
 from distill.transforms import TargetSpec, ViewSampler, pool_view_sampler, view_sampler
 from formats.cache import (CacheKey, CacheMeta, FileRecord, PartKey, PoolCacheKey, TeacherInput, describe_mismatch,
                            fingerprint)
 from formats.datasets import ImageSource
 from formats.errors import UserError
 from formats.files import atomic_write, sha256_file, write_json
+from formats.progress import stage
 
 
 def pool_dir(root: str | Path, fields: PoolCacheKey) -> Path:
@@ -134,46 +137,15 @@ def _open_shard(root: Path, s: int, meta: CacheMeta, verify: bool, rebuild: str)
     return Shard(record.start, record.stop, array)
 
 
-def describe_cache(cfg: Config, verify: bool = True) -> str:
-    """Open (and verify) the whole cache of ``cfg``: "N images x K views[, unlabeled: M x K']"."""
-    from distill.pool import load_pool
-
-    splits = load_dataset(cfg.data)
-    done = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits), verify)
-    out = f"{done.meta.num_images} images x {done.num_views} views"
-    pool = load_pool(cfg.data, splits, verbose=False)
-    if pool is not None:
-        part = open_pool_cache(cfg.teacher.cache, pool_fingerprint_fields(cfg, pool.hashes), verify)
-        out += f", unlabeled: {part.meta.num_images} images x {part.num_views} views"
-    return out
-
-
 # --------------------------------------------------------------------------- building
 
-class CacheViews(Dataset):
-    """Teacher views ``(x_t, index, view)`` for items ``(i, v)``: the same crops training replays."""
-
-    def __init__(self, source: ImageSource, sampler: ViewSampler, target: TargetSpec,
-                 items: list[tuple[int, int]]) -> None:
-        self.source, self.sampler, self.target, self.items = source, sampler, target, items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
-        i, v = self.items[k]
-        (x,), _, _ = self.sampler.sample(self.source, i, v, [self.target])
-        return x, i, v
-
-
 def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device | None = None) -> Path:
-    """Compute the missing shards of ``cfg.teacher.cache`` (those of this rank under torchrun), and of its
-    unlabeled part (``root/unlabeled``) when ``data.unlabeled`` names a pool."""
+    """Compute the missing shards of the folder ``cfg.teacher.cache`` (those of this rank under torchrun), and
+    of its unlabeled part (``root/unlabeled-<fp>``) when ``data.unlabeled`` names a pool."""
     from distill.pool import load_pool
     from distill.teacher import Teacher
 
-    if not cfg.teacher.cache:
-        raise UserError("teacher.cache is empty: pass teacher.cache=<folder> for the cache")
+    assert cfg.teacher.cache not in ("auto", "online"), "a folder: distill.cache_ready.with_cache_folder"
     root = Path(cfg.teacher.cache)
     splits = load_dataset(cfg.data)
     pool = load_pool(cfg.data, splits, verbose=rank == 0)
@@ -189,7 +161,7 @@ def build_cache(cfg: Config, rank: int = 0, world: int = 1, device: torch.device
         text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name])
         _save_npy(root / "text.npy", text.cpu().numpy().astype(np.float32))
         if not _record_done(root, "val"):
-            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg))
+            _save_with_record(root, "val", eval_embeddings(teacher, splits.val, cfg, "teacher cache: validation"))
     _build_part(root, fields, splits.train, cfg.teacher.cache_views, view_sampler(cfg.data, cfg.teacher.cache_seed),
                 teacher, cfg, rank, world)
     if pool is not None and pool_fields is not None:
@@ -214,7 +186,8 @@ def _build_part(root: Path, fields: PartKey, source: ImageSource, k: int, sample
         write_json(root / "meta.json", meta.to_dict())
     todo = [s for s in range(rank, num_shards, world) if not _record_done(root, f"shard_{s:05d}")]
     if todo:
-        _build_shards(root, todo, n, size, k, teacher, source, sampler, cfg)
+        name = "teacher cache" if isinstance(fields, CacheKey) else "teacher cache: unlabeled pool"
+        _build_shards(root, todo, n, size, k, teacher, source, sampler, cfg, name if rank == 0 else None)
 
 
 def _check_or_claim(root: Path, fields: PartKey, rank: int) -> None:
@@ -246,16 +219,34 @@ def teacher_eval_spec(target: TargetSpec) -> dict[str, Any]:
             "interpolation": target.interpolation, "mean": list(target.mean), "std": list(target.std)}
 
 
-def eval_embeddings(teacher, source: ImageSource, cfg: Config) -> np.ndarray:
-    """(N, D) float32 teacher embeddings of the centre view of every image of ``source``."""
+def eval_embeddings(teacher, source: ImageSource, cfg: Config, progress: str | None = None) -> np.ndarray:
+    """(N, D) float32 teacher embeddings of the centre view of every image of ``source``; ``progress``: the
+    name its progress lines go under (``formats.progress``), None: silent."""
     # Its own generator: an evaluation pass must not move the global RNG that initialises the heads.
     loader = DataLoader(EvalImages(source, teacher_eval_spec(teacher.target)), batch_size=cfg.teacher.cache_batch_size,
                         num_workers=cfg.data.num_workers, generator=torch.Generator())
-    return np.concatenate([teacher.encode_images(x).cpu().numpy() for x, _ in loader]).astype(np.float32)
+    with _stage(progress, len(source), "image") as step:
+        return np.concatenate([_encode(teacher, x, step) for x, _ in loader]).astype(np.float32)
+
+
+CPU_PIECE = 32  # views the teacher embeds at a time on a CPU: the progress moves every few seconds
+
+
+def _encode(teacher, x: torch.Tensor, step) -> np.ndarray:
+    """(B, D) embeddings of the views ``x``; on a CPU in pieces, each counted on ``step`` when done."""
+    out = []
+    for piece in x.split(len(x) if teacher.device.type == "cuda" else CPU_PIECE):
+        out.append(teacher.encode_images(piece).cpu().numpy())  # (b, D)
+        step.advance(len(piece))
+    return np.concatenate(out)
+
+
+def _stage(name: str | None, total: int, unit: str):  # formats.progress.stage; no name: lines go nowhere
+    return stage(name or "", total, unit, stream=None if name else io.StringIO())
 
 
 def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teacher, source: ImageSource,
-                  sampler: ViewSampler, cfg: Config) -> None:
+                  sampler: ViewSampler, cfg: Config, progress: str | None) -> None:
     """One DataLoader over every view of the shards in ``todo``; each shard is saved once complete.
 
     A loader per shard would start its workers again for every shard and, with batches as large as
@@ -266,19 +257,20 @@ def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teache
     loader = DataLoader(CacheViews(source, sampler, teacher.target, items), batch_size=cfg.teacher.cache_batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=teacher.device.type == "cuda")
     open_shards: dict[int, tuple[np.ndarray, list[int]]] = {}  # s -> ((n_s, K, D) buffer, [views filled])
-    t0 = time.perf_counter()
-    for x, idx, view in loader:
-        emb = teacher.encode_images(x).cpu().numpy().astype(np.float16)  # (B, D)
-        idx, view = idx.numpy(), view.numpy()
-        for s in np.unique(idx // size).tolist():
-            start, stop = bounds[s]
-            buf, filled = open_shards.setdefault(s, (np.zeros((stop - start, k, teacher.embed_dim), np.float16), [0]))
-            mask = idx // size == s
-            buf[idx[mask] - start, view[mask]] = emb[mask]
-            filled[0] += int(mask.sum())
-            if filled[0] == (stop - start) * k:  # items arrive in order: shards complete one by one
-                _save_shard(root, s, start, stop, open_shards.pop(s)[0], time.perf_counter() - t0)
-                t0 = time.perf_counter()
+    t0, dim = time.perf_counter(), teacher.embed_dim
+    with _stage(progress, len(items), "view") as step:
+        for x, idx, view in loader:
+            emb = _encode(teacher, x, step).astype(np.float16)  # (B, D)
+            idx, view = idx.numpy(), view.numpy()
+            for s in np.unique(idx // size).tolist():
+                start, stop = bounds[s]
+                buf, filled = open_shards.setdefault(s, (np.zeros((stop - start, k, dim), np.float16), [0]))
+                mask = idx // size == s
+                buf[idx[mask] - start, view[mask]] = emb[mask]
+                filled[0] += int(mask.sum())
+                if filled[0] == (stop - start) * k:  # items arrive in order: shards complete one by one
+                    _save_shard(root, s, start, stop, open_shards.pop(s)[0], time.perf_counter() - t0)
+                    t0 = time.perf_counter()
     if open_shards:  # every view of every shard was asked for: a gap here is a bug, never a quiet hole
         raise RuntimeError(f"teacher cache shards {sorted(open_shards)} were left incomplete")
 
@@ -290,8 +282,7 @@ def _save_shard(root: Path, s: int, start: int, stop: int, out: np.ndarray, seco
 def _save_with_record(root: Path, stem: str, out: np.ndarray, start: int | None = None, stop: int | None = None,
                       seconds: float | None = None) -> None:
     """The array first, then its record: an array without a record is redone on resume."""
-    npy = root / f"{stem}.npy"
-    _save_npy(npy, out)
+    _save_npy(npy := root / f"{stem}.npy", out)
     record = FileRecord(bytes=npy.stat().st_size, sha256=sha256_file(npy), start=start, stop=stop, seconds=seconds)
     write_json(root / f"{stem}.json", record.to_dict())
 

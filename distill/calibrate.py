@@ -179,8 +179,9 @@ def _fit_probe(t: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, st
     return scale * W.detach(), b.detach()
 
 
-def diagnostics(emb: TeacherEmbeddings, calibration: Calibration) -> dict:
-    """The teacher's own numbers on the validation split, stored in results.json before epoch 1."""
+def diagnostics(emb: TeacherEmbeddings, calibration: Calibration, requested: str = "text") -> dict:
+    """The teacher's own numbers on the validation split, stored in results.json before epoch 1;
+    ``requested``: the run's ``method.anchors`` (its warnings advise only what the run does not do yet)."""
     num_classes = emb.text.shape[0]
     zero_shot = top1(emb.val, emb.val_labels, F.normalize(emb.text, dim=-1))
     probe = linear_probe(emb)
@@ -194,10 +195,12 @@ def diagnostics(emb: TeacherEmbeddings, calibration: Calibration) -> dict:
         "warnings": [],
     }
     if zero_shot < 2.0 / num_classes and calibration.choice == "text":
+        fix = ("use method.anchors=calibrated or better data.prompts" if requested == "text" else
+               f"method.anchors=calibrated kept the prompts ({calibration.reason}); better data.prompts would help")
         out["warnings"].append(
             f"the teacher's zero-shot top-1 on validation is {100 * zero_shot:.1f}%, near chance "
             f"({100 / num_classes:.1f}%): its class prompts do not describe this data, so the paper's "
-            f"linguistic term distils a wrong distribution; use method.anchors=calibrated or better data.prompts")
+            f"linguistic term distils a wrong distribution; {fix}")
     elif zero_shot < 2.0 / num_classes:  # this run already distils the calibrated anchors: say how good they are
         out["warnings"].append(
             f"the teacher's zero-shot top-1 on validation is {100 * zero_shot:.1f}%, near chance "

@@ -3,9 +3,10 @@
     python -m distill compare --config configs/imagefolder.yaml --seeds 0,1,2 [overrides]
 
 Every arm is the config with a few overrides (the baseline: ``teacher.enabled=false``). The KD
-arms read one teacher cache (built once, keyed by ``teacher.cache_seed``, never by ``train.seed``
-or the student; an arm that changes what the cache holds names its own ``teacher.cache``), so
-the comparison costs what training the students costs. For each seed the
+arms read one teacher cache (``distill.cache_ready``: keyed by the setup, never by ``train.seed``
+or the student, so the one a plain run of the config built is reused; an arm that changes what
+the cache holds gets its own folder), built once before the runs, so the comparison costs what
+training the students costs. Progress: a line per arm and seed when it starts and ends. For each seed the
 arms share the seed (initialisation, shuffling, views), so the per-seed difference to the
 baseline is paired. Runs land in ``<out_dir>/<name>/<arm>-seed<N>/``; ``compare.json`` beside
 them holds every run and the summary. An interrupted comparison continues where it stopped:
@@ -16,15 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from distill.config import Config, with_overrides
+from distill.cache_ready import Inputs, ensure_cache, run_inputs, say, uses_cache, with_cache_folder
+from distill.config import Config, DataConfig, with_overrides
 from distill.config_parse import to_dict
+from distill.preflight import preflight
 from formats.errors import UserError
 from formats.files import write_json
+from formats.progress import duration, stage
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False}, "kd": {}}
 # A config with an unlabeled pool: what the labels alone give, what the teacher adds on them, what the pool adds.
@@ -59,37 +62,46 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
     if not cfg.teacher.enabled:
         raise UserError("compare trains the teacher-off baseline itself: pass a KD config (teacher.enabled=true)")
     root = Path(cfg.train.out_dir) / cfg.train.name
-    cache = cfg.teacher.cache or str(root / "teacher-cache")
-    shared = with_overrides(cfg, {"teacher.cache": cache, "train.out_dir": str(root)})
-    arm_cfgs = {arm: with_overrides(shared, overrides) for arm, overrides in arms.items()}
-    # one build per cache; the arm with the pool builds the pool's part too
-    caches = {c.teacher.cache: c for c in sorted((c for c in arm_cfgs.values() if c.teacher.enabled),
-                                                 key=lambda c: bool(c.data.unlabeled))}
-    cache_s = sum(ensure_cache(c) for c in caches.values())
+    inputs = {cfg.data: preflight(cfg)}  # every file any arm needs, before the first minute of work
+    arm_cfgs, cache_s = shared_caches({arm: with_overrides(cfg, overrides) for arm, overrides in arms.items()}, inputs)
     runs = []
-    for seed in seeds:
-        for arm, arm_cfg in arm_cfgs.items():
-            arm_cfg = with_overrides(arm_cfg, {"train.seed": seed, "train.name": f"{arm}-seed{seed}"})
-            runs.append(train_or_reuse(arm_cfg, arm, seed))
-            summary = summarise(runs, list(arms), seeds, cache_s)
-            write_json(root / "compare.json", summary)  # after every run: progress survives a kill
+    with stage("compare", total=len(seeds) * len(arm_cfgs), unit="run") as step:
+        for seed in seeds:
+            for arm, arm_cfg in arm_cfgs.items():
+                name = f"{arm}-seed{seed}"
+                arm_cfg = with_overrides(arm_cfg, {"train.seed": seed, "train.name": name, "train.out_dir": str(root)})
+                finished = (root / name / "compare_run.json").is_file()
+                step.note(f"{arm} seed {seed}: {'finished before, reused' if finished else 'started'}")
+                runs.append(train_or_reuse(arm_cfg, arm, seed))
+                if not finished:
+                    step.note(f"{arm} seed {seed}: test top-1 {100 * runs[-1]['test_top1']:.2f}% in "
+                              f"{duration(runs[-1]['wall_s'])} ({RUN_TIME})")
+                step.advance()
+                summary = summarise(runs, list(arms), seeds, cache_s)
+                write_json(root / "compare.json", summary)  # after every run: progress survives a kill
     return summary
 
 
-def ensure_cache(cfg: Config) -> float:
-    """Open the shared teacher cache, building (or resuming) it first when needed; returns seconds spent."""
-    from distill.cache import build_cache, describe_cache
+RUN_TIME = "training and evaluation, without the teacher cache"  # what a run's time covers
 
-    start = time.perf_counter()
-    try:
-        describe_cache(cfg, verify=False)
-        return 0.0
-    except UserError:
-        pass  # missing or incomplete: build or resume it (a cache of another setup is refused there)
-    build_cache(cfg)
-    print(f"teacher cache: {cfg.teacher.cache} ({describe_cache(cfg)}, built in {time.perf_counter() - start:.0f} s)",
-          file=sys.stderr, flush=True)
-    return time.perf_counter() - start
+
+def shared_caches(arm_cfgs: dict[str, Config], inputs: dict[DataConfig, Inputs]) -> tuple[dict[str, Config], float]:
+    """Each arm's config with its teacher cache folder resolved (``auto``: keyed by the arm's setup, under
+    its ``train.out_dir``, so arms, seeds and students of one setup, and plain runs, share one), and each
+    folder built once; returns them and the seconds spent building. The arm with an unlabeled pool builds
+    the pool's part too."""
+    for c in arm_cfgs.values():
+        if c.data not in inputs:
+            inputs[c.data] = run_inputs(c)
+    resolved = {arm: with_cache_folder(c, inputs[c.data][0]) for arm, c in arm_cfgs.items()}
+    caches = {c.teacher.cache: c for c in sorted((c for c in resolved.values() if uses_cache(c)),
+                                                 key=lambda c: bool(c.data.unlabeled))}
+    seconds = 0.0
+    for c in caches.values():
+        ready = ensure_cache(c, inputs=inputs[c.data])
+        say(ready.line())
+        seconds += ready.seconds if ready.built else 0.0
+    return resolved, seconds
 
 
 def train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
@@ -128,7 +140,7 @@ def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
     the config later must not orphan every finished run)."""
     if not isinstance(recorded, dict):
         return False
-    old, new, default = _flat(recorded), _flat(current), _flat(to_dict(Config()))
+    old, new, default = (_cache_kind(_flat(d)) for d in (recorded, current, to_dict(Config())))
     ignored = NOT_SETUP | (_teacher_keys(old, new) if not old.get("teacher.enabled", True)
                            and not new.get("teacher.enabled", True) else set())
     for key in (old.keys() | new.keys()) - ignored:
@@ -138,6 +150,14 @@ def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
         elif old[key] != new.get(key, object()):
             return False
     return True
+
+
+def _cache_kind(flat: dict[str, Any]) -> dict[str, Any]:
+    """``teacher.cache`` as what it changes: cached or online; where a cache lies does not change a run
+    (its contents are fixed by its fingerprint)."""
+    if "teacher.cache" in flat:
+        flat["teacher.cache"] = "online" if flat["teacher.cache"] in ("", "online") else "cached"
+    return flat
 
 
 def _teacher_keys(*flat: dict[str, Any]) -> set[str]:
@@ -200,4 +220,10 @@ def format_table(summary: dict[str, Any]) -> str:
         top1 = f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f} (n={t['n']})"
         lines.append(f"{arm:<{width}} {top1:>24} {diff:>16} {per_seed:>20} "
                      f"{row['epoch_s']['mean']:>8.2f} {row['wall_s']['mean']:>8.1f}")
+    built = summary.get("cache_build_s", 0.0)
+    cache = (f"built once before the runs, in {duration(built)}" if built else "reused from an earlier run")
+    online = any(r["config"]["teacher"]["enabled"] and r["config"]["teacher"]["cache"] == "online"
+                 for r in summary["runs"])
+    lines.append(f"run s: {RUN_TIME} ({cache})" + ("; runs with teacher.cache=online include the teacher's passes"
+                                                    if online else ""))
     return "\n".join(lines)

@@ -107,15 +107,20 @@ class TeacherConfig:
     # open_clip registry name, hf-hub:org/repo, local-dir:PATH, or a model config JSON file
     model: str = "convnext_xxlarge"
     pretrained: str = "laion2b_s34b_b82k_augreg_soup"  # open_clip tag, local file, or "none"
-    cache: str = ""  # teacher-embedding cache folder (python -m distill cache); empty: teacher online
-    cache_views: int = 8  # K augmented views per training image stored in the cache
+    # auto: the teacher's embeddings are built once (or reused) at <train.out_dir>/teacher-cache/<fingerprint>/ and
+    # training never runs the teacher | online: the teacher runs on every step (a fresh view every epoch) | a folder
+    cache: str = "auto"
+    cache_views: int = 8  # K augmented views per training image stored in the cache (the views a KD run sees)
     cache_seed: int = 0  # seed of the cached views: one cache serves every train.seed and student
     cache_batch_size: int = 256  # teacher batch size when building the cache
     cache_shard_size: int = 512  # images per cache shard (the unit of resume and of work per rank)
     unlabeled_views: int = 1  # K views per unlabeled image in the cache (a pool is large: few views)
 
     def __post_init__(self) -> None:
-        _check(self.cache_views >= 1, "teacher.cache_views", "must be >= 1")
+        _check(bool(self.cache.strip()), "teacher.cache", "is empty: leave it out (auto: a cache keyed by the setup, "
+               "built once), or pass teacher.cache=online (the teacher on every step) or teacher.cache=<folder>")
+        _check(self.cache_views >= 1, "teacher.cache_views", "must be >= 1 (the cached views per training image); "
+               "to run the teacher on every step instead, a fresh view every epoch, pass teacher.cache=online")
         _check(self.cache_batch_size >= 1, "teacher.cache_batch_size", "must be >= 1")
         _check(self.cache_shard_size >= 1, "teacher.cache_shard_size", "must be >= 1")
         _check(self.unlabeled_views >= 1, "teacher.unlabeled_views", "must be >= 1")

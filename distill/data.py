@@ -106,3 +106,19 @@ class EvalImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.source.load(index)), self.source.labels[index]
+
+
+class CacheViews(Dataset):
+    """Teacher views ``(x_t, index, view)`` for items ``(i, v)``: the same crops training replays."""
+
+    def __init__(self, source: ImageSource, sampler: ViewSampler, target: TargetSpec,
+                 items: list[tuple[int, int]]) -> None:
+        self.source, self.sampler, self.target, self.items = source, sampler, target, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
+        i, v = self.items[k]
+        (x,), _, _ = self.sampler.sample(self.source, i, v, [self.target])
+        return x, i, v

@@ -20,7 +20,7 @@ def selection(cfg: Config, val_images: int) -> str:
 
 
 def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
-    """best_val on a tiny validation split picks an epoch by noise (benchmarks/kd_gain_last_epoch.py)."""
+    """Say which epoch ``auto`` keeps; warn when an explicit best_val picks an epoch by noise on a tiny split."""
     if cfg.train.select == "auto" and cfg.train.progress and cfg.data.labels == "given":
         kept = ("the final epoch" if selection(cfg, val_images) == "last" else "the epoch with the best validation "
                 "top-1")
@@ -29,5 +29,5 @@ def warn_noisy_selection(cfg: Config, val_images: int, classes: int) -> None:
     elif selection(cfg, val_images) == "best_val" and 0 < val_images < NOISY_VAL_IMAGES:
         print(f"warning: the validation split has {val_images} images ({val_images / classes:.1f} per class), so "
               f"one image moves its top-1 by {100 / val_images:.1f} points and the best epoch on it is largely "
-              f"noise; train.select=last (or auto) keeps the final epoch instead (measured better on Fashion-MNIST "
-              f"with 60 validation images: benchmarks/kd_gain_last_epoch.py)", file=sys.stderr)
+              f"noise; train.select=auto (the default: the final epoch below {NOISY_VAL_IMAGES} validation images) "
+              f"or train.select=last keeps the final epoch instead", file=sys.stderr)

@@ -1,9 +1,9 @@
 """The teacher's side of a training run: per-batch targets, calibrated anchors and diagnostics.
 
-Targets come from the teacher run online or from a teacher-embedding cache (then the teacher is
-never loaded). Either way, before the first epoch the teacher's embeddings of the training and
-validation splits give the diagnostics (zero-shot, calibrated and linear-probe top-1 on
-validation) and the anchors of the linguistic term (``distill.calibrate``).
+Targets come from a teacher-embedding cache (then the teacher is never loaded) or from the teacher
+run online (``teacher.cache=online``). Either way, before the first epoch the teacher's embeddings
+of the training and validation splits give the diagnostics (zero-shot, calibrated and linear-probe
+top-1 on validation) and the anchors of the linguistic term (``distill.calibrate``).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from distill.cache import TeacherCache, eval_embeddings, open_cache, open_pool_cache
 from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
+from distill.cache_ready import uses_cache
 from distill.calibrate import Calibration, TeacherEmbeddings, balance_prior, calibrate, diagnostics
 from distill.config import Config, MethodConfig
 from distill.data import PROMPTS, DatasetSplits
@@ -45,7 +46,7 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool:
     if not cfg.teacher.enabled:
         return TeacherSide(None, None, None, 0, cfg.train.seed, None)
     method = dataclasses.replace(cfg.method, anchors="text") if cfg.data.labels == "none" else cfg.method
-    if cfg.teacher.cache:
+    if uses_cache(cfg):  # teacher.cache is a folder here (distill.cache_ready.prepare_cache)
         cache = open_cache(cfg.teacher.cache, fingerprint_fields(cfg, splits))
         emb = cached_embeddings(cache, splits, view_sampler(cfg.data, cfg.teacher.cache_seed)).to(device)
         side = TeacherSide(_cached_targets(cache, device), None, None, cache.num_views, cfg.teacher.cache_seed, None)
@@ -65,7 +66,8 @@ def teacher_side(cfg: Config, splits: DatasetSplits, device: torch.device, pool:
 
     side = TeacherSide(online, None, teacher.target, 0, cfg.train.seed, None,
                        online if pool is not None else None, 0)
-    pool_emb = None if pool is None else lambda: torch.from_numpy(eval_embeddings(teacher, pool.source, cfg))
+    pool_emb = None if pool is None else lambda: torch.from_numpy(eval_embeddings(teacher, pool.source, cfg,
+                                                                                  "teacher: unlabeled images"))
     return _with_anchors(side, emb, method, cfg, pool_emb)
 
 
@@ -77,7 +79,7 @@ def _with_anchors(side: TeacherSide, emb: TeacherEmbeddings, method: MethodConfi
     calibration: Calibration = calibrate(emb, method)
     if cfg.data.labels == "none":
         calibration.reason = "data.labels=none: the teacher's zero-shot over the prompts is the target"
-    side.anchors, side.diagnostics = calibration.anchors, diagnostics(emb, calibration)
+    side.anchors, side.diagnostics = calibration.anchors, diagnostics(emb, calibration, method.anchors)
     if cfg.data.labels == "none" and method.zero_shot_prior == "balanced" and pool_emb is not None:
         side.anchor_bias = balance_prior(pool_emb().to(emb.val.device).float(), side.anchors, method.logit_scale)
         balanced = (method.logit_scale * emb.val @ side.anchors.t() + side.anchor_bias).argmax(1)
@@ -101,7 +103,7 @@ def zero_shot_predictions(cfg: Config, splits: DatasetSplits, source: ImageSourc
         torch.manual_seed(cfg.teacher.cache_seed)  # a random-weight teacher ("none") as the cache built it
         teacher = Teacher(cfg.teacher.model, cfg.teacher.pretrained, device)
     text = teacher.encode_classes(splits.class_names, cfg.data.prompts or PROMPTS[cfg.data.name]).cpu()  # (C, D)
-    emb = torch.from_numpy(eval_embeddings(teacher, source, cfg))  # (N, D)
+    emb = torch.from_numpy(eval_embeddings(teacher, source, cfg, "teacher: zero-shot"))  # (N, D)
     logits = cfg.method.logit_scale * emb @ F.normalize(text.float(), dim=-1).t()  # (N, C)
     return (logits if bias is None else logits + bias.cpu()).argmax(dim=1)
 
@@ -125,6 +127,7 @@ def cached_embeddings(cache: TeacherCache, splits: DatasetSplits, sampler: ViewS
 
 def _online_embeddings(teacher: Teacher, splits: DatasetSplits, text: torch.Tensor, cfg: Config) -> TeacherEmbeddings:
     """One teacher pass over the centre views of train and val (a cache has them already)."""
-    train = torch.from_numpy(eval_embeddings(teacher, splits.train, cfg))[:, None]  # (N, 1, D)
-    val = torch.from_numpy(eval_embeddings(teacher, splits.val, cfg))  # (N_val, D)
+    train = eval_embeddings(teacher, splits.train, cfg, "teacher: training images")
+    train = torch.from_numpy(train)[:, None]  # (N, 1, D)
+    val = torch.from_numpy(eval_embeddings(teacher, splits.val, cfg, "teacher: validation images"))  # (N_val, D)
     return TeacherEmbeddings(train, torch.tensor(splits.train.labels), val, torch.tensor(splits.val.labels), text)

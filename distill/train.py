@@ -4,9 +4,12 @@ One epoch: seeded shuffle, seeded views, forward/backward (bf16 autocast on CUDA
 step, validation, ``last.pt`` every epoch, ``best.pt`` on a new best validation top-1. The test
 split is evaluated once, at the end, with the best weights.
 
-Teacher targets come from the teacher run online, or from a teacher-embedding cache
-(``distill.cache``), in which case the teacher is never loaded. Under ``torchrun`` the student is
-wrapped in DistributedDataParallel; metrics are summed over ranks and only rank 0 writes files.
+Teacher targets come from a teacher-embedding cache (``distill.cache``; by default built on first
+use and reused, ``distill.cache_ready``), in which case the teacher is never loaded during
+training, or from the teacher run online (``teacher.cache=online``). Before any work,
+``distill.preflight`` lists every file the run needs and cannot download. Under ``torchrun`` the
+student is wrapped in DistributedDataParallel; metrics are summed over ranks and only rank 0
+writes files.
 
 This module owns setup, the epoch loop and the final test evaluation; the run's state and files
 are ``distill.run_state``, evaluation ``distill.evaluate``, printed progress ``distill.progress``.
@@ -25,21 +28,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from distill.batches import epoch_batches
+from distill.cache_ready import prepare_cache
 from distill.checkpoint import atomic_save
 from distill.config import Config, dump_yaml
-from distill.data import TrainViews, ViewSchedule, load_dataset
+from distill.data import TrainViews, ViewSchedule
 from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import w_cls_schedule
 from distill.heads import Condensation
 from distill.loss_terms import registered_terms
 from distill.method import Trainable
-from distill.pool import Pool, load_pool, split_sources
+from distill.preflight import preflight
+from distill.pool import Pool, split_sources
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
 from distill.selection import selection, warn_noisy_selection
 from distill.targets import teacher_side
-from distill.teacher import resolve_source
 from distill.transforms import pool_view_sampler, preprocessing_spec, student_target, view_sampler
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
@@ -73,8 +77,6 @@ def check_names(cfg: Config) -> None:
     if cfg.data.unlabeled and not cfg.teacher.enabled:
         raise UserError("data.unlabeled needs the teacher (it teaches on the unlabeled images): set "
                         "teacher.enabled=true, or drop data.unlabeled for the CE-only baseline")
-    if cfg.teacher.enabled and not cfg.teacher.cache:
-        resolve_source(cfg.teacher.model, cfg.teacher.pretrained)
 
 
 def setup(cfg: Config) -> Run:
@@ -88,11 +90,11 @@ def setup(cfg: Config) -> Run:
         raise UserError(f"train.resume=true but {last} does not exist: drop train.resume to start a new run")
     ctx, device = init_distributed(pick_device(cfg.train.device))
     check_names(cfg)  # fail on a typo before minutes of data and teacher loading
-    seed_everything(cfg.train.seed)
-    splits = load_dataset(cfg.data)
-    pool = load_pool(cfg.data, splits, ctx.is_main)
+    splits, pool = preflight(cfg, verbose=ctx.is_main)  # every file it needs is here: or one error listing all
     if cfg.data.check_images and not cfg.train.resume:  # a bad file fails now, not mid-epoch
         check_splits(splits, ctx.is_main, pool)
+    cfg, _ = prepare_cache(cfg, (splits, pool), ctx, device)  # teacher.cache resolved: built once, or reused
+    seed_everything(cfg.train.seed)  # after the cache build, which seeds a random-weight teacher
     student = create_student(cfg.student.arch, len(splits.class_names), cfg.student.weights).to(device)
     mismatch = normalization_mismatch(cfg.student.arch, cfg.student.weights, tuple(cfg.data.mean), tuple(cfg.data.std))
     if mismatch and ctx.is_main:

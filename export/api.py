@@ -17,6 +17,7 @@ from export.data import training_splits
 from export.evaluation import ImageBatches, jpeg_draft_parity, predict, torch_runner
 from export.job import ExportJob, Selection, log
 from export.onnx_file import INPUT, OUTPUT
+from export.quiet import library_output
 from export.registry import wanted_backends
 from export.settings import ExportOptions
 from export.version import __version__
@@ -27,6 +28,7 @@ from formats.files import sha256_file, utc_now, write_json
 from formats.manifest import (SCHEMA, SCHEMA_VERSION, BatchLimits, Manifest, Reference, SourceCheckpoint,
                               TensorSpec)
 from formats.preprocessing import DraftParity
+from formats.progress import stage
 from students.checkpoint import load_student
 from students.registry import deployable
 
@@ -39,6 +41,13 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     artifact passed its checks.
     """
     checkpoint, out = Path(checkpoint), Path(out)
+    with library_output(shown=options.verbose):  # onnxruntime's and torch.onnx's own output: --verbose only
+        manifest = _export(checkpoint, out, options)
+    log(summary(out, manifest))
+    return out
+
+
+def _export(checkpoint: Path, out: Path, options: ExportOptions) -> Manifest:
     backends = wanted_backends(options)
     student, meta = load_student(checkpoint)
     student = deployable(student, meta.input_size)  # branches fused, padding fixed: the graph users run
@@ -58,8 +67,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
         manifest = build_manifest(job, fields)
         manifest = dataclasses.replace(manifest, files=file_hashes(tmp))
         publish(tmp, out, manifest.to_dict(), options.overwrite, keep=checkpoint)
-    log(f"bundle written: {out}")
-    return out
+    return manifest
 
 
 def make_job(options: ExportOptions, tmp: Path, name: str, checkpoint: Path, student: torch.nn.Module,
@@ -67,13 +75,15 @@ def make_job(options: ExportOptions, tmp: Path, name: str, checkpoint: Path, stu
     source = splits.test if options.eval_split == "test" else splits.val
     pre = meta.preprocessing.to_dict()
     batches = ImageBatches(source, pre, options.batch_size, options.eval_images)
-    reference = predict(torch_runner(student), batches)
-    log(f"pytorch reference: top-1 {100 * reference.accuracy():.2f}% on {batches.images} "
-        f"{options.eval_split} images")
-    job = ExportJob(options, tmp, name, checkpoint, student, meta, batches, reference, splits.train)
-    if options.eval_split == "test" and len(splits.val) > 0:
-        val = ImageBatches(splits.val, pre, options.batch_size, options.eval_images)
-        job.held_out = Selection("val", val, predict(torch_runner(student), val))
+    held_out = options.eval_split == "test" and len(splits.val) > 0
+    val = ImageBatches(splits.val, pre, options.batch_size, options.eval_images) if held_out else None
+    with stage("pytorch reference", total=batches.images + (val.images if val else 0), unit="image") as step:
+        reference = predict(torch_runner(student), batches, step)  # decodes the images too (kept for every artifact)
+        step.note(f"top-1 {100 * reference.accuracy():.2f}% on {batches.images} {options.eval_split} images")
+        job = ExportJob(options, tmp, name, checkpoint, student, meta, batches, reference, splits.train)
+        if val is not None:
+            job.held_out = Selection("val", val, predict(torch_runner(student), val, step))
+    if val is not None:
         log(f"the accuracy budget is judged on {val.images} val images (INT8 recipes are chosen there); "
             f"every artifact is reported on test")
     judged = job.judged_on()
@@ -91,6 +101,20 @@ def measure_draft(job: ExportJob, splits: DatasetSplits) -> DraftParity:
     draft = jpeg_draft_parity(source, job.meta.preprocessing, torch_runner(job.student), job.reference, o.batch_size)
     log(f"JPEG draft decoding: {draft.reason}")
     return draft
+
+
+def summary(out: Path, manifest: Manifest) -> str:
+    """What the bundle holds, one row per artifact (each precision's chosen file), and where it is."""
+    ref = manifest.reference
+    lines = [f"bundle written: {out}",
+             f"| precision | artifact | runs on | {ref.split} top-1 | drop vs PyTorch (pts) | within budget |",
+             "|---|---|---|---|---|---|",
+             f"| pytorch | {manifest.source_checkpoint.file} | reference | {100 * ref.top1:.2f}% | - | - |"]
+    for a in manifest.artifacts:
+        within = {True: "yes", False: "no (kept: --best-effort)", None: "-"}[a.within_budget]
+        lines.append(f"| {a.precision} | {a.file} | {a.target} | {100 * a.top1:.2f}% | {a.top1_drop:+.2f} | {within} |")
+    lines.append(f"next: python -m runtime.bench {out} (latency on this device), python -m runtime.predict {out} IMAGE")
+    return "\n".join(lines)
 
 
 def write_sidecars(folder: Path, meta: StudentMeta, draft: DraftParity | None = None) -> None:

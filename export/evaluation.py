@@ -19,6 +19,7 @@ from formats.datasets import ImageSource
 from formats.isa import measured_here
 from formats.paired import paired_drop
 from formats.preprocessing import DECODE_MODES, DraftParity, PreprocessSpec, draft_reduces, load_input, preprocess_image
+from formats.progress import Step, stage
 
 CACHE_LIMIT_BYTES = 1 << 30  # evaluation batches up to 1 GiB are decoded once and kept in memory
 
@@ -30,20 +31,28 @@ class ImageBatches:
 
     The images go through ``formats.preprocessing`` (numpy and Pillow), the code the runtime runs
     on the device, so export scores every artifact on exactly the inputs it will be given there.
+    They are decoded during the first full pass (so that pass's progress covers the decoding) and
+    kept in memory when they fit in ``CACHE_LIMIT_BYTES``.
     """
 
     def __init__(self, source: ImageSource, preprocessing: dict, batch_size: int, limit: int = 0) -> None:
         self.source, self.spec, self.batch_size = source, PreprocessSpec.from_dict(preprocessing), batch_size
         self.images = len(source) if limit == 0 else min(limit, len(source))
         h, w = self.spec.input_size
-        fits = self.images * 3 * h * w * 4 <= CACHE_LIMIT_BYTES
-        self._cache = list(self._decode()) if fits else None
+        self._fits = self.images * 3 * h * w * 4 <= CACHE_LIMIT_BYTES
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def _decode(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        kept = []
         for start in range(0, self.images, self.batch_size):
             idx = range(start, min(self.images, start + self.batch_size))
             x = np.stack([preprocess_image(self.source.load(i), self.spec) for i in idx])  # (B, 3, H, W)
-            yield x, np.asarray([self.source.labels[i] for i in idx], dtype=np.int64)  # (B,)
+            y = np.asarray([self.source.labels[i] for i in idx], dtype=np.int64)  # (B,)
+            if self._fits:
+                kept.append((x, y))
+            yield x, y
+        if self._fits:
+            self._cache = kept  # a complete pass only: one cut short decodes again next time
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return iter(self._cache) if self._cache is not None else self._decode()
@@ -62,11 +71,14 @@ class Predictions:
         return float((self.top1 == self.labels).mean())
 
 
-def predict(run: Runner, batches: ImageBatches) -> Predictions:
+def predict(run: Runner, batches: ImageBatches, step: Step | None = None) -> Predictions:
+    """``run`` on every batch; ``step`` (a ``formats.progress`` stage) advances by each batch's images."""
     logits, labels = [], []
     for x, y in batches:
         logits.append(np.asarray(run(x), dtype=np.float32))
         labels.append(y)
+        if step is not None:
+            step.advance(len(y))
     return Predictions(np.concatenate(logits), np.concatenate(labels))
 
 
@@ -162,8 +174,12 @@ def jpeg_draft_parity(source: ImageSource, spec: PreprocessSpec, run: Runner, ex
     if not idx:
         return DraftParity(0, None, None, None, False, "no evaluation image is a JPEG large enough for draft "
                            "decoding to reduce: exact decoding everywhere")
-    logits = [run(np.stack([load_input(paths[i], spec, decode="jpeg-draft") for i in idx[k:k + batch_size]]))
-              for k in range(0, len(idx), batch_size)]
+    logits = []
+    with stage("JPEG draft decoding", total=len(idx), unit="image") as step:
+        for k in range(0, len(idx), batch_size):
+            chunk = idx[k:k + batch_size]
+            logits.append(run(np.stack([load_input(paths[i], spec, decode="jpeg-draft") for i in chunk])))  # (B, C)
+            step.advance(len(chunk))
     top1 = {"exact": exact.top1[idx], "jpeg-draft": np.concatenate(logits).argmax(axis=1)}  # (N,) each
     labels = exact.labels[idx]  # (N,)
     exact_top1, draft = (float((top1[m] == labels).mean()) for m in DECODE_MODES)

@@ -23,6 +23,7 @@ from formats.checkpoint import StudentMeta
 from formats.datasets import DatasetSplits, ImageSource
 from formats.files import sha256_file
 from formats.manifest import ArtifactEntry
+from formats.progress import Step
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,15 @@ class ExportJob:
     def budget(self) -> Budget:
         return Budget(self.options.max_top1_drop, self.options.min_agreement)
 
-    def verdict(self, run: Runner, on_eval: Predictions) -> BudgetVerdict:
+    @property
+    def images_per_artifact(self) -> int:
+        """Images an artifact is run on: the evaluation split, plus the judged split where that differs."""
+        return self.eval_batches.images + (self.held_out.batches.images if self.held_out is not None else 0)
+
+    def verdict(self, run: Runner, on_eval: Predictions, step: Step | None = None) -> BudgetVerdict:
         """The budget verdict of an artifact (``run``), whose evaluation-split predictions are ``on_eval``."""
         judged = self.judged_on()
-        pred = on_eval if self.held_out is None else predict(run, judged.batches)
+        pred = on_eval if self.held_out is None else predict(run, judged.batches, step)
         acc = accuracy_entry(pred, judged.reference)
         return self.budget.verdict(judged.split, judged.batches.images, acc["top1_drop"], acc["agreement"])
 

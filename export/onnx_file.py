@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import onnx
 import torch
+
+from export.quiet import quiet
 
 INPUT, OUTPUT = "input", "logits"
 FP32_FILE = "model.onnx"
@@ -20,11 +21,10 @@ def export_onnx(model: torch.nn.Module, path: Path, input_size: list[int], opset
     emits GlobalAveragePool/Gemm, which onnxruntime's quantizer handles natively.
     """
     dummy = torch.zeros(2, 3, *input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, not broken
-        # a constant Pad (TF padding fixed by students.registry.deployable) leaves its pads as a small
-        # constant subgraph with a step -1 Slice, which torch does not fold; onnxruntime folds it at load
-        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
+    # torch.onnx's warnings are its own: the legacy exporter is deprecated (not broken), and a constant
+    # Pad (TF padding fixed by students.registry.deployable) leaves its pads as a small constant subgraph
+    # with a step -1 Slice ("Constant folding - Only steps=1"), which onnxruntime folds at load
+    with quiet("torch.onnx export"):
         torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, do_constant_folding=True)

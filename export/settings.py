@@ -49,6 +49,7 @@ class ExportSettings:
     seed: int = 0  # calibration sample
     qat: str | None = None  # folder written by `python -m export.qat`: its trained INT8 graphs, no calibration (needs --int8)
     triton_queue_delay_us: int = 100
+    verbose: bool = False  # show the libraries' own output (onnxruntime's calibration, torch.onnx warnings); or VL2LITE_VERBOSE=1
 
     def __post_init__(self) -> None:
         _check(self.calib_method in CALIBRATION_METHODS, "calib-method",
@@ -105,6 +106,7 @@ class QatSettings:
     seed: int = 0  # image order and calibration sample
     out: Path | None = None  # output folder (default: qat/ beside the checkpoint)
     overwrite: bool = False  # replace an existing output folder
+    verbose: bool = False  # show the libraries' own output (onnxruntime's calibration, torch.onnx warnings); or VL2LITE_VERBOSE=1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.calib_images < 1:

@@ -115,6 +115,9 @@ class BenchBundle:
     name: str
     arch: str
     input: ModelInput
+    # file -> sha256 of every artifact measured (the manifest's): predict and serve use the figures
+    # only for these very files (runtime.choice). None: written before checksums were recorded.
+    artifacts_sha256: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

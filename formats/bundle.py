@@ -40,7 +40,7 @@ class Artifact:
     top1_drop_ci95: float | None = None  # half-width of top1_drop's paired 95% interval (None: older bundles)
     # where top1 and top1_drop were measured (formats.isa); None: a bundle written before provenance.
     # Left out of the hash: a dict is unhashable, and file + sha256 already identify the artifact.
-    measured_on: dict[str, Any] | None = field(default=None, hash=False)
+    measured_on: dict[str, str] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Bundle:
     output_name: str
     max_batch: int
     artifacts: tuple[Artifact, ...]
-    manifest: dict[str, Any]
+    manifest: Manifest  # the whole manifest, typed (formats.manifest)
 
     @property
     def num_classes(self) -> int:
@@ -91,7 +91,7 @@ def load_bundle(root: str | Path, verify: bool = True, artifacts: bool = True) -
     _check_shapes(root, m, pre)
     bundle = Bundle(root=root, name=m.name, arch=m.arch, labels=tuple(labels), preprocessing=pre,
                     input_name=names[0], output_name=names[1], max_batch=m.max_batch,
-                    artifacts=tuple(_artifact(root, a) for a in m.artifacts), manifest=raw)
+                    artifacts=tuple(_artifact(root, a) for a in m.artifacts), manifest=m)
     if verify and artifacts:  # every model file was just read for its checksum: check what it holds too
         for art in bundle.artifacts:
             check_model_input(bundle, art)
@@ -209,7 +209,7 @@ def verify_checksums(root: Path, checksums: dict[str, str]) -> None:
 
 def verify_artifact(bundle: Bundle, art: Artifact) -> None:
     """The model file about to be loaded and its engine sidecar, against their sha256."""
-    files = bundle.manifest.get("files", {})
+    files = bundle.manifest.files
     checksums = {art.file: art.sha256}
     if art.sidecar is not None:
         name = art.sidecar.relative_to(bundle.root).as_posix()

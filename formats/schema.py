@@ -55,7 +55,8 @@ def _check(value: Any, kind: Any, where: str, legacy: Mapping[type, frozenset[st
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise UserError(f"{where} must be {getattr(base, '__name__', base)}, not {type(value).__name__}{fix}")
+        what = "a JSON object" if dataclasses.is_dataclass(base) else getattr(base, "__name__", base)
+        raise UserError(f"{where} must be {what}, not {type(value).__name__}{fix}")
     return value
 
 

@@ -29,7 +29,7 @@ def sweep(argv: list[str]) -> str:
                         f"cache; writes <out_dir>/<name>/sweep.json and the frontier.\n\n{keys}", SweepSettings,
                         [OVERRIDES])
     parser.add_argument("--config", required=True, help="the YAML config, e.g. configs/demo.yaml")
-    args = parser.parse_args(dotted_overrides(argv))
+    args = parser.parse_intermixed_args(dotted_overrides(argv))  # overrides before and after the options
     settings = settings_from(SweepSettings, args)
     students, overrides = split_students(args.overrides)
     cfg = load_config(args.config, overrides)

@@ -2,7 +2,10 @@
 
     python -m pipeline sweep --config X student.arch=resnet18,timm:mobilenetv4_conv_small [--budget-ms 2]
 
-The teacher cache does not depend on the student, so it is built once and every student reads it.
+The teacher cache does not depend on the student, so it is built once (or reused: the folder a plain
+run or ``distill compare`` of the same setup built, ``distill.cache_ready``) and every student reads it.
+Before any work, every file any student needs is checked (``distill.preflight``); while it runs, a
+line per student per stage (training, export, QAT) and one for the benchmark.
 Each student trains into ``<out_dir>/<name>/<student>/`` (a finished run of the same setup is
 reused, as in ``distill compare``), is exported into ``<out_dir>/<name>/bundles/<student>/``
 (default ``--int8 --best-effort``: an INT8 miss keeps the FP32 bundle, marked) and all bundles are
@@ -32,13 +35,17 @@ import dataclasses
 import time
 from pathlib import Path
 
-from distill.compare import ensure_cache, train_or_reuse
+from typing import Callable
+
+from distill.cache_ready import prepare_cache
+from distill.compare import train_or_reuse
 from distill.config import Config, with_overrides
+from distill.preflight import preflight
 from formats.errors import UserError
+from formats.progress import Step, duration, stage
 from formats.sweep import StageRun, StudentRow, Sweep, new_sweep
 from pipeline.settings import SweepSettings
 from pipeline.stages import bench_bundles, export_student, train_qat
-from students.registry import check_arch
 
 
 def split_students(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -63,43 +70,59 @@ def folder_name(arch: str) -> str:
 
 def sweep(cfg: Config, students: list[str], settings: SweepSettings = SweepSettings()) -> Sweep:
     """Train, export and (unless ``bench`` is off) benchmark every student; writes and returns sweep.json."""
-    for arch in students:
-        check_arch(arch)  # every name checked before the first minute of training
+    inputs = preflight(cfg, students)  # every name and every file any student needs, before the first minute
     root = Path(cfg.train.out_dir) / cfg.train.name
-    if cfg.teacher.enabled:
-        cfg = with_overrides(cfg, {"teacher.cache": cfg.teacher.cache or str(root / "teacher-cache")})
-    summary = new_sweep((), ensure_cache(cfg) if cfg.teacher.enabled else 0.0)
+    cfg, ready = prepare_cache(cfg, inputs)  # the same folder a plain run or compare of this setup uses
+    summary = new_sweep((), ready.seconds if ready is not None and ready.built else 0.0)
     start = time.perf_counter()
-    for arch in students:
-        row = student_row(cfg, root, arch, settings)
-        summary = dataclasses.replace(summary, students=(*summary.students, row))
-        summary.write(root / "sweep.json")  # progress survives a kill
+    with stage("sweep", total=len(students), unit="student") as step:
+        for arch in students:
+            row = student_row(cfg, root, arch, settings, step)
+            summary = dataclasses.replace(summary, students=(*summary.students, row))
+            summary.write(root / "sweep.json")  # progress survives a kill
+            step.advance()
     summary = dataclasses.replace(summary, train_export_s=time.perf_counter() - start)
     bundles = [Path(r.export.output) for r in summary.students if r.export.output is not None]
     if settings.bench and bundles:
-        summary = dataclasses.replace(summary, bench=bench_bundles(bundles, root / "bench", settings.bench_settings,
-                                                                   settings.bench_args))
+        with stage(f"sweep: benchmark of {len(bundles)} bundle(s)"):
+            bench = bench_bundles(bundles, root / "bench", settings.bench_settings, settings.bench_args)
+        summary = dataclasses.replace(summary, bench=bench)
     summary = dataclasses.replace(summary, wall_s=time.perf_counter() - start)
     summary.write(root / "sweep.json")
     return summary
 
 
-def student_row(cfg: Config, root: Path, arch: str, settings: SweepSettings) -> StudentRow:
-    """Train (or reuse) one student and export it; with ``--qat``, retrain a missed INT8 and export again."""
+def student_row(cfg: Config, root: Path, arch: str, settings: SweepSettings, step: Step) -> StudentRow:
+    """Train (or reuse) one student and export it; with ``--qat``, retrain a missed INT8 and export again.
+    A line per stage on ``step``."""
     run_cfg = with_overrides(cfg, {"student.arch": arch, "train.out_dir": str(root), "train.name": folder_name(arch)})
+    step.note(f"{arch}: training")
     record = train_or_reuse(run_cfg, arch, run_cfg.train.seed)
+    step.note(f"{arch}: trained, test top-1 {100 * record['test_top1']:.2f}% ({duration(record['wall_s'])})")
     checkpoint, bundle = Path(record["run"]) / "best.pt", root / "bundles" / folder_name(arch)
-    export = export_student(checkpoint, bundle, settings.export_options, settings.export_args)
+    export = _noted(step, arch, "export", lambda: export_student(checkpoint, bundle, settings.export_options,
+                                                                 settings.export_args))
     row = StudentRow(arch, record["run"], record["test_top1"], record["wall_s"], export)
     if not (settings.qat and int8_missed(export)):
         return row
-    qat = train_qat(checkpoint, settings.qat_settings, settings.qat_args)
+    qat = _noted(step, arch, "quantization-aware training",
+                 lambda: train_qat(checkpoint, settings.qat_settings, settings.qat_args))
     if not qat.ok:
         return dataclasses.replace(row, export_ptq=export, qat=qat)
     options = dataclasses.replace(settings.export_options, qat=qat.output)
-    again = export_student(checkpoint, bundle.with_name(f"{bundle.name}-qat"), options,
-                           f"{settings.export_args} --qat {qat.output}")
+    again = _noted(step, arch, "export with the QAT graphs", lambda: export_student(
+        checkpoint, bundle.with_name(f"{bundle.name}-qat"), options, f"{settings.export_args} --qat {qat.output}"))
     return dataclasses.replace(row, export=again, export_ptq=export, qat=qat)
+
+
+def _noted(step: Step, arch: str, what: str, work: Callable[[], StageRun]) -> StageRun:
+    """``work()``, with a line on ``step`` when it starts and one when it ends (reused, done, or why not)."""
+    step.note(f"{arch}: {what}")
+    done = work()
+    how = ("reused" if done.reused else f"done in {duration(done.seconds)}") if done.failure is None else (
+        f"failed: {done.failure.reason}")
+    step.note(f"{arch}: {what} {how}")
+    return done
 
 
 def int8_missed(export: StageRun) -> bool:

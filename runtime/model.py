@@ -12,6 +12,7 @@ from formats.errors import UserError
 from formats.preprocessing import load_input, preprocess_batch
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.backends.base import Session
+from runtime.choice import ArtifactChoice, choose_artifact
 from runtime.provenance import startup_note
 from runtime.settings import DECODE_CHOICES
 
@@ -29,6 +30,7 @@ class Classifier:
     artifact: Artifact
     session: Session
     decode: str = "exact"  # how image files are decoded: exact | jpeg-draft (decode_mode)
+    choice: ArtifactChoice | None = None  # which artifact and why (runtime.choice); None: built by hand
 
     @property
     def provenance_note(self) -> str | None:
@@ -64,25 +66,11 @@ def top_k_predictions(logits: np.ndarray, labels: tuple[str, ...], k: int) -> li
     return [[Prediction(labels[i], int(i), float(p[i])) for i in row] for p, row in zip(probs, order)]
 
 
-def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None) -> Artifact:
-    """The named artifact (checked against the backend), else the first one the backend accepts that
-    met the bundle's accuracy budget (an over-budget one, kept by ``export --best-effort``, only by name)."""
-    spec = get_backend(backend)
-    if artifact is not None:
-        art = bundle.artifact(artifact)
-        if not spec.accepts(art):
-            raise UserError(f"backend {backend} cannot run {art.file} (format {art.format}, target "
-                            f"{art.target}): pick another --backend or --artifact")
-        return art
-    runnable = [art for art in bundle.artifacts if spec.accepts(art)]
-    for art in runnable:
-        if art.within_budget is not False:
-            return art
-    if runnable:
-        raise UserError(f"every artifact of {bundle.root} that backend {backend} runs missed the accuracy budget "
-                        f"({', '.join(a.file for a in runnable)}): name one with --artifact to use it anyway, "
-                        f"or pick another --backend")
-    raise UserError(f"bundle {bundle.root} has no artifact that backend {backend} runs: pick another --backend")
+def select_artifact(bundle: Bundle, backend: str, artifact: str | None = None,
+                    bench: str | Path | None = None) -> Artifact:
+    """The named artifact (checked against the backend), else the fastest one within the accuracy
+    budget for this device (runtime.choice: measured by a bench.json of this device, else a static rule)."""
+    return choose_artifact(bundle, backend, artifact, bench).artifact
 
 
 def decode_mode(bundle: Bundle, requested: str = "auto") -> str:
@@ -97,13 +85,15 @@ def decode_mode(bundle: Bundle, requested: str = "auto") -> str:
 
 
 def open_classifier(bundle: str | Path | Bundle, backend: str = "onnxruntime", artifact: str | None = None,
-                    options: SessionOptions = SessionOptions(), decode: str = "auto") -> Classifier:
+                    options: SessionOptions = SessionOptions(), decode: str = "auto",
+                    bench: str | Path | None = None) -> Classifier:
     """Load a bundle (its sidecars and the model file it opens checked against their sha256) and open
-    one artifact on one backend."""
+    one artifact on one backend: ``artifact``, else the fastest within the accuracy budget here
+    (runtime.choice; ``bench``: the bench.json to judge by, default runs/bench/<bundle name>/bench.json)."""
     spec = require_available(get_backend(backend))  # first: "not installed" beats "no artifact for it"
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, artifacts=False)
     mode = decode_mode(b, decode)
-    art = select_artifact(b, backend, artifact)
-    verify_artifact(b, art)  # only the model file it loads: the others may be large and unused here
-    session = spec.open(art, options)
-    return Classifier(b, art, session, mode)
+    choice = choose_artifact(b, backend, artifact, bench)
+    verify_artifact(b, choice.artifact)  # only the model file it loads: the others may be large and unused here
+    session = spec.open(choice.artifact, options)
+    return Classifier(b, choice.artifact, session, mode, choice)

@@ -30,9 +30,11 @@ def _check_decode(decode: str) -> None:
 class PredictSettings:
     top_k: int = 5  # predictions per image
     backend: str = "onnxruntime"  # onnxruntime (CUDA when installed, else CPU), onnxruntime-cpu, tensorrt
-    artifact: str | None = None  # a file of the bundle; default: the first one the backend runs
+    artifact: str | None = None  # a file of the bundle; default: the fastest within the accuracy budget here
+    bench: Path | None = None  # bench.json picking the default artifact; default runs/bench/<bundle name>/bench.json
     json: bool = False  # print JSON instead of text
     decode: str = "auto"  # auto (JPEG draft decoding where export accepted it for the bundle) | exact | jpeg-draft
+    verbose: bool = False  # show onnxruntime's/TensorRT's own warnings (also VL2LITE_VERBOSE=1)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,9 @@ class BenchSettings:
     plots: bool = True  # write the two PNG plots (needs matplotlib)
     reference_checkpoint: Path | None = None  # best.pt: adds a PyTorch eager row (needs the training packages)
     timeout_s: float = field(default=1800.0, metadata={"flag": "timeout"})  # per artifact and backend, seconds
-    budget_ms: float | None = None  # latency budget (SingleStream p90, batch 1): names the most accurate artifact within it
+    budget_ms: float | None = None  # latency budget (SingleStream p50, batch 1): names the most accurate artifact within it
     decode: str = "auto"  # how --data images are decoded: auto (JPEG draft where export accepted it) | exact | jpeg-draft
+    verbose: bool = False  # show onnxruntime's/TensorRT's own warnings (also VL2LITE_VERBOSE=1); not recorded
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -70,8 +73,8 @@ class BenchSettings:
             get_backend(name)  # an unknown name lists the valid ones
 
     def record(self) -> BenchRequest:
-        """The settings as bench.json records them (paths as text)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The settings as bench.json records them (paths as text; ``verbose`` is not a figure's setting)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(BenchRequest)}
         return BenchRequest(**{k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
     @classmethod
@@ -87,7 +90,8 @@ class ServeSettings:
     host: str = "127.0.0.1"  # loopback; 0.0.0.0 listens on every interface
     port: int = 8000
     backend: str = "onnxruntime"  # onnxruntime (CUDA when installed, else CPU), onnxruntime-cpu, tensorrt
-    artifact: str | None = None  # a file of the bundle; default: the first one the backend runs
+    artifact: str | None = None  # a file of the bundle; default: the fastest within the accuracy budget here
+    bench: Path | None = None  # bench.json picking the default artifact; default runs/bench/<bundle name>/bench.json
     max_batch: int = 16  # rows per model call; capped by the bundle's max_batch
     max_delay_ms: float = 5.0  # how long the oldest request may wait for a batch to fill
     max_queue: int = 128  # requests waiting; more are refused with 503
@@ -99,6 +103,7 @@ class ServeSettings:
     decode_workers: int = 0  # images decoded (and KServe bodies parsed) at once, 0 = one per CPU core
     body_timeout_s: float = 10.0  # seconds a client has to send its whole request body; a slower one gets 408
     max_uploads: int = 256  # request bodies being received at once; more are refused with 503
+    verbose: bool = False  # show onnxruntime's/TensorRT's own warnings (also VL2LITE_VERBOSE=1)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -36,6 +36,12 @@ def check_arch(arch: str) -> None:
     raise UserError(problem)
 
 
+def missing_weights(arch: str, weights: str) -> str | None:
+    """What building ``arch`` with ``weights`` needs from the network and cannot get here (its family says;
+    checked before any work), else None. ``arch`` must be a known student (``check_arch``)."""
+    return family_of(arch).missing_weights(arch, weights)
+
+
 class Student(nn.Module):
     """Backbone giving (B, d) features (a family's headless model), plus a new ``classifier`` Linear(d, C)."""
 

@@ -5,12 +5,14 @@ tests/conftest.py).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -19,6 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 PRE = {"input_size": [64, 64], "resize_size": 73, "resize_policy": "shorter_side", "crop": "center",
        "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
        "color": "RGB", "layout": "NCHW", "scale": 255.0}
+
+
+def doctored(bundle: Path, out: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of ``bundle`` whose manifest ``edit`` changed per artifact entry. The model files are
+    linked, not copied; the manifest is in no checksum (it lists them), so the copy still verifies."""
+    out.mkdir()
+    for item in bundle.iterdir():
+        if item.name != "manifest.json":
+            (out / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        edit(art)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
 
 
 def make_images(root: Path) -> list[Path]:

@@ -7,8 +7,10 @@ import pytest
 import distill.cache as cache_mod
 import distill.train as train_mod
 from distill.__main__ import cli
+from distill.cache_ready import cache_folder
 from distill.compare import compare, parse_seeds
 from distill.config import load_config, with_overrides
+from distill.data import load_dataset
 from formats.errors import UserError
 from tests.conftest import REPO, demo_overrides
 
@@ -32,7 +34,9 @@ def compared(synthetic_root, tmp_path_factory):
 def test_compare_pairs_baseline_and_kd_per_seed_with_one_cache(compared):
     cfg, summary, builds = compared
     root = Path(cfg.train.out_dir) / cfg.train.name
-    assert builds == [str(root / "teacher-cache")]  # built once, read by both seeds
+    # built once, at the default folder keyed by the setup (the one a plain run uses), read by both seeds
+    assert builds == [str(cache_folder(cfg, load_dataset(cfg.data)))]
+    assert Path(builds[0]).parent == Path(cfg.train.out_dir) / "teacher-cache" and summary["cache_build_s"] > 0
     assert set(summary["arms"]) == {"baseline", "kd"} and summary["seeds"] == [0, 1]
     kd = summary["arms"]["kd"]
     runs = {(r["arm"], r["seed"]): r for r in summary["runs"]}
@@ -73,17 +77,23 @@ def test_finished_comparison_is_reused_and_the_cli_prints_the_table(compared, mo
         "train.epochs": 1, "teacher.cache_views": 2, "teacher.cache_shard_size": 100, "train.name": "cmp",
         "method.anchors": "calibrated", "method.visual": "projected"}).items()]
     cli(["compare", "--config", str(REPO / "configs" / "demo.yaml"), "--seeds", "0,1", *overrides])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "baseline" in out and "vs baseline" in out and "compare.json" in out
+    # the run times say what they cover: the cache was there, so nothing was built
+    assert "run s: training and evaluation, without the teacher cache (reused from an earlier run)" in out
+    assert "compare: kd seed 1: finished before, reused" in captured.err
 
 
-def test_one_cache_serves_other_seeds_and_students(compared):
+def test_one_cache_serves_other_seeds_and_students(compared, monkeypatch):
     cfg, _, _ = compared
-    root = Path(cfg.train.out_dir) / cfg.train.name
-    other = with_overrides(cfg, {"teacher.cache": str(root / "teacher-cache"), "train.seed": 7,
-                                 "student.arch": "mobilenet_v3_small", "train.name": "other-student",
-                                 "train.out_dir": str(root)})
+    # a plain run of the same setup (no cache option) reuses the comparison's cache: nothing is built
+    monkeypatch.setattr(cache_mod, "build_cache", lambda *a, **k: pytest.fail("the cache must be reused"))
+    other = with_overrides(cfg, {"train.seed": 7, "student.arch": "mobilenet_v3_small",
+                                 "train.name": "other-student"})
+    assert other.teacher.cache == "auto"
     run = train_mod.setup(other)
+    assert Path(run.cfg.teacher.cache).parent == Path(cfg.train.out_dir) / "teacher-cache"
     assert run.train_set.sampler.seed == cfg.teacher.cache_seed != 7  # the student replays the cached views
     best = train_mod.fit(other)  # the fingerprint knows neither train.seed nor the student
     assert json.loads((best.parent / "results.json").read_text())["teacher"]["anchors"] in ("text", "calibrated")
@@ -126,3 +136,6 @@ def test_a_run_recorded_before_a_config_key_existed_is_still_this_setup(compared
                                                         "teacher.cache_views": 2})))
     assert not same_setup(off, to_dict(with_overrides(cfg, {"teacher.enabled": False, "train.lr": 0.5})))
     assert not same_setup(off, current)
+    # where a cache lies is not the setup (its fingerprint is); reading one or running the teacher online is
+    assert same_setup(current, to_dict(with_overrides(cfg, {"teacher.cache": "/elsewhere/cache"})))
+    assert not same_setup(current, to_dict(with_overrides(cfg, {"teacher.cache": "online"})))

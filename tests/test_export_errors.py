@@ -118,14 +118,20 @@ def test_an_unknown_backend_is_refused_with_the_registered_ones(trained_checkpoi
     assert not (tmp_path / "b").exists()
 
 
-def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path):
+def test_cli_refuses_bad_arguments_before_any_work(trained_checkpoint, tmp_path, capsys):
     """Types, unknown options and extra positionals are refused before the export starts: no bundle."""
+    from export.__main__ import main
     out = tmp_path / "b"
+    proc = run_cli(str(trained_checkpoint), "--out", str(out), "--int9")  # one through the real command
+    assert_one_error_line(proc, "unrecognized arguments: --int9")
     for args, fragment in [(["--calib-images", "many"], "--calib-images/--calib_images: invalid int value: 'many'"),
-                           (["--int9"], "unrecognized arguments: --int9"),
                            (["extra"], "unrecognized arguments: extra"),
-                           (["--max-batch", "1.5"], "invalid int value: '1.5'")]:
-        assert_one_error_line(run_cli(str(trained_checkpoint), "--out", str(out), *args), fragment)
+                           (["--max-batch", "1.5"], "invalid int value: '1.5'")]:  # the same parser, in this process
+        with pytest.raises(SystemExit) as exit_:
+            main([str(trained_checkpoint), "--out", str(out), *args])
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert exit_.value.code == 2 and len(errors) == 1 and fragment in errors[0], err
         assert not out.exists() and list(tmp_path.iterdir()) == []
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and "--max-top1-drop X" in help_text.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from export import BudgetError, ExportOptions, export_bundle
-from export.int8.ladder import Attempt, Recipe, format_table, run_ladder
+from export.int8.ladder import Attempt, Recipe, chosen_line, describe, format_table, run_ladder
 
 REPO = Path(__file__).resolve().parents[1]
 # A first recipe that is deliberately poor (2 calibration images) and a strict criterion (INT8 must
@@ -68,6 +68,22 @@ def test_ladder_without_remedies_or_beyond_the_cap_fails():
     assert table.count("\n") == len(done) + 2 and "| no |" in table
 
 
+def test_the_printed_table_names_the_attempt_each_graph_is():
+    winner = Recipe("percentile", 100, ("conv1", "fc"))
+    attempt, _ = fake_attempts({winner})
+    done = run_ladder(attempt, Recipe("minmax", 100), 100, ["conv1", "fc"], lambda r: [], 6, True)
+    title = format_table(done, 1.0, "val", file="model.int8.onnx").splitlines()[0]
+    assert title == "INT8 attempts for model.int8.onnx (budget: top-1 drop <= 1 points, judged on val)"
+    assert chosen_line(done, "model.int8.onnx") == \
+        f"model.int8.onnx: attempt {len(done)} (percentile, 100 images, 2 in float), within budget"
+    attempt, _ = fake_attempts(set())  # nothing fits: --best-effort keeps the closest, and says so
+    done = run_ladder(attempt, Recipe("minmax", 100), 100, [], lambda r: [], 0, True)
+    closest = min(range(len(done)), key=lambda i: done[i].top1_drop)
+    assert chosen_line(done, "model.int8.trt.onnx") == (
+        f"model.int8.trt.onnx: attempt {closest + 1} ({describe(done[closest].recipe)}), the closest, over budget "
+        f"(kept marked: --best-effort)")
+
+
 def test_remedy_path_on_real_student(val_heavy_checkpoint, tmp_path):
     try:
         out = export_bundle(val_heavy_checkpoint, tmp_path / "b", ExportOptions(**FORCED))
@@ -97,16 +113,19 @@ def test_budget_failure_exits_nonzero_with_table_and_writes_no_bundle(val_heavy_
         export_bundle(val_heavy_checkpoint, out, ExportOptions(**FORCED, remedies=False))
     assert "| 1 | entropy | 2 |" in err.value.detail and err.value.exit_status == 3
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    # --verbose: onnxruntime's own output comes through (on stderr: stdout is only ever the bundle path);
+    # tests/test_export_output.py checks that without it, only export's own lines are printed
     cmd = [sys.executable, "-m", "export", str(val_heavy_checkpoint), "--out", str(out), "--int8",
            "--calib-images", "2", "--min-calib-images", "1", "--calib-method", "entropy",
-           "--min-agreement", "1.0", "--no-remedies"]
+           "--min-agreement", "1.0", "--no-remedies", "--verbose"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr
-    assert "INT8 attempts (budget" in proc.stderr and "Traceback" not in proc.stderr
+    assert "INT8 attempts for model.int8.onnx (budget" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and "Collecting tensor data and making histogram" in proc.stderr  # the entropy calibrator
     lines = proc.stderr.splitlines()
     errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
     assert len(errors) == 1 and lines[errors[0]].startswith("error: no INT8 recipe for model.int8.onnx met the accuracy budget")
-    table = lines.index(next(ln for ln in lines if ln.startswith("INT8 attempts (budget")))
+    table = lines.index(next(ln for ln in lines if ln.startswith("INT8 attempts for model.int8.onnx (budget")))
     assert table < errors[0] and lines[errors[0] - 1].startswith("| 1 | entropy | 2 |")  # the table, then the error
     assert not out.exists() and list(tmp_path.iterdir()) == []
 

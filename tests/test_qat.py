@@ -61,9 +61,13 @@ def test_the_torch_graph_computes_what_onnxruntime_runs_and_training_writes_back
     assert (sim.argmax(1) == ort.argmax(1)).mean() >= 0.95
     assert np.abs(sim - ort).max() < 0.1 * np.abs(fp32).max()
     # ...and it computes the graph's reference Q/DQ semantics (onnxruntime op by op, no fused kernels), up to
-    # the odd activation that lands on the other side of a rounding step (float division vs reciprocal)
+    # the odd activation that lands on the other side of a rounding step (float division vs reciprocal): most
+    # images to float precision, the few with such a flip a little off (seen: 5 of 80 by 1.0% of the logit
+    # range), and never another top-1. A wrong op would move every image.
     reference = ort_runner(work / flavour.file, optimize=False)(x)
-    assert (sim.argmax(1) == reference.argmax(1)).all() and np.abs(sim - reference).max() < 0.01 * np.abs(fp32).max()
+    scale, diff = np.abs(fp32).max(), np.abs(sim - reference).max(axis=1)  # (B,)
+    assert (sim.argmax(1) == reference.argmax(1)).all()
+    assert (diff < 1e-3 * scale).mean() >= 0.85 and diff.max() < 0.03 * scale
     # ...and a step of training changes the weights and scales, and onnxruntime runs the changed graph.
     opt = torch.optim.Adam([{"params": graph.weights(), "lr": 1e-2}, {"params": graph.scales(), "lr": 1e-3}])
     loss = graph(torch.from_numpy(x)).logsumexp(1).mean()
@@ -181,10 +185,40 @@ def test_an_op_the_interpreter_lacks_is_one_clear_error():
 
 
 @pytest.fixture(scope="module")
-def qat_folder(trained_checkpoint, tmp_path_factory):
+def qat_run(trained_checkpoint, tmp_path_factory):
+    """Two epochs of QAT on the trained student: (its folder, what it printed on stdout, on stderr)."""
+    import contextlib
+    import io
+
     from export import QatSettings, quantization_aware_training
-    out = tmp_path_factory.mktemp("qat") / "qat"
-    return quantization_aware_training(trained_checkpoint, QatSettings(epochs=2, out=out, calib_images=64))
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv("VL2LITE_PROGRESS", "1")
+        settings = QatSettings(epochs=2, out=tmp_path_factory.mktemp("qat") / "qat", calib_images=64)
+        folder = quantization_aware_training(trained_checkpoint, settings)
+    return folder, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def qat_folder(qat_run):
+    return qat_run[0]
+
+
+def test_qat_is_never_silent_each_phase_and_epoch_a_line_on_stderr(qat_run):
+    folder, stdout, stderr = qat_run
+    assert stdout == ""  # the command prints only the folder
+    lines = stderr.splitlines()
+    assert all(ln.startswith(("qat: ", "qat model.int8", "QAT folder written: ")) for ln in lines), stderr
+    for stage in ("qat: pytorch reference", "qat: training images", "qat: FP32 graph and calibration images"):
+        assert f"{stage}: started (" in lines[[ln.split(": started")[0] for ln in lines].index(stage)]
+    for file in (CPU.file, TENSORRT.file):
+        for stage in ("post-training graph", "2 epochs", "post-training vs QAT on test"):
+            assert any(ln.startswith(f"qat {file}: {stage}: started (") for ln in lines), (file, stage)
+            assert any(ln.startswith(f"qat {file}: {stage}: done, ") for ln in lines), (file, stage)
+        for epoch in (1, 2):  # one line per epoch, with its figures
+            assert any(ln.startswith(f"qat {file}: 2 epochs: epoch {epoch} (loss ") and "KL to FP32" in ln
+                       for ln in lines)
+    assert lines[-1].startswith(f"QAT folder written: {folder} (model.int8.onnx: epoch ")
 
 
 def test_qat_writes_both_flavours_chosen_on_validation(qat_folder, trained_checkpoint):

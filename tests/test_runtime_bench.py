@@ -14,6 +14,7 @@ from formats.preprocessing import open_image, preprocess_batch
 from runtime.backends import available_backends
 from formats.bench import read_bench
 from runtime.bench import plan, run_bench
+from runtime.bench.plots import latency_figure
 from runtime.dataset import load_labelled_images
 from runtime.model import open_classifier
 from runtime.settings import BenchSettings
@@ -53,10 +54,38 @@ def test_bench_report_table_and_plots(int8_bundle: Path, birds: Path, tmp_path: 
         assert row.top1 == pytest.approx(_top1(int8_bundle, file, birds))
     assert (tmp_path / "latency_vs_batch.png").stat().st_size > 0
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
-    table = capsys.readouterr().out
+    table, progress = capsys.readouterr()
     assert "p90 ms" in table and "model.int8.onnx" in table and "onnxruntime-cpu" in table
+    for file, row in ran.items():  # accuracy as a percentage, as in every table and plot
+        assert f"{100 * row.top1:.2f}%" in next(line for line in table.splitlines() if line.startswith(file + " "))
+    for step in ("started (6 steps)", "loading the model", "warm-up (1 runs)", "SingleStream, batch 1",
+                 "Offline batch 1: the SingleStream runs", "Offline batch 4", "accuracy on --data (80 images)",
+                 "done, 6 steps in"):  # one stage per artifact and backend, never a silent minute
+        assert f"bench model.int8.onnx on onnxruntime-cpu: {step}" in progress
+    assert "bench --data: decoding" in progress
     if not all(r.single_stream.p99_reliable for r in ran.values()):  # short test runs: flagged
         assert "p99 from fewer than 100 runs" in table
+
+
+def test_the_latency_plot_draws_the_table_s_figures_at_the_measured_batch_sizes(int8_bundle: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    """Batch 1 is measured once (the SingleStream runs), so the plot's batch-1 point is the table's p50."""
+    settings = BenchSettings(out=tmp_path, artifacts=("model.onnx",), **{**FAST, "batches": (1, 2, 4)})
+    report = run_bench(int8_bundle, settings)
+    (row,) = report.results
+    assert row.offline[0].batch == 1 and row.offline[0].latency == row.single_stream
+    assert row.offline[0].images_per_s == pytest.approx(1e3 / row.single_stream.mean_ms, rel=1e-3)
+    table = capsys.readouterr().out
+    p50_in_table = float(next(line for line in table.splitlines() if line.startswith("model.onnx ")).split()[4])
+    fig = latency_figure(report.results)
+    (line,) = fig.axes[0].lines
+    drawn = dict(line.get_xydata().tolist())
+    assert round(drawn[1], 2) == p50_in_table and drawn[1] == row.single_stream.p50_ms
+    assert drawn == {o.batch: o.latency.p50_ms for o in row.offline}
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "4"]  # ticks at the measured sizes
+    assert fig.axes[0].get_xscale() == "log"
+    from matplotlib import pyplot  # latency_figure chose the file-only backend
+    pyplot.close(fig)
 
 
 def test_a_worker_that_outlives_its_timeout_is_a_failed_row(int8_bundle: Path, tmp_path: Path) -> None:
@@ -109,3 +138,19 @@ def test_bench_cli_with_torch_reference(int8_bundle: Path, trained_checkpoint: P
     bad = subprocess.run([sys.executable, "-m", "runtime.bench", str(int8_bundle), "--batch", "0"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --batch") and "Traceback" not in bad.stderr
+
+
+def test_a_worker_step_that_takes_long_is_never_silent() -> None:
+    """An engine build or a slow batch says nothing for minutes: the parent says it is still running."""
+    import io
+
+    from formats.progress import stage
+    from runtime.bench.worker import PROGRESS, _run_reporting
+    code = f"import time; print({PROGRESS!r} + 'loading the model', flush=True); time.sleep(0.6)"
+    log = io.StringIO()
+    with stage("bench x on y", 1, "step", stream=log, every_s=3600) as step:
+        status, _ = _run_reporting([sys.executable, "-c", code], {}, 30.0, step, quiet_s=0.2)
+    lines = log.getvalue().splitlines()
+    assert status == 0 and lines[1] == "bench x on y: loading the model"
+    assert any(line.startswith("bench x on y: loading the model: still running, ") for line in lines[2:])
+    assert lines[-1].startswith("bench x on y: done, 1 steps in")

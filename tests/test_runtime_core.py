@@ -109,10 +109,10 @@ def test_bundle_loads_and_checks(bundle: Path, tmp_path: Path) -> None:
     (lambda m: m["artifacts"][0].pop("format"), "artifacts\\[0\\] lacks the field 'format'"),
     (lambda m: m["artifacts"][0].update(precision="int4"), "precision 'int4' is not one of fp32, fp16, int8"),
     (lambda m: m["artifacts"][0].update(size_bytes="big"), "artifacts\\[0\\]: size_bytes must be int, not str"),
-    (lambda m: m.update(input=["input"]), "input must be dict, not list"),
+    (lambda m: m.update(input=["input"]), "input must be a JSON object, not list"),
     (lambda m: m.update(max_batch="many"), "max_batch must be int, not str"),
     (lambda m: m.update(max_batch=0), "max_batch 0; it must be at least 1"),
-    (lambda m: m.update(files=["labels.txt"]), "files must be dict, not list"),
+    (lambda m: m.update(files=["labels.txt"]), "files must be a JSON object, not list"),
     (lambda m: m.pop("max_batch"), "lacks the field 'max_batch'"),  # no silent default
     (lambda m: m.update(maxbatch=8), "unknown field 'maxbatch'"),
 ])

@@ -84,3 +84,18 @@ def test_several_bundles_refuse_artifact_names_and_a_bad_budget(exported_bundle:
     with pytest.raises(SystemExit) as exc:
         main([str(exported_bundle), "--budget-ms", "0"])
     assert exc.value.code != 0 and "--budget-ms must be > 0" in capsys.readouterr().err
+
+
+def test_frontier_labels_that_would_overlap_are_stacked():
+    """Two bundles of one latency and top-1 (twins, or an FP32 and an INT8 that tie) get readable labels."""
+    from matplotlib import pyplot
+    from runtime.bench.plots import _pyplot, label_offsets
+    _pyplot()  # the file-only backend
+    fig, ax = pyplot.subplots(figsize=(7, 4.5))
+    points = [(1.0, 70.0), (1.0, 70.0), (1.01, 70.1), (30.0, 70.0), (1.0, 40.0)]
+    ax.scatter(*zip(*points))
+    ax.set_xscale("log")
+    offsets = label_offsets(ax, points, ["resnet18"] * len(points))
+    pyplot.close(fig)
+    assert len(set(offsets[:3])) == 3  # three labels on about one spot: three lines
+    assert offsets[3:] == [3.0, 3.0]  # far to the right, far below: where they would be anyway

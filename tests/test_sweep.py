@@ -6,6 +6,8 @@ import pytest
 
 import distill.cache as cache_mod
 import pipeline.sweep
+from distill.cache_ready import cache_folder
+from distill.data import load_dataset
 from distill.config import load_config
 from export import BudgetError, ExportOptions
 from formats.errors import UserError
@@ -39,8 +41,9 @@ def swept(synthetic_root, tmp_path_factory):
 
 
 def test_every_student_trained_from_one_cache_exported_and_benchmarked(swept):
-    root, summary, builds, _ = swept
-    assert builds == [str(root / "teacher-cache")]  # one cache for every student
+    root, summary, builds, cfg = swept
+    # one cache for every student, at the default folder a plain run or compare of this setup uses
+    assert builds == [str(cache_folder(cfg, load_dataset(cfg.data)))] and summary.cache_build_s > 0
     assert [r.student for r in summary.students] == STUDENTS
     for row in summary.students:
         assert 0 <= row.test_top1 <= 1 and Path(row.run, "best.pt").is_file()
@@ -67,10 +70,14 @@ def test_sweep_json_is_read_strictly(swept, tmp_path):
         Sweep.from_dict({**summary.to_dict(), "schema_version": 0}, "sweep.json")
 
 
-def test_a_second_sweep_reuses_runs_and_bundles(swept):
+def test_a_second_sweep_reuses_runs_and_bundles(swept, capsys):
     root, _, _, cfg = swept
     again = sweep(cfg, STUDENTS, SweepSettings(export_args=EXPORT_ARGS, bench=False))
     assert all(r.export.reused for r in again.students) and again.bench is None
+    err = capsys.readouterr().err  # a line per student per stage, and the cache reused, not built again
+    assert "teacher cache: reused" in err and "sweep: started (2 students)" in err
+    for arch in STUDENTS:
+        assert f"sweep: {arch}: trained, test top-1 " in err and f"sweep: {arch}: export reused" in err
     other = sweep(cfg, STUDENTS[:1], SweepSettings(export_args=EXPORT_ARGS + " --fp16", bench=False))
     assert not other.students[0].export.reused  # other export options: exported again
     assert "model.fp16.onnx" in {a.file for a in other.students[0].export.artifacts}

@@ -12,7 +12,8 @@ import distill.cache as cache_mod
 import distill.method as method_mod
 from distill.__main__ import cli
 from distill.batches import StreamSampler
-from distill.cache import build_cache, describe_cache, open_cache, open_pool_cache, pool_dir
+from distill.cache import build_cache, open_cache, open_pool_cache, pool_dir
+from distill.cache_ready import describe_cache
 from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.compare import default_arms
 from distill.config import MethodConfig, load_config, with_overrides
@@ -208,7 +209,7 @@ def test_config_errors_of_the_unlabeled_keys(synthetic_root, splits, tmp_path):
 
     pool = tmp_path / "pool"
     copy_images(splits.train, range(3), pool, "train")
-    unlabeled = {"data.unlabeled": str(pool), "teacher.cache": ""}
+    unlabeled = {"data.unlabeled": str(pool), "teacher.cache": "online"}
     no_labels = cfg_for(synthetic_root, tmp_path, **unlabeled, **{"data.labels": "none", "train.name": "a"})
     assert no_labels.method.linguistic == "condensed"
     with pytest.raises(UserError, match=r"data\.labels=none.*method\.linguistic=classifier"):
@@ -350,7 +351,7 @@ def test_training_with_a_cached_pool_takes_one_pool_pass_per_epoch_without_the_t
 
 
 def test_training_with_the_teacher_online_embeds_every_pool_batch_beside_the_labeled_one(pooled, monkeypatch):
-    cfg = with_overrides(pooled["cfg"], {"train.name": "online", "teacher.cache": "", "train.epochs": 1})
+    cfg = with_overrides(pooled["cfg"], {"train.name": "online", "teacher.cache": "online", "train.epochs": 1})
     steps = count_steps(monkeypatch)
     sizes, real = [], Teacher.encode_images
 

@@ -4,15 +4,15 @@ Also built for ``--trt``: TensorRT 11 builds FP16 engines only from an FP16 grap
 """
 from __future__ import annotations
 
-import warnings
-
 import onnx
 
 from export.evaluation import accuracy_entry, ort_measured_on, ort_runner, parity, predict
-from export.job import Backend, Built, ExportJob, log
+from export.job import Backend, Built, ExportJob
 from export.onnx_file import FP32_FILE, check_self_contained
+from export.quiet import quiet
 from export.settings import ExportOptions
 from formats.errors import UserError
+from formats.progress import stage
 
 FP16_FILE = "model.fp16.onnx"
 
@@ -24,8 +24,7 @@ def convert_fp16(src: onnx.ModelProto) -> onnx.ModelProto:
     except ImportError:
         raise UserError("--fp16/--trt need onnxconverter-common: pip install onnxconverter-common "
                         "(or install vl2lite-edge[export])") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # one line per tiny weight clamped to the fp16 range
+    with quiet("onnxconverter-common"):  # one warning per tiny weight clamped to the fp16 range
         return float16.convert_float_to_float16(src, keep_io_types=True, disable_shape_infer=False)
 
 
@@ -37,18 +36,21 @@ def count_fp16_initializers(model: onnx.ModelProto) -> tuple[int, int]:
 
 def build(job: ExportJob) -> Built:
     path = job.dir / FP16_FILE
-    model = convert_fp16(onnx.load(str(job.dir / FP32_FILE)))
-    onnx.save_model(model, str(path), save_as_external_data=False)
-    check_self_contained(path)
-    half, single = count_fp16_initializers(model)
-    if half == 0 or single > 0:
-        raise RuntimeError(f"{FP16_FILE}: {half} fp16 and {single} fp32 initializers; not an FP16 model")
-    run = ort_runner(path)  # onnxruntime CPU runs fp16 graphs (slowly)
-    pred = predict(run, job.eval_batches)
-    par = parity(pred, job.reference, job.options.parity_images)
-    log(f"onnx fp16: parity max|diff| {par.max_abs_logit_diff:.2e}, agreement {par.top1_agreement:.3f}")
+    with stage(f"{FP16_FILE} (fp16)", total=job.images_per_artifact, unit="image") as step:
+        model = convert_fp16(onnx.load(str(job.dir / FP32_FILE)))
+        onnx.save_model(model, str(path), save_as_external_data=False)
+        check_self_contained(path)
+        half, single = count_fp16_initializers(model)
+        if half == 0 or single > 0:
+            raise RuntimeError(f"{FP16_FILE}: {half} fp16 and {single} fp32 initializers; not an FP16 model")
+        run = ort_runner(path)  # onnxruntime CPU runs fp16 graphs (slowly)
+        pred = predict(run, job.eval_batches, step)
+        par = parity(pred, job.reference, job.options.parity_images)
+        verdict = job.verdict(run, pred, step)
+        step.note(f"parity with PyTorch: max |logit diff| {par.max_abs_logit_diff:.2e}, top-1 agreement "
+                  f"{par.top1_agreement:.3f}")
     return Built((job.entry(FP16_FILE, "onnx", "fp16", "gpu", accuracy_entry(pred, job.reference),
-                            budget=job.verdict(run, pred), parity=par, evaluated_with="onnxruntime-cpu",
+                            budget=verdict, parity=par, evaluated_with="onnxruntime-cpu",
                             measured_on=ort_measured_on()),))
 
 

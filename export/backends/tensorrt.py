@@ -35,6 +35,7 @@ from formats.datasets import DatasetSplits
 from formats.errors import UserError
 from formats.isa import measured_here
 from formats.manifest import ArtifactEntry
+from formats.progress import Step, stage
 
 TIMING_CACHE = "timing.cache"
 NOT_INSTALLED = "TensorRT is not installed here (it needs an NVIDIA GPU: pip install tensorrt)"
@@ -164,15 +165,21 @@ def engine_measured_on() -> dict[str, Any]:
             "compute_capability": gpu["compute_capability"]}
 
 
-def evaluate_engine(job: ExportJob, plan: EnginePlan, sidecar: str) -> ArtifactEntry:
-    """The engine's manifest entry: top-1 and parity against the PyTorch student, on the evaluation split."""
+def evaluate_engine(job: ExportJob, plan: EnginePlan, sidecar: str, step: Step | None = None) -> ArtifactEntry:
+    """The engine's manifest entry: top-1 and parity against the PyTorch student, on the evaluation split
+    (``step`` advances by the images run)."""
     run = in_chunks(engine_runner(job.dir / plan.file), job.options.max_batch)
-    pred = predict(run, job.eval_batches)
+    pred = predict(run, job.eval_batches, step)
     entry = job.entry(plan.file, "tensorrt", plan.precision, "tensorrt", accuracy_entry(pred, job.reference),
-                      budget=job.verdict(run, pred), parity=parity(pred, job.reference, job.options.parity_images),
+                      budget=job.verdict(run, pred, step),
+                      parity=parity(pred, job.reference, job.options.parity_images),
                       evaluated_with="tensorrt", measured_on=engine_measured_on(), sidecar=sidecar, source=plan.source)
-    log(f"tensorrt: {plan.file}: top-1 {100 * entry.top1:.2f}% (drop {entry.top1_drop:+.2f} pts, "
-        f"max|diff| {entry.parity.max_abs_logit_diff:.2e})")
+    text = (f"top-1 {100 * entry.top1:.2f}% (drop {entry.top1_drop:+.2f} pts, "
+            f"max|diff| {entry.parity.max_abs_logit_diff:.2e})")
+    if step is not None:
+        step.note(text)
+    else:
+        log(f"tensorrt: {plan.file}: {text}")
     return entry
 
 
@@ -193,13 +200,15 @@ def build(job: ExportJob) -> Built:
     shape = [3, *job.preprocessing["input_size"]]
     entries = []
     for plan in engine_plans(int(version.split(".")[0]), o.wants("int8")):
-        build_engine(job.dir / plan.source, job.dir / plan.file, plan, shape, batch, o.workspace_gib,
-                     job.dir / TIMING_CACHE)
-        sidecar = f"{plan.file}.json"
-        (job.dir / sidecar).write_text(json.dumps(engine_sidecar(plan, version, device, batch, o.workspace_gib),
-                                                  indent=2) + "\n")
-        log(f"tensorrt {version}: built {plan.file} from {plan.source}")
-        entries.append(evaluate_engine(job, plan, sidecar))
+        # the build is one blocking call (minutes on a large model): the stage says when it started
+        with stage(f"{plan.file} (TensorRT {version}, from {plan.source})", total=job.images_per_artifact,
+                   unit="image") as step:
+            build_engine(job.dir / plan.source, job.dir / plan.file, plan, shape, batch, o.workspace_gib,
+                         job.dir / TIMING_CACHE)
+            sidecar = f"{plan.file}.json"
+            (job.dir / sidecar).write_text(json.dumps(engine_sidecar(plan, version, device, batch, o.workspace_gib),
+                                                      indent=2) + "\n")
+            entries.append(evaluate_engine(job, plan, sidecar, step))
     return Built(tuple(entries), {"tensorrt": version})
 
 

@@ -8,8 +8,6 @@ speed, ``benchmarks/int8_isa.py``). ``export.int8.safety`` checks every written 
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from export.int8.graph import BatchReader, shape_nodes, weighted_nodes
 from export.int8.ladder import Recipe
 from export.int8.safety import INT16_MAX, u8s8_saturation
 from export.job import log
+from export.quiet import quiet
+from formats.progress import Step
 from formats.quantization import GraphCounts
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -68,14 +68,17 @@ TENSORRT = Flavour("model.int8.trt.onnx", "tensorrt", QuantType.QInt8,
 FLAVOURS = (CPU, TENSORRT)
 
 
-def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: BatchReader) -> None:
-    reader.rewind()
+def quantize(pre: Path, dst: Path, flavour: Flavour, recipe: Recipe, reader: BatchReader,
+             step: Step | None = None) -> None:
+    """Calibrate on ``reader``'s images (``step`` advances by each batch) and write the Q/DQ graph ``dst``."""
+    reader.rewind(step)
     keep_float = list(recipe.excluded) + shape_nodes(onnx.load(str(pre)).graph)  # shape arithmetic stays exact
-    with contextlib.redirect_stdout(sys.stderr):  # the calibrator print()s progress; stdout is the bundle path
+    with quiet("onnxruntime quantize_static"):  # its calibrators print() and log; stdout is the bundle path
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=flavour.activations, weight_type=QuantType.QInt8,
                         calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep_float,
                         reduce_range=flavour.reduce_range, extra_options=dict(flavour.extra_options))
+    reader.rewind()  # the stage ends with this call
 
 
 def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) -> GraphCounts:
@@ -126,6 +129,6 @@ def verify_int8(path: Path, flavour: Flavour, excluded: tuple[str, ...] = ()) ->
 def log_saturation(flavour: Flavour, counts: GraphCounts) -> None:
     sat = counts.saturation
     if sat is not None:
-        log(f"int8 {flavour.target}: {sat.u8s8_ops} U8S8 ops with weights in [-{flavour.weight_qmax}, "
+        log(f"{flavour.file}: {sat.u8s8_ops} U8S8 ops with weights in [-{flavour.weight_qmax}, "
             f"{flavour.weight_qmax}]: worst int16 pair sum {sat.worst_pair_sum:,} <= {sat.limit:,}, the same "
             f"integer sums on every x86 CPU (VNNI or not)")

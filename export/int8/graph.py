@@ -14,7 +14,9 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, quant_pre_process
 
 from export.evaluation import ImageBatches
+from export.quiet import quiet
 from formats.datasets import SubsetSource
+from formats.progress import Step
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -31,18 +33,25 @@ def weighted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 # --------------------------------------------------------------------------- calibration data
 
 class BatchReader(CalibrationDataReader):
-    """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches."""
+    """Feeds onnxruntime's calibrator ``{input: (B,3,H,W) float32}`` batches; ``rewind(step)``: each
+    batch read advances that ``formats.progress`` stage by its images (calibration is never silent)."""
 
     def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
         self.input_name, self.batches = input_name, _equal_batches(batches)
-        self._it = iter(self.batches)
+        self._it, self._step = iter(self.batches), None
+
+    @property
+    def images(self) -> int:
+        return sum(len(b) for b in self.batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
+        if x is not None and self._step is not None:
+            self._step.advance(len(x))
         return None if x is None else {self.input_name: x}
 
-    def rewind(self) -> None:
-        self._it = iter(self.batches)
+    def rewind(self, step: Step | None = None) -> None:
+        self._it, self._step = iter(self.batches), step
 
 
 def _equal_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -55,18 +64,26 @@ def _equal_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
     return [b[i:i + size] for b in batches for i in range(0, len(b), size)]  # (size, 3, H, W) each
 
 
-def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int) -> list[np.ndarray]:
-    """A seeded sample of the training split through the evaluation transform, as batches."""
+def calibration_sample(source, preprocessing: dict, images: int, seed: int, batch_size: int,
+                       step: Step | None = None) -> list[np.ndarray]:
+    """A seeded sample of the training split through the evaluation transform, as batches (``step``
+    advances by each batch decoded)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(source))[:images].tolist()
-    return [x for x, _ in ImageBatches(SubsetSource(source, sorted(order)), preprocessing, batch_size)]
+    batches = []
+    for x, _ in ImageBatches(SubsetSource(source, sorted(order)), preprocessing, batch_size):
+        batches.append(x)  # (B, 3, H, W)
+        if step is not None:
+            step.advance(len(x))
+    return batches
 
 
 # --------------------------------------------------------------------------- the graph
 
 def preprocess(src: Path, dst: Path) -> None:
     """Shape inference + graph optimisation before quantization (onnxruntime's recommendation)."""
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    with quiet("onnxruntime quant_pre_process"):
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
 
 
 def shape_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -94,17 +111,20 @@ def edge_nodes(model: onnx.ModelProto) -> list[str]:
     return list(dict.fromkeys([weighted[0], weighted[-1]])) if weighted else []
 
 
-def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path) -> list[str]:
-    """Weighted nodes ordered by the quantization error (lowest SQNR first) of their input activation."""
+def rank_sensitive(pre: Path, qdq: Path, reader: BatchReader, work: Path, step: Step | None = None) -> list[str]:
+    """Weighted nodes ordered by the quantization error (lowest SQNR first) of their input activation;
+    ``step`` advances by the images run (``2 * reader.images``: the float graph, then the Q/DQ one)."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
     aug_f, aug_q = work / "aug_float.onnx", work / "aug_qdq.onnx"
-    dbg.modify_model_output_intermediate_tensors(str(pre), str(aug_f))
-    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
-    reader.rewind()
-    float_acts = dbg.collect_activations(str(aug_f), reader)
-    reader.rewind()
-    qdq_acts = dbg.collect_activations(str(aug_q), reader)
-    errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+    with quiet("onnxruntime qdq_loss_debug"):
+        dbg.modify_model_output_intermediate_tensors(str(pre), str(aug_f))
+        dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_q))
+        reader.rewind(step)
+        float_acts = dbg.collect_activations(str(aug_f), reader)
+        reader.rewind(step)
+        qdq_acts = dbg.collect_activations(str(aug_q), reader)
+        reader.rewind()
+        errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
     consumers: dict[str, list[str]] = {}
     for node in weighted_nodes(onnx.load(str(pre)).graph):
         consumers.setdefault(node.input[0], []).append(node.name)

@@ -86,10 +86,19 @@ def _ladder(first: Recipe, available: int, fixed_nodes: list[str], sensitive: Ca
         yield replace(base, excluded=edges + tuple(ranked[:k]))
 
 
-def format_table(attempts: list[Attempt], budget: float, split: str = "", min_agreement: float = 0.0) -> str:
+def describe(recipe: Recipe) -> str:
+    """``minmax, 300 images, all INT8`` (or ``, 2 in float``: the weighted nodes the recipe keeps in float)."""
+    kept = f"{len(recipe.excluded)} in float" if recipe.excluded else "all INT8"
+    return f"{recipe.method}, {recipe.images} images, {kept}"
+
+
+def format_table(attempts: list[Attempt], budget: float, split: str = "", min_agreement: float = 0.0,
+                 file: str = "") -> str:
+    """The attempts as a table (titled by ``file``, the graph they are attempts at, when given)."""
     judged = f", judged on {split}" if split else ""
     agreement = f", agreement >= {min_agreement:g}" if min_agreement else ""
-    lines = [f"INT8 attempts (budget: top-1 drop <= {budget:g} points{agreement}{judged})",
+    title = f"INT8 attempts for {file}" if file else "INT8 attempts"
+    lines = [f"{title} (budget: top-1 drop <= {budget:g} points{agreement}{judged})",
              "| # | method | images | kept in float | top-1 | drop (pts) | agreement | within budget |",
              "|---|---|---|---|---|---|---|---|"]
     for i, a in enumerate(attempts, 1):
@@ -97,3 +106,10 @@ def format_table(attempts: list[Attempt], budget: float, split: str = "", min_ag
         lines.append(f"| {i} | {a.recipe.method} | {a.recipe.images} | {kept} | {100 * a.top1:.2f}% | "
                      f"{a.top1_drop:+.2f} | {a.agreement:.3f} | {'yes' if a.within_budget else 'no'} |")
     return "\n".join(lines)
+
+
+def chosen_line(attempts: list[Attempt], file: str) -> str:
+    """Which attempt became ``file``: the one within budget, else (``--best-effort``) the closest, marked."""
+    win = chosen(attempts)
+    verdict = "within budget" if win.within_budget else "the closest, over budget (kept marked: --best-effort)"
+    return f"{file}: attempt {attempts.index(win) + 1} ({describe(win.recipe)}), {verdict}"

@@ -17,7 +17,7 @@ from export.budget import BudgetError
 from export.evaluation import accuracy_entry, ort_measured_on, predict
 from export.int8.flavours import FLAVOURS, Flavour, log_saturation, quantize, verify_int8
 from export.int8.graph import BatchReader, calibration_sample, edge_nodes, preprocess, rank_sensitive
-from export.int8.ladder import Attempt, Recipe, chosen, format_table, run_ladder
+from export.int8.ladder import Attempt, Recipe, chosen, chosen_line, describe, format_table, run_ladder
 from export.int8.qat_folder import QatGraphs
 from export.job import ExportJob, log
 from export.onnx_file import FP32_FILE, check_self_contained, set_metadata
@@ -25,6 +25,7 @@ from export.settings import RECOMMENDED_CALIBRATION_IMAGES, ExportSettings
 from formats.accuracy import Selected
 from formats.errors import UserError
 from formats.manifest import ArtifactEntry
+from formats.progress import stage
 from formats.quantization import GraphCounts, Quantization, QatSummary
 
 Figures = dict[str, float]  # export.evaluation.accuracy_entry: top1, top1_drop, top1_drop_ci95, agreement
@@ -44,11 +45,12 @@ def check_calibration_count(available: int, options: ExportSettings) -> int:
 
 
 class Int8Quantizer:
-    """Runs the ladder for one flavour against real evaluation images."""
+    """Runs the ladder for one flavour against real evaluation images, each attempt a progress stage."""
 
     def __init__(self, job: ExportJob, pre: Path, work: Path) -> None:
         self.job, self.pre, self.work = job, pre, work
         self.calib: dict[int, BatchReader] = {}  # calibration images -> their batches, drawn once
+        self.tried: dict[str, int] = {}  # flavour file -> attempts so far
 
     def reader(self, images: int) -> BatchReader:
         if images not in self.calib:
@@ -62,20 +64,26 @@ class Int8Quantizer:
         return self.work / f"{flavour.target}-{tag}.onnx"
 
     def attempt(self, flavour: Flavour, recipe: Recipe) -> Attempt:
+        """Calibrate (``recipe.images``), then judge (the judged split): one stage, with its verdict as a note."""
         path = self.candidate(flavour, recipe)
-        quantize(self.pre, path, flavour, recipe, self.reader(recipe.images))
         judged = self.job.judged_on()
-        acc = accuracy_entry(predict(flavour.runner(path), judged.batches), judged.reference)
-        ok = self.job.budget.verdict(judged.split, judged.batches.images, acc["top1_drop"],
-                                     acc["agreement"]).within_budget  # the one rule
-        log(f"int8 {flavour.target}: {recipe.method}, {recipe.images} images, {len(recipe.excluded)} in float: "
-            f"{judged.split} top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts) -> "
-            f"{'ok' if ok else 'over budget'}")
+        self.tried[flavour.file] = number = self.tried.get(flavour.file, 0) + 1
+        with stage(f"{flavour.file} attempt {number}: {describe(recipe)}", total=recipe.images + judged.batches.images,
+                   unit="image") as step:
+            quantize(self.pre, path, flavour, recipe, self.reader(recipe.images), step)
+            acc = accuracy_entry(predict(flavour.runner(path), judged.batches, step), judged.reference)
+            ok = self.job.budget.verdict(judged.split, judged.batches.images, acc["top1_drop"],
+                                         acc["agreement"]).within_budget  # the one rule
+            step.note(f"{judged.split} top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} pts, agreement "
+                      f"{acc['agreement']:.3f}): {'within budget' if ok else 'over budget'}")
         return Attempt(recipe, acc["top1"], acc["top1_drop"], acc["agreement"], ok)
 
     def sensitive(self, flavour: Flavour, recipe: Recipe) -> list[str]:
         path = self.candidate(flavour, recipe)
-        return rank_sensitive(self.pre, path, self.reader(min(recipe.images, 2 * self.job.options.batch_size)), self.work)
+        reader = self.reader(min(recipe.images, 2 * self.job.options.batch_size))
+        with stage(f"{flavour.file}: ranking layers by quantization error", total=2 * reader.images,
+                   unit="image") as step:
+            return rank_sensitive(self.pre, path, reader, self.work, step)
 
     def ladder(self, flavour: Flavour, first: Recipe, available: int) -> list[Attempt]:
         o = self.job.options
@@ -86,27 +94,35 @@ class Int8Quantizer:
 
 def calibrated(job: ExportJob) -> list[ArtifactEntry]:
     """Both flavours, calibrated on the training split; a flavour no recipe fits is a BudgetError
-    (unless --best-effort), raised at once: the other flavour's work would be wasted."""
+    (unless --best-effort), raised at once: the other flavour's work would be wasted. The table of
+    each flavour's attempts is printed, with the one its graph is."""
     o = job.options
     available = len(job.calibration_source)
     with tempfile.TemporaryDirectory(prefix="int8-", dir=job.dir) as tmp:
         work = Path(tmp)
         pre = work / "preprocessed.onnx"
-        preprocess(job.dir / FP32_FILE, pre)
+        with stage(f"{FP32_FILE}: shape inference and graph optimisation for quantization"):
+            preprocess(job.dir / FP32_FILE, pre)
         quantizer = Int8Quantizer(job, pre, work)
         entries, first = [], Recipe(o.calib_method, min(available, o.calib_images))
         for flavour in FLAVOURS:
             attempts = quantizer.ladder(flavour, first, available)
             if not attempts[-1].within_budget and not o.best_effort:
                 raise _no_recipe(job, flavour, attempts)
+            log(f"{_table(job, flavour, attempts)}\n{chosen_line(attempts, flavour.file)}")
             entries.append(_publish(job, quantizer, flavour, attempts))
             first = chosen(attempts).recipe  # the TensorRT flavour starts from the CPU winner
     return entries
 
 
+def _table(job: ExportJob, flavour: Flavour, attempts: list[Attempt]) -> str:
+    o = job.options
+    return format_table(attempts, o.max_top1_drop, job.judged_on().split, o.min_agreement, flavour.file)
+
+
 def _no_recipe(job: ExportJob, flavour: Flavour, attempts: list[Attempt]) -> BudgetError:
     o = job.options
-    table = format_table(attempts, o.max_top1_drop, job.judged_on().split, o.min_agreement)
+    table = _table(job, flavour, attempts)
     agreement = f", min agreement {o.min_agreement:g}" if o.min_agreement else ""
     return BudgetError(f"no INT8 recipe for {flavour.file} met the accuracy budget (max top-1 drop "
                        f"{o.max_top1_drop:g} points{agreement}) after {len(attempts)} attempts; raise --max-top1-drop, "
@@ -144,14 +160,13 @@ def _publish_trained(job: ExportJob, graphs: QatGraphs, flavour: Flavour) -> Art
     set_metadata(path, list(job.meta.class_names), job.preprocessing)
     counts = verify_int8(path, flavour)
     log_saturation(flavour, counts)
-    judged = job.judged_on()
-    chosen_on = accuracy_entry(predict(flavour.runner(path), judged.batches), judged.reference)
-    final = chosen_on if job.held_out is None else \
-        accuracy_entry(predict(flavour.runner(path), job.eval_batches), job.reference)
-    record = graphs.record.flavour(flavour.file)
-    log(f"int8 {flavour.target}: quantization-aware trained ({graphs.folder}, epoch {record.chosen_epoch}): "
-        f"{job.options.eval_split} top-1 {100 * final['top1']:.2f}% (drop {final['top1_drop']:+.2f} pts; "
-        f"post-training INT8 lost {record.ptq_vs_qat.ptq.top1_drop:+.2f} on {record.ptq_vs_qat.split})")
+    judged, record = job.judged_on(), graphs.record.flavour(flavour.file)
+    with stage(f"{flavour.file} (quantization-aware trained)", total=job.images_per_artifact, unit="image") as step:
+        chosen_on = accuracy_entry(predict(flavour.runner(path), judged.batches, step), judged.reference)
+        final = chosen_on if job.held_out is None else \
+            accuracy_entry(predict(flavour.runner(path), job.eval_batches, step), job.reference)
+        step.note(f"{graphs.folder}, epoch {record.chosen_epoch}: {job.options.eval_split} {_figures(final)}; "
+                  f"post-training INT8 lost {record.ptq_vs_qat.ptq.top1_drop:+.2f} pts on {record.ptq_vs_qat.split}")
     summary = QatSummary(folder=str(graphs.folder), chosen_epoch=record.chosen_epoch, epochs=len(record.epochs) - 1,
                          selected_on=graphs.record.selected_on, ptq_vs_qat=record.ptq_vs_qat)
     selected = _selected(job, chosen_on)
@@ -184,9 +199,12 @@ def final_accuracy(job: ExportJob, path: Path, flavour: Flavour) -> Figures:
     The budget chose the recipe on the validation split and its verdict stays the one from
     there (``budget``); judging again on test would make the test split a selection criterion.
     """
-    acc = accuracy_entry(predict(flavour.runner(path), job.eval_batches), job.reference)
-    if job.held_out is None:  # chosen on the evaluation split itself: the attempt's figures, with their interval
-        return acc
-    log(f"int8 {flavour.target}: on {job.options.eval_split}: top-1 {100 * acc['top1']:.2f}% "
-        f"(drop {acc['top1_drop']:+.2f} ± {acc['top1_drop_ci95']:.2f} pts, agreement {acc['agreement']:.3f})")
+    with stage(f"{flavour.file} on {job.options.eval_split}", total=job.eval_batches.images, unit="image") as step:
+        acc = accuracy_entry(predict(flavour.runner(path), job.eval_batches, step), job.reference)
+        step.note(_figures(acc))
     return acc
+
+
+def _figures(acc: Figures) -> str:
+    return (f"top-1 {100 * acc['top1']:.2f}% (drop {acc['top1_drop']:+.2f} ± {acc['top1_drop_ci95']:.2f} pts, "
+            f"agreement {acc['agreement']:.3f})")

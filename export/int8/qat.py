@@ -40,17 +40,20 @@ from export.int8.graph import BatchReader, calibration_sample, preprocess
 from export.int8.ladder import Recipe
 from export.int8.qat_graph import QDQGraph
 from export.int8.qat_images import TrainImages
-from export.job import Selection
+from export.job import Selection, log
 from export.onnx_file import FP32_FILE, export_onnx
+from export.quiet import library_output
 from export.settings import QatSettings
 from formats.datasets import ConcatSource, DatasetSplits, SubsetSource
 from formats.errors import UserError
 from formats.files import sha256_file, utc_now
 from formats.manifest import SourceCheckpoint
+from formats.progress import Step, stage
 from formats.qat import QAT_SCHEMA, QAT_SCHEMA_VERSION, EpochRow, Fidelity, QatFlavour, QatRecord
 from formats.quantization import PtqVsQat, QatFigures, QatSelection
 
 MIN_FIDELITY = 0.95  # the torch graph must pick onnxruntime's top-1 on this share of the selection images
+FIDELITY_IMAGES = 256  # ... of the first this many
 
 
 def distillation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,12 +64,17 @@ def distillation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def quantization_aware_training(checkpoint: Path, settings: QatSettings) -> Path:
     """Write ``<out>/model.int8.onnx``, ``<out>/model.int8.trt.onnx`` and ``<out>/qat.json``; returns ``out``."""
-    from students.checkpoint import load_student
-    from students.registry import deployable
-
     checkpoint = Path(checkpoint)
     out = Path(settings.out) if settings.out is not None else checkpoint.resolve().parent / "qat"
     check_target(out, settings.overwrite, checkpoint, QAT_FOLDER)  # before any work
+    with library_output(shown=settings.verbose):  # onnxruntime's and torch.onnx's own output: --verbose only
+        return _train(checkpoint, out, settings)
+
+
+def _train(checkpoint: Path, out: Path, settings: QatSettings) -> Path:
+    from students.checkpoint import load_student
+    from students.registry import deployable
+
     student, meta = load_student(checkpoint)
     student = deployable(student, meta.input_size)
     splits = training_splits(meta, settings.data_root)
@@ -77,10 +85,12 @@ def quantization_aware_training(checkpoint: Path, settings: QatSettings) -> Path
     select, report = _selections(student, splits, pre, settings)
     train = TrainImages(splits, pre, settings)
     with staging(out, settings.overwrite, keep=checkpoint, kind=QAT_FOLDER) as work:
-        export_onnx(student, work / FP32_FILE, list(meta.input_size), 17)
-        preprocess(work / FP32_FILE, work / "preprocessed.onnx")
-        reader = BatchReader("input", calibration_sample(splits.train, pre, min(settings.calib_images, len(splits.train)),
-                                                         settings.seed, settings.batch_size))
+        calib = min(settings.calib_images, len(splits.train))
+        with stage("qat: FP32 graph and calibration images", total=calib, unit="image") as step:
+            export_onnx(student, work / FP32_FILE, list(meta.input_size), 17)
+            preprocess(work / FP32_FILE, work / "preprocessed.onnx")
+            reader = BatchReader("input", calibration_sample(splits.train, pre, calib, settings.seed,
+                                                             settings.batch_size, step))
         flavours = tuple(train_flavour(f, work, student, train, select, report, reader, settings) for f in FLAVOURS)
         for name in (FP32_FILE, "preprocessed.onnx"):
             (work / name).unlink()
@@ -91,6 +101,7 @@ def quantization_aware_training(checkpoint: Path, settings: QatSettings) -> Path
             selected_on=QatSelection(select.split, select.batches.images, round(select.reference.accuracy(), 6)),
             training_images=len(train.x), flavours=flavours)
         publish(work, out, record.to_dict(), settings.overwrite, keep=checkpoint, kind=QAT_FOLDER)
+    log(f"QAT folder written: {out} ({', '.join(f'{f.file}: epoch {f.chosen_epoch}' for f in flavours)})")
     return out
 
 
@@ -100,19 +111,22 @@ def _selections(student: torch.nn.Module, splits: DatasetSplits, pre: dict, s: Q
     else the selection images)."""
     def selection(split: str, source) -> Selection:
         batches = ImageBatches(source, pre, s.batch_size)
-        return Selection(split, batches, predict(torch_runner(student), batches))
+        return Selection(split, batches, predict(torch_runner(student), batches, step))
 
     parts = [("val", splits.val)] if len(splits.val) > 0 else []
     if s.select_train_images > 0 and len(splits.train) > 0:
         order = np.random.default_rng([s.seed, 1]).permutation(len(splits.train))[:s.select_train_images]
         parts.append(("train", SubsetSource(splits.train, sorted(order.tolist()))))
     if not parts:
-        print("WARNING: no validation split and no training images for choosing the QAT epoch: it is chosen on "
-              "the test split", flush=True)
-        test = selection("test", splits.test)
+        log("WARNING: no validation split and no training images for choosing the QAT epoch: it is chosen on "
+            "the test split")
+        with stage("qat: pytorch reference", total=len(splits.test), unit="image") as step:
+            test = selection("test", splits.test)
         return test, test
-    select = selection("+".join(name for name, _ in parts), ConcatSource([source for _, source in parts]))
-    return select, (selection("test", splits.test) if len(splits.test) > 0 else select)
+    chosen_on = ConcatSource([source for _, source in parts])
+    with stage("qat: pytorch reference", total=len(chosen_on) + len(splits.test), unit="image") as step:
+        select = selection("+".join(name for name, _ in parts), chosen_on)
+        return select, (selection("test", splits.test) if len(splits.test) > 0 else select)
 
 
 def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train: TrainImages, select: Selection,
@@ -120,29 +134,38 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
     """Post-training graph, then epochs of QAT; the graph closest to FP32 on ``select`` lands at
     ``work/flavour.file``; the post-training and chosen graphs are both scored on ``report``."""
     start = time.perf_counter()
-    ptq = work / f"ptq-{flavour.target}.onnx"
-    quantize(work / "preprocessed.onnx", ptq, flavour, Recipe(s.calib_method, sum(len(b) for b in reader.batches)),
-             reader)
-    qdq = onnx.load(str(ptq))
-    graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")), weight_qmax=flavour.weight_qmax)
-    fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour.fused)
-    rows = [_epoch_row(0, _scored(ptq, select, flavour), None)]
-    _log(flavour, rows[-1])
-    best = work / flavour.file
+    ptq, best = work / f"ptq-{flavour.target}.onnx", work / flavour.file
+    fidelity_images = min(FIDELITY_IMAGES, select.batches.images)
+    with stage(f"qat {flavour.file}: post-training graph", unit="image",
+               total=reader.images + fidelity_images + select.batches.images) as step:
+        quantize(work / "preprocessed.onnx", ptq, flavour, Recipe(s.calib_method, reader.images), reader, step)
+        qdq = onnx.load(str(ptq))
+        graph = QDQGraph(qdq, onnx.load(str(work / "preprocessed.onnx")), weight_qmax=flavour.weight_qmax)
+        fidelity = check_fidelity(graph, ptq, select.batches, fused=flavour.fused)
+        step.advance(fidelity_images)
+        rows = [_epoch_row(0, _scored(ptq, select, flavour, step), None)]
+        step.note(_row_text(rows[-1], select.split))
     shutil.copyfile(ptq, best)
     opt = torch.optim.Adam([{"params": graph.weights(), "lr": s.lr}, {"params": graph.scales(), "lr": s.scale_lr}])
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.epochs * train.batches_per_epoch)  # to 0 at the end
-    for epoch in range(1, s.epochs + 1):
-        loss = _train_epoch(graph, student, train, epoch, opt, decay)
-        candidate = work / f"epoch-{flavour.target}.onnx"
-        onnx.save(graph.write_back(qdq), str(candidate))
-        rows.append(_epoch_row(epoch, _scored(candidate, select, flavour), loss))
-        _log(flavour, rows[-1])
-        if rows[-1].kl < min(r.kl for r in rows[:-1]):
-            candidate.replace(best)
+    per_epoch = train.batches_per_epoch * train.batch_size + select.batches.images
+    with stage(f"qat {flavour.file}: {s.epochs} epochs", total=s.epochs * per_epoch, unit="image") as step:
+        for epoch in range(1, s.epochs + 1):
+            loss = _train_epoch(graph, student, train, epoch, opt, decay, step)
+            candidate = work / f"epoch-{flavour.target}.onnx"
+            onnx.save(graph.write_back(qdq), str(candidate))
+            rows.append(_epoch_row(epoch, _scored(candidate, select, flavour, step), loss))
+            step.note(_row_text(rows[-1], select.split))
+            if rows[-1].kl < min(r.kl for r in rows[:-1]):
+                candidate.replace(best)
     (work / f"epoch-{flavour.target}.onnx").unlink(missing_ok=True)  # the last epoch, when it was not the best
-    compared = PtqVsQat(report.split, report.batches.images, round(report.reference.accuracy(), 6),
-                        _scored(ptq, report, flavour), _scored(best, report, flavour))
+    with stage(f"qat {flavour.file}: post-training vs QAT on {report.split}", total=2 * report.batches.images,
+               unit="image") as step:
+        compared = PtqVsQat(report.split, report.batches.images, round(report.reference.accuracy(), 6),
+                            _scored(ptq, report, flavour, step), _scored(best, report, flavour, step))
+        step.note(f"chosen epoch {min(rows, key=lambda r: r.kl).epoch} (closest to FP32 on {select.split}): top-1 "
+                  f"{100 * compared.qat.top1:.2f}% (drop {compared.qat.top1_drop:+.2f} pts); post-training "
+                  f"{100 * compared.ptq.top1:.2f}% (drop {compared.ptq.top1_drop:+.2f} pts)")
     ptq.unlink()
     return QatFlavour(file=flavour.file, target=flavour.target, torch_vs_onnxruntime=fidelity,
                       chosen_epoch=min(rows, key=lambda r: r.kl).epoch, epochs=tuple(rows), ptq_vs_qat=compared,
@@ -151,8 +174,9 @@ def train_flavour(flavour: Flavour, work: Path, student: torch.nn.Module, train:
 
 
 def _train_epoch(graph: QDQGraph, student: torch.nn.Module, train: TrainImages, epoch: int,
-                 opt: torch.optim.Optimizer, decay: torch.optim.lr_scheduler.LRScheduler) -> float:
-    """One pass over the training images toward the FP32 student's logits; the mean loss."""
+                 opt: torch.optim.Optimizer, decay: torch.optim.lr_scheduler.LRScheduler, step: Step) -> float:
+    """One pass over the training images toward the FP32 student's logits (``step`` advances by each
+    batch); the mean loss."""
     losses = []
     for x in train.epoch(epoch):
         with torch.no_grad():
@@ -163,10 +187,11 @@ def _train_epoch(graph: QDQGraph, student: torch.nn.Module, train: TrainImages, 
         opt.step()
         decay.step()
         losses.append(loss.item())
+        step.advance(len(x))
     return round(float(np.mean(losses)), 6)
 
 
-def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: int = 256,
+def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: int = FIDELITY_IMAGES,
                    fused: bool = True) -> Fidelity:
     """Top-1 agreement of the torch graph with onnxruntime on the same Q/DQ graph, before any training;
     one clear error where the torch side does not reproduce it (training it would train something else).
@@ -194,11 +219,11 @@ def check_fidelity(graph: QDQGraph, path: Path, batches: ImageBatches, images: i
     return Fidelity(round(agreement, 6), against, seen)
 
 
-def _scored(path: Path, on: Selection, flavour: Flavour) -> QatFigures:
+def _scored(path: Path, on: Selection, flavour: Flavour, step: Step | None = None) -> QatFigures:
     """The flavour's top-1, drop and agreement vs FP32 on ``on`` (scored as ``export`` scores it), and ``kl``: the mean
     KL(FP32 || INT8) per image, the criterion that chooses the epoch (a few validation images
     move top-1 by whole points; the KL moves smoothly)."""
-    pred = predict(flavour.runner(path), on.batches)
+    pred = predict(flavour.runner(path), on.batches, step)
     kl = distillation_loss(torch.from_numpy(pred.logits), torch.from_numpy(on.reference.logits))
     acc = accuracy_entry(pred, on.reference)
     return QatFigures(acc["top1"], acc["top1_drop"], acc["top1_drop_ci95"], acc["agreement"], round(float(kl), 6))
@@ -208,7 +233,7 @@ def _epoch_row(epoch: int, figures: QatFigures, loss: float | None) -> EpochRow:
     return EpochRow(epoch, figures.top1, figures.top1_drop, figures.top1_drop_ci95, figures.agreement, figures.kl, loss)
 
 
-def _log(flavour: Flavour, row: EpochRow) -> None:
-    what = "post-training" if row.epoch == 0 else f"QAT epoch {row.epoch} (loss {row.loss:.4f})"
-    print(f"qat {flavour.target}: {what}: top-1 {100 * row.top1:.2f}% (drop {row.top1_drop:+.2f} pts vs FP32, "
-          f"agreement {row.agreement:.3f}, KL to FP32 {row.kl:.4f})", flush=True)
+def _row_text(row: EpochRow, split: str) -> str:
+    what = "" if row.epoch == 0 else f"epoch {row.epoch} (loss {row.loss:.4f}): "
+    return (f"{what}{split} top-1 {100 * row.top1:.2f}% (drop {row.top1_drop:+.2f} pts vs FP32, "
+            f"agreement {row.agreement:.3f}, KL to FP32 {row.kl:.4f})")

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from export.evaluation import CACHE_LIMIT_BYTES, ImageBatches
+from export.job import log
 from export.settings import QatSettings
 from formats.datasets import DatasetSplits, SubsetSource
+from formats.progress import stage
 
 
 class TrainImages:
@@ -22,10 +24,15 @@ class TrainImages:
         fits = max(s.batch_size, CACHE_LIMIT_BYTES // (3 * h * w * 4))
         source = splits.train
         if len(source) > fits:  # decoded once and held in memory: a seeded sample of what fits in 1 GiB
-            print(f"quantization-aware training uses {fits} of the {len(source)} training images (what fits in "
-                  f"{CACHE_LIMIT_BYTES >> 30} GiB decoded)", flush=True)
+            log(f"quantization-aware training uses {fits} of the {len(source)} training images (what fits in "
+                f"{CACHE_LIMIT_BYTES >> 30} GiB decoded)")
             source = SubsetSource(source, sorted(np.random.default_rng(s.seed).permutation(len(source))[:fits].tolist()))
-        self.x = np.concatenate([x for x, _ in ImageBatches(source, pre, s.batch_size)])  # (N, 3, H, W)
+        decoded = []
+        with stage("qat: training images", total=len(source), unit="image") as step:
+            for x, _ in ImageBatches(source, pre, s.batch_size):
+                decoded.append(x)  # (B, 3, H, W)
+                step.advance(len(x))
+        self.x = np.concatenate(decoded)  # (N, 3, H, W)
         self.batch_size, self.seed = s.batch_size, s.seed
 
     @property

@@ -1,6 +1,7 @@
 """The one small interface every backend implements, and the registry that names them."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -27,11 +28,21 @@ class Session(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+VERBOSE_ENV = "VL2LITE_VERBOSE"
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     threads: int = 0  # intra-op threads; 0 lets the backend decide
     spin: bool = True  # let idle worker threads spin (lowest latency); a server turns it off
     device_id: int = 0
+    verbose: bool = False  # the runtime library's own warnings too (onnxruntime, TensorRT); also VL2LITE_VERBOSE=1
+
+    @property
+    def chatty(self) -> bool:
+        """Whether third-party warnings are shown: ``verbose``, or the environment variable (a bench
+        worker process inherits it)."""
+        return self.verbose or os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -44,9 +55,17 @@ class BackendSpec:
     targets: frozenset[str]
     unavailable_reason: Callable[[], str | None]  # None when usable here, else why not and the fix
     open: Callable[["Artifact", SessionOptions], Session]
+    resolves_to: Callable[[], str] | None = None  # an automatic choice: the backend it runs as here
 
     def accepts(self, artifact: "Artifact") -> bool:
+        if self.resolves_to is not None:  # e.g. onnxruntime on a CPU runs what onnxruntime-cpu runs, INT8 too
+            return get_backend(self.resolves_to()).accepts(artifact)
         return artifact.format in self.formats and artifact.target in self.targets
+
+    @property
+    def here(self) -> str:
+        """The backend this one runs as on this machine (itself, unless it is an automatic choice)."""
+        return self.resolves_to() if self.resolves_to is not None else self.name
 
 
 _REGISTRY: dict[str, BackendSpec] = {}

@@ -1,11 +1,14 @@
 """onnxruntime backends: one per execution provider (CPU, CUDA, TensorRT) plus an automatic choice.
 
 onnxruntime quietly drops a provider whose libraries fail to load and runs on the CPU instead;
-``_open`` checks which provider the session really got and refuses a silent fallback.
+``OrtSession`` checks which provider the session really got and refuses a silent fallback. Its own
+warnings (unused initializers, node placement, provider setup) are silenced unless
+``SessionOptions.verbose`` or ``VL2LITE_VERBOSE=1`` asks for them; errors always show.
 """
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     from formats.bundle import Artifact
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+WARNING, ERROR = 2, 3  # onnxruntime's log severities
 _INSTALL_GPU = ("install onnxruntime-gpu (on a Jetson: NVIDIA's onnxruntime-gpu wheel for your JetPack) "
                 "instead of onnxruntime")
 
@@ -40,7 +44,9 @@ class OrtSession:
         ort = _ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3  # errors only: warnings about unused initializers are noise here
+        severity = WARNING if options.chatty else ERROR  # unused initializers, node placement: noise to a user
+        so.log_severity_level = severity
+        ort.set_default_logger_severity(severity)  # the process-wide logger: provider setup and fallbacks
         if options.threads > 0:
             so.intra_op_num_threads = options.threads
         if not options.spin:  # spinning threads would take the CPU that decodes the next requests
@@ -52,7 +58,10 @@ class OrtSession:
         if provider != CPU:
             providers.append((CPU, {}))  # nodes no GPU provider can run; the main provider is checked below
         try:
-            self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
+            with warnings.catch_warnings():
+                if not options.chatty:  # its Python-side UserWarnings (provider lists) as well
+                    warnings.filterwarnings("ignore", module="onnxruntime")
+                self._sess = ort.InferenceSession(str(artifact.path), so, providers=providers)
         except Exception as exc:  # onnxruntime's InvalidProtobuf, InvalidGraph, Fail, ...: a damaged bundle file
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise
@@ -96,6 +105,10 @@ def auto_provider() -> str:
     return CUDA if CUDA in installed_providers() else CPU
 
 
+def _auto_backend() -> str:
+    return "onnxruntime-cuda" if auto_provider() == CUDA else "onnxruntime-cpu"
+
+
 def _spec(name: str, provider: str | None, targets: set[str], description: str) -> BackendSpec:
     def unavailable() -> str | None:
         return _unavailable(provider or auto_provider())
@@ -103,12 +116,13 @@ def _spec(name: str, provider: str | None, targets: set[str], description: str) 
     def open_session(artifact: "Artifact", options: SessionOptions) -> OrtSession:
         return OrtSession(artifact, provider or auto_provider(), name, options)
 
-    return BackendSpec(name, description, frozenset({"onnx"}), frozenset(targets), unavailable, open_session)
+    return BackendSpec(name, description, frozenset({"onnx"}), frozenset(targets), unavailable, open_session,
+                       None if provider else _auto_backend)
 
 
 register_backend(_spec("onnxruntime-cpu", CPU, {"any", "onnxruntime-cpu"}, "onnxruntime, CPU provider"))
 register_backend(_spec("onnxruntime-cuda", CUDA, {"any", "gpu"}, "onnxruntime, CUDA provider"))
 register_backend(_spec("onnxruntime-tensorrt", TRT, {"any", "gpu", "tensorrt"},
                        "onnxruntime, TensorRT provider (engines cached beside the bundle)"))
-register_backend(_spec("onnxruntime", None, {"any"},
+register_backend(_spec("onnxruntime", None, set(),  # runs what the backend it resolves to runs
                        "onnxruntime, CUDA provider when installed, else CPU"))

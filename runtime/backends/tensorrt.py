@@ -112,7 +112,8 @@ class TrtSession:
         env = current_environment(options.device_id)
         for warning in check_engine(artifact, env):
             print(f"warning: {artifact.file}: {warning}", file=sys.stderr)
-        self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+        quiet = trt.Logger.WARNING if options.chatty else trt.Logger.ERROR  # its warnings only when asked
+        self._engine = trt.Runtime(trt.Logger(quiet)).deserialize_cuda_engine(
             Path(artifact.path).read_bytes())
         if self._engine is None:
             raise UserError(f"TensorRT could not deserialise {artifact.file}: rebuild it with python -m export --trt")

@@ -3,8 +3,8 @@
 ``--backend a,b`` ``--artifact f1,f2`` ``--batch 1,8,32`` ``--data DIR`` ``--limit N`` ``--seconds S``
 (per measurement) ``--warmup N`` ``--threads N`` ``--out DIR`` ``--no-plots``
 ``--reference-checkpoint best.pt`` (adds a PyTorch eager row when torch is installed) ``--timeout S``
-(per artifact and backend; a worker that outlives it becomes a failed row). ``--budget-ms X`` names
-the most accurate artifact whose SingleStream p50 is within X ms (p90 shown beside it), never one
+(per artifact and backend; a worker that outlives it becomes a failed row). ``--verbose`` (onnxruntime's
+own warnings and the workers' stderr too). ``--budget-ms X`` names the most accurate artifact whose SingleStream p50 is within X ms (p90 shown beside it), never one
 that export marked over the accuracy budget while another is within it.
 """
 from __future__ import annotations

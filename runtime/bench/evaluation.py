@@ -9,6 +9,7 @@ import numpy as np
 from formats.bench import BenchRow
 from formats.bundle import Bundle
 from formats.errors import UserError
+from formats.progress import stage
 from formats.preprocessing import load_input
 from runtime.backends import SessionOptions, get_backend, require_available
 from runtime.bench.compare import Measured, compare_with_manifest, fp32_artifact, reference_row
@@ -26,8 +27,10 @@ def prepare_data(bundle: Bundle, settings: BenchSettings, tmp: Path) -> Prepared
     h, w = bundle.preprocessing.input_size
     decode = decode_mode(bundle, settings.decode)
     x = np.lib.format.open_memmap(tmp / "x.npy", mode="w+", dtype=np.float32, shape=(len(items), 3, h, w))
-    for i, (path, _) in enumerate(items):
-        x[i] = load_input(path, bundle.preprocessing, decode=decode)
+    with stage(f"bench --data: decoding {settings.data}", len(items), "image") as step:
+        for i, (path, _) in enumerate(items):
+            x[i] = load_input(path, bundle.preprocessing, decode=decode)  # (3, H, W)
+            step.advance()
     x.flush()
     np.save(tmp / "y.npy", np.array([y for _, y in items], dtype=np.int64))
     return PreparedData(str(tmp / "x.npy"), str(tmp / "y.npy"), len(items), decode)
@@ -53,10 +56,12 @@ def fp32_reference(bundle: Bundle, measured: list[Measured], data: PreparedData,
     found = reference_row(measured, art.file)
     if found is not None:
         return found[0].label, np.asarray(found[1])
-    print(f"measuring {art.file} on onnxruntime-cpu for the top-1 drop on --data ...", flush=True)
     try:
-        session = require_available(get_backend("onnxruntime-cpu")).open(art, SessionOptions(threads=settings.threads))
-        preds = top1_accuracy(session, data, bundle.max_batch).predictions
+        with stage(f"measuring {art.file} on onnxruntime-cpu for the top-1 drop on --data", 1, "pass") as step:
+            options = SessionOptions(threads=settings.threads, verbose=settings.verbose)
+            session = require_available(get_backend("onnxruntime-cpu")).open(art, options)
+            preds = top1_accuracy(session, data, bundle.max_batch, step.note).predictions
+            step.advance()
     except (UserError, RuntimeError, OSError) as exc:  # said in the report: it must not lose the measured rows
         return f"no FP32 reference: {art.file} did not run on onnxruntime-cpu ({exc})"
     return f"{art.file} on onnxruntime-cpu", np.asarray(preds)

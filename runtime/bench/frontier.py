@@ -82,13 +82,13 @@ def pick(rows: list[FrontierRow], budget_ms: float) -> BudgetPick:
 
 
 def format_frontier(rows: list[FrontierRow]) -> str:
-    head = (f"{'bundle':<28} {'arch':<28} {'artifact':<20} {'prec':<5} {'top-1':>7} {'p50 ms':>8} {'p90 ms':>8} "
+    head = (f"{'bundle':<28} {'arch':<28} {'artifact':<20} {'prec':<5} {'top-1':>8} {'p50 ms':>8} {'p90 ms':>8} "
             f"{'size MB':>8}  frontier")
     lines = [head, "-" * len(head)]
     for r in rows:
-        top1 = f"{100 * r.top1:.2f}" if r.top1 is not None else "-"
+        top1 = f"{100 * r.top1:.2f}%" if r.top1 is not None else "-"
         lines.append(f"{r.bundle[:28]:<28} {r.arch[:28]:<28} {r.artifact[:20]:<20} {r.precision:<5} "
-                     f"{top1:>7} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.size_mb:>8.1f}  "
+                     f"{top1:>8} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.size_mb:>8.1f}  "
                      f"{'*' if r.frontier else ''}{'' if r.within_accuracy_budget else '!'}")
     sources = sorted({r.top1_source for r in rows})
     lines.append(f"top-1: {', '.join(sources) or '-'}; latency: SingleStream p50 (p90 beside it), batch 1; * on its "

@@ -7,8 +7,13 @@ from formats.bench import BenchRow
 from runtime.bench.measure import P99_MIN_ITERATIONS
 
 
+def percent(fraction: float | None) -> str:
+    """A top-1 fraction as every table and plot shows it: ``70.83%``; ``-`` when absent."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
+
+
 def format_table(rows: tuple[BenchRow, ...]) -> str:
-    head = f"{'artifact':<22} {'backend':<18} {'size MB':>8} {'top-1':>6} {'p50 ms':>8} {'p90 ms':>8} " \
+    head = f"{'artifact':<22} {'backend':<18} {'size MB':>8} {'top-1':>7} {'p50 ms':>8} {'p90 ms':>8} " \
            f"{'p99 ms':>8} {'FPS (batch)':>14}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -17,10 +22,10 @@ def format_table(rows: tuple[BenchRow, ...]) -> str:
         if s is None:  # skipped or failed
             lines.append(f"{start}  {r.note}")
             continue
-        top1 = f"{r.top1:.3f}" if r.top1 is not None else "-"
+        top1 = percent(r.top1)
         fps = f"{r.best_fps:.1f} (@{r.best_batch})" if r.best_fps else "-"
         p99 = f"{s.p99_ms:.2f}" + ("" if s.p99_reliable else "*")
-        lines.append(f"{start} {top1:>6} {s.p50_ms:>8.2f} {s.p90_ms:>8.2f} {p99:>8} {fps:>14}")
+        lines.append(f"{start} {top1:>7} {s.p50_ms:>8.2f} {s.p90_ms:>8.2f} {p99:>8} {fps:>14}")
     if any(r.single_stream is not None and not r.single_stream.p99_reliable for r in rows):
         lines.append(f"* p99 from fewer than {P99_MIN_ITERATIONS} runs: about the slowest run, not a "
                      f"percentile (raise --seconds)")

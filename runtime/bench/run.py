@@ -72,7 +72,8 @@ def _print(report: BenchReport, written: list[Path | str]) -> None:
 
 def _bundle_record(bundle: Bundle) -> BenchBundle:
     h, w = bundle.preprocessing.input_size
-    return BenchBundle(str(bundle.root), bundle.name, bundle.arch, ModelInput(bundle.input_name, (-1, 3, h, w), "float32"))
+    return BenchBundle(str(bundle.root), bundle.name, bundle.arch, ModelInput(bundle.input_name, (-1, 3, h, w), "float32"),
+                       {a.file: a.sha256 for a in bundle.artifacts})
 
 
 def _measured(bundle: Bundle, report: BenchReport, name: str | None = None) -> MeasuredBundle:

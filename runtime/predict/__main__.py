@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     def go() -> None:
         settings = settings_from(PredictSettings, args)
         results = predict_files(args.bundle, args.images, settings.top_k, settings.backend, settings.artifact,
-                                settings.decode)
+                                settings.decode, settings.bench, settings.verbose)
         print(json.dumps(results, indent=2) if settings.json else format_text(results))
     run_cli(go)
 

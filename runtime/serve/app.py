@@ -30,8 +30,8 @@ log = logging.getLogger("uvicorn.error")  # uvicorn's own log, so the line looks
 
 def create_app(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> Starlette:
     """Load the model now (so the process is ready as soon as it listens) and build the app."""
-    clf = open_classifier(bundle, settings.backend, settings.artifact, SessionOptions(threads=settings.threads, spin=False),
-                          settings.decode)
+    options = SessionOptions(threads=settings.threads, spin=False, verbose=settings.verbose)
+    clf = open_classifier(bundle, settings.backend, settings.artifact, options, settings.decode, settings.bench)
     if settings.max_batch > clf.bundle.max_batch:
         raise UserError(f"--max-batch {settings.max_batch} is over the bundle's max_batch "
                         f"{clf.bundle.max_batch}: pass --max-batch {clf.bundle.max_batch} or less")

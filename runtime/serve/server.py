@@ -27,6 +27,8 @@ def serve(bundle: str | Path, settings: ServeSettings = ServeSettings()) -> None
           f"{state.clf.decode} decoding; requests hold at most {memory_bound_bytes(settings) / 1e9:.2f} GB "
           f"above the model, {upload_bound_bytes(settings) / 1e9:.2f} GB of it uploads in progress) at "
           f"http://{settings.host}:{settings.port}", flush=True)
+    if state.clf.choice is not None:  # which artifact, why, and what else was within budget
+        print(state.clf.choice.line, file=sys.stderr, flush=True)
     if state.clf.provenance_note:  # once at start: the manifest's top-1 may not hold on this CPU
         print(state.clf.provenance_note, file=sys.stderr, flush=True)
     # No limit_concurrency: it counts open connections, idle and stalled ones too, and answers every

@@ -9,6 +9,7 @@ whoever imports it before building a student.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -24,13 +25,21 @@ def _no_normalization(arch: str) -> None:
     return None
 
 
+def weights_file_problem(arch: str, weights: str) -> str | None:
+    """A local ``student.weights`` file that is not there; ``imagenet`` and ``none`` are the family's business."""
+    if weights in ("imagenet", "none") or Path(weights).is_file():
+        return None
+    return f"student.weights file {weights} not found: pass an existing weights file for {arch}, or none"
+
+
 @dataclass(frozen=True)
 class StudentFamily:
     """One family of students: how its names are checked and built, and its inference form.
 
     ``build(arch, weights)`` returns ``(backbone, d)``: a module mapping (B, 3, H, W) images to (B, d)
     features, and d; ``weights`` is ``imagenet`` (the family's own pretrained weights, failing at once
-    offline), ``none`` (random init) or a local weights file.
+    offline), ``none`` (random init) or a local weights file. ``missing_weights(arch, weights)`` says,
+    before any work, what ``build`` would need from the network and cannot get.
     """
 
     prefix: str  # "name:" (or "" for bare names); the architecture is "<prefix><model name>"
@@ -42,6 +51,9 @@ class StudentFamily:
     deploy: Callable[[nn.Module, tuple[int, int]], nn.Module] = _unchanged
     # the (mean, std) the family's ImageNet weights were trained with, if it knows them
     pretrained_normalization: Callable[[str], tuple[tuple[float, ...], tuple[float, ...]] | None] = _no_normalization
+    # (arch, weights) -> what ``build`` would have to download and cannot (a sentence: the file to fetch, where to
+    # put it, the offline alternative), None when nothing is missing; never downloads (the run's preflight asks)
+    missing_weights: Callable[[str, str], str | None] = weights_file_problem
 
     def __post_init__(self) -> None:
         if self.prefix and (not self.prefix.endswith(":") or self.prefix.count(":") != 1):

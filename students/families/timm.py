@@ -22,7 +22,7 @@ from torch import nn
 
 from formats.errors import UserError
 from formats.network import reachable
-from students.families.base import StudentFamily, register_family
+from students.families.base import StudentFamily, register_family, weights_file_problem
 from students.weights import read_state_dict
 
 PREFIX = "timm:"
@@ -61,22 +61,30 @@ def _build(arch: str, weights: str) -> tuple[nn.Module, int]:
 
 def _require_cached_imagenet(arch: str, name: str) -> None:
     """Fail at once, naming the file, when the weights are neither cached nor downloadable."""
+    missing = _missing_weights(arch, "imagenet")
+    if missing:
+        raise UserError(missing)
+
+
+def _missing_weights(arch: str, weights: str) -> str | None:
+    """ImageNet weights neither in the Hugging Face cache nor downloadable: the file to fetch, the alternatives."""
     import huggingface_hub
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(name)
-    hub_id = getattr(cfg, "hf_hub_id", None)
+    if weights != "imagenet" or _problem(arch) is not None:
+        return weights_file_problem(arch, weights)
+    hub_id = getattr(timm.models.get_pretrained_cfg(arch[len(PREFIX):]), "hf_hub_id", None)
     if not hub_id:
-        raise UserError(f"timm has no downloadable ImageNet weights for {arch}: pass student.weights=<a local "
-                        f"weights file> or student.weights=none")
+        return (f"timm has no downloadable ImageNet weights for the student {arch}: pass student.weights=<a local "
+                f"weights file> or student.weights=none")
     cached = any(isinstance(huggingface_hub.try_to_load_from_cache(hub_id, f), str)
                  for f in ("model.safetensors", "pytorch_model.bin"))
-    if not cached and not reachable("huggingface.co"):
-        raise UserError(
-            f"ImageNet weights for {arch} are not in the Hugging Face cache and huggingface.co is unreachable: "
-            f"download https://huggingface.co/{hub_id}/resolve/main/model.safetensors on a machine with internet "
-            f"and pass student.weights=<that file> (or copy its ~/.cache/huggingface here), or train from scratch "
-            f"with student.weights=none")
+    if cached or reachable("huggingface.co"):
+        return None
+    return (f"ImageNet weights for the student {arch} are not in the Hugging Face cache and huggingface.co is "
+            f"unreachable: download https://huggingface.co/{hub_id}/resolve/main/model.safetensors on a machine with "
+            f"internet and pass student.weights=<that file> (or copy its ~/.cache/huggingface here), or train from "
+            f"scratch with student.weights=none")
 
 
 def _load_local(model: nn.Module, arch: str, path: Path) -> None:
@@ -184,4 +192,4 @@ def _static(m: nn.Module, size: tuple[int, int]) -> nn.Module:
 FAMILY = register_family(StudentFamily(
     prefix=PREFIX, build=_build, problem=_problem, names=lambda: SHIPPED,
     hint=f"any timm model as timm:<name> (tested: {', '.join(SHIPPED)})", deploy=_deploy,
-    pretrained_normalization=_pretrained_normalization))
+    pretrained_normalization=_pretrained_normalization, missing_weights=_missing_weights))

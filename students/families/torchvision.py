@@ -16,7 +16,7 @@ from torch import nn
 
 from formats.errors import UserError
 from formats.network import reachable
-from students.families.base import StudentFamily, register_family
+from students.families.base import StudentFamily, register_family, weights_file_problem
 from students.weights import read_state_dict
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -70,17 +70,26 @@ def _strip_last_linear(model: nn.Module) -> int:
     return linear.in_features
 
 
-def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+def _missing_weights(arch: str, weights: str) -> str | None:
+    """ImageNet weights neither in torch's hub cache nor downloadable: the file, where it goes, the alternatives."""
+    if weights != "imagenet" or arch not in _BUILDERS:
+        return weights_file_problem(arch, weights)
     enum = getattr(torchvision.models, _WEIGHTS[arch]).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
-    if not cached.is_file() and not reachable("download.pytorch.org"):
-        raise UserError(
-            f"ImageNet weights for {arch} are not cached and download.pytorch.org is unreachable: "
+    if cached.is_file() or reachable("download.pytorch.org"):
+        return None
+    return (f"ImageNet weights for the student {arch} are not cached and download.pytorch.org is unreachable: "
             f"download {enum.url} on a machine with internet and put it at {cached}, pass "
-            f"student.weights=<path to the .pth file>, or train from scratch with student.weights=none"
-        )
-    return enum.get_state_dict(progress=False, check_hash=True)
+            f"student.weights=<path to the .pth file>, or train from scratch with student.weights=none")
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    missing = _missing_weights(arch, "imagenet")
+    if missing:
+        raise UserError(missing)
+    return getattr(torchvision.models, _WEIGHTS[arch]).DEFAULT.get_state_dict(progress=False, check_hash=True)
 
 
 FAMILY = register_family(StudentFamily(prefix="", build=_build, problem=_problem, names=_names,
-                                       hint=f"torchvision models ({', '.join(_names())})"))
+                                       hint=f"torchvision models ({', '.join(_names())})",
+                                       missing_weights=_missing_weights))
