@@ -13,9 +13,9 @@ from pathlib import Path
 
 from formats.bench_setup import BenchRequest, DeviceInfo, SoftwareVersions
 from formats.errors import UserError
-from formats.files import read_json_object, write_json
+from formats.files import write_json
 from formats.frontier import BudgetPick
-from formats.records import check_header, from_dict, to_dict
+from formats.records import read_record, to_dict
 
 SCHEMA = "vl2lite-bench"
 SCHEMA_VERSION = 2  # 2: every key written (null when absent), offline latency nested, the record typed
@@ -147,9 +147,7 @@ class BenchReport:
 
 def read_bench(path: str | Path) -> BenchReport:
     """bench.json, strictly: a missing, unknown or mistyped key is one error naming the file and the key."""
-    d = read_json_object(Path(path), FIX)
-    check_header(d, SCHEMA, SCHEMA_VERSION, str(path), FIX)
-    return from_dict(BenchReport, d, str(path), FIX)
+    return read_record(path, BenchReport, SCHEMA, SCHEMA_VERSION, FIX)
 
 
 def write_bench(path: str | Path, report: BenchReport) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from formats.bench_setup import BenchRequest, DeviceInfo
-from formats.files import read_json_object, write_json
-from formats.records import check_header, from_dict, to_dict
+from formats.files import write_json
+from formats.records import read_record, to_dict
 
 SCHEMA = "vl2lite-frontier"
 SCHEMA_VERSION = 2  # 2: every key written (null when absent), GPU fields renamed, the record typed
@@ -67,9 +67,7 @@ class Frontier:
 
 def read_frontier(path: str | Path) -> Frontier:
     """frontier.json, strictly: a missing, unknown or mistyped key is one error naming the file and the key."""
-    d = read_json_object(Path(path), FIX)
-    check_header(d, SCHEMA, SCHEMA_VERSION, str(path), FIX)
-    return from_dict(Frontier, d, str(path), FIX)
+    return read_record(path, Frontier, SCHEMA, SCHEMA_VERSION, FIX)
 
 
 def write_frontier(path: str | Path, frontier: Frontier) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from formats.errors import UserError
-from formats.files import read_json_object, write_json
+from formats.files import write_json
 from formats.manifest import SourceCheckpoint
 from formats.quantization import GraphCounts, PtqVsQat, QatSelection
-from formats.records import Scalar, check_header, from_dict, to_dict
+from formats.records import Scalar, read_record, to_dict
 
 QAT_FILE = "qat.json"
 QAT_SCHEMA = "vl2lite-edge/qat"
@@ -82,10 +82,7 @@ class QatRecord:
 
 def read_qat_record(folder: Path, fix: str) -> QatRecord:
     """``folder/qat.json``, strictly; ``fix`` says how to write it again."""
-    path = Path(folder) / QAT_FILE
-    d = read_json_object(path, fix)
-    check_header(d, QAT_SCHEMA, QAT_SCHEMA_VERSION, str(path), fix)
-    return from_dict(QatRecord, d, str(path), fix)
+    return read_record(Path(folder) / QAT_FILE, QatRecord, QAT_SCHEMA, QAT_SCHEMA_VERSION, fix)
 
 
 def write_qat_record(folder: Path, record: QatRecord) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping
 
 from formats.errors import UserError
@@ -35,6 +36,15 @@ def check_header(d: Any, schema: str, version: int, where: str, fix: str) -> Non
     if d.get("schema_version") != version:
         raise UserError(f"{where} has schema version {d.get('schema_version')!r}, this toolkit reads "
                         f"{version}: {fix}")
+
+
+def read_record(path: str | Path, cls: type, schema: str, version: int, fix: str) -> Any:
+    """The file at ``path`` as a ``cls`` record: a JSON object of ``schema`` at ``version``, read strictly."""
+    from formats.files import read_json_object
+
+    d = read_json_object(Path(path), fix)
+    check_header(d, schema, version, str(path), fix)
+    return from_dict(cls, d, str(path), fix)
 
 
 def from_dict(cls: type, d: Any, where: str, fix: str = "",

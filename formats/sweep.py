@@ -19,7 +19,7 @@ from typing import Any
 from formats.errors import UserError
 from formats.files import read_json_object, utc_now, write_json
 from formats.frontier import BudgetPick
-from formats.records import check_header, from_dict, to_dict
+from formats.records import check_header, from_dict, read_record, to_dict
 
 SCHEMA = "vl2lite-sweep"
 MADE_BY_SCHEMA = "vl2lite-sweep-made-by"
@@ -132,9 +132,7 @@ def read_made_by(path: Path) -> MadeBy | None:
     if not Path(path).is_file():
         return None
     try:
-        d = read_json_object(path, FIX)
-        check_header(d, MADE_BY_SCHEMA, SCHEMA_VERSION, str(path), FIX)
-        return from_dict(MadeBy, d, str(path), FIX)
+        return read_record(path, MadeBy, MADE_BY_SCHEMA, SCHEMA_VERSION, FIX)
     except UserError:
         return None
 

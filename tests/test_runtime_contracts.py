@@ -65,7 +65,7 @@ def test_frontier_json_round_trips_exactly(tmp_path: Path) -> None:
     (lambda d: d["results"][0]["single_stream"].pop("p90_ms"), r"results\[0\]: single_stream lacks the field 'p90_ms'"),
     (lambda d: d["device"]["gpus"][0].update(name=3), r"device: gpus\[0\]: name must be str, not int"),
     (lambda d: d["settings"].update(batches=[1, True]), r"settings: batches\[1\] must be int, not bool"),
-    (lambda d: d["results"][0]["offline"][0].update(latency=[]), r"offline\[0\]: latency must be Latency, not list"),
+    (lambda d: d["results"][0]["offline"][0].update(latency=[]), r"offline\[0\]: latency must be a JSON object, not list"),
     (lambda d: d["bundle"]["input"].pop("dtype"), r"bundle: input lacks the field 'dtype'"),
     (lambda d: d.pop("budget"), "lacks the field 'budget'"),
     (lambda d: d.update(schema_version=1), "has schema version 1, this toolkit reads 2"),
