@@ -10,6 +10,7 @@ from export.backends.tensorrt import (BACKEND, NOT_INSTALLED, device_info, engin
                                       tensorrt_version)
 from export.registry import wanted_backends
 from formats.errors import UserError
+from formats.engine import read_sidecar, write_sidecar
 
 
 def test_tensorrt_11_takes_precision_from_the_graph():
@@ -26,14 +27,16 @@ def test_tensorrt_10_uses_fp16_flag_and_qdq_for_int8():
     assert (int8.source, int8.strongly_typed, int8.fp16_flag) == ("model.int8.trt.onnx", True, False)
 
 
-def test_sidecar_records_what_the_engine_depends_on():
+def test_sidecar_records_what_the_engine_depends_on(tmp_path):
     plan = engine_plans(10, has_int8=True)[1]
     device = {"cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7"}
     side = engine_sidecar(plan, "10.3.0", device, (1, 8, 32), 2.0)
-    assert side["tensorrt"] == "10.3.0" and side["compute_capability"] == "8.7" and side["gpu"] == "Orin"
-    assert side["precision"] == "int8" and side["source"] == "model.int8.trt.onnx"
-    assert (side["min_batch"], side["opt_batch"], side["max_batch"]) == (1, 8, 32)
-    json.dumps(side)  # must be JSON-serialisable as written beside the engine
+    assert side.tensorrt == "10.3.0" and side.compute_capability == "8.7" and side.gpu == "Orin"
+    assert side.precision == "int8" and side.source == "model.int8.trt.onnx" and side.strongly_typed
+    assert (side.min_batch, side.opt_batch, side.max_batch) == (1, 8, 32)
+    path = tmp_path / "model.int8.engine.json"
+    write_sidecar(path, side)  # as written beside the engine, and read back by the runtime on the device
+    assert read_sidecar(path) == side and json.loads(path.read_text())["schema"] == "vl2lite-engine-sidecar"
 
 
 def test_engine_evaluation_respects_the_profile_max_batch():

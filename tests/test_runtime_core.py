@@ -150,9 +150,16 @@ def test_every_available_backend_agrees_with_cpu(backend: str, bundle: Path) -> 
     np.testing.assert_allclose(out, ref, atol=1e-2 if "cuda" in backend or "tensorrt" in backend else 1e-5)
 
 
-def test_engine_sidecar_check_is_strict() -> None:
-    built = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7",
-             "precision": "fp16", "source": "model.fp16.onnx"}
+SIDECAR = {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Orin", "compute_capability": "8.7", "precision": "fp16",
+           "source": "model.fp16.onnx", "strongly_typed": False, "min_batch": 1, "opt_batch": 8, "max_batch": 32,
+           "workspace_gib": 2.0, "timing_cache": "timing.cache", "schema": "vl2lite-engine-sidecar",
+           "schema_version": 1}
+
+
+def test_engine_sidecar_check_is_strict(tmp_path: Path) -> None:
+    from formats.engine import EngineSidecar, read_sidecar
+
+    built = EngineSidecar(**SIDECAR)
     assert engine_problems(built, {"tensorrt": "10.3.0.30", "cuda": "12.6", "gpu": "Orin",
                                    "compute_capability": "8.7"}) == ([], [])
     errors, _ = engine_problems(built, {"tensorrt": "10.7.0", "cuda": "13.0", "gpu": "Orin", "compute_capability": "8.7"})
@@ -165,8 +172,15 @@ def test_engine_sidecar_check_is_strict() -> None:
     errors, warnings = engine_problems(built, {"tensorrt": "10.3.0", "cuda": "12.6", "gpu": "Jetson AGX Orin",
                                                "compute_capability": "8.7"})
     assert errors == [] and "rebuild on this GPU" in warnings[0]
-    errors, _ = engine_problems({"gpu": "Orin"}, {"tensorrt": "10.3.0", "cuda": "12.6", "compute_capability": "8.7"})
-    assert len(errors) == 3
+    path = tmp_path / "model.fp16.engine.json"
+    path.write_text(json.dumps(SIDECAR))
+    assert read_sidecar(path) == built
+    path.write_text(json.dumps({k: v for k, v in SIDECAR.items() if k != "cuda"}))  # an engine's CUDA unknown
+    with pytest.raises(UserError, match="lacks the field 'cuda'.*rebuild the engine with python -m export --trt"):
+        read_sidecar(path)
+    path.write_text(json.dumps({**SIDECAR, "schema_version": 2}))
+    with pytest.raises(UserError, match="schema version 2"):
+        read_sidecar(path)
 
 
 # --------------------------------------------------------------------------- predict

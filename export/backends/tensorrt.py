@@ -18,7 +18,6 @@ build and the engine evaluation are not.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from export.job import Backend, Built, ExportJob, log
 from export.onnx_file import FP32_FILE, INPUT
 from export.settings import ExportOptions
 from formats.datasets import DatasetSplits
+from formats.engine import EngineSidecar, write_sidecar
 from formats.errors import UserError
 from formats.isa import measured_here
 from formats.manifest import ArtifactEntry
@@ -85,11 +85,13 @@ def device_info() -> dict[str, str]:
 
 
 def engine_sidecar(plan: EnginePlan, trt_version: str, device: dict[str, str],
-                   batch: tuple[int, int, int], workspace_gib: float) -> dict[str, Any]:
+                   batch: tuple[int, int, int], workspace_gib: float) -> EngineSidecar:
     """What an engine needs to be loaded safely: it only runs where these match."""
-    return {"tensorrt": trt_version, **device, "precision": plan.precision, "source": plan.source,
-            "strongly_typed": plan.strongly_typed, "min_batch": batch[0], "opt_batch": batch[1],
-            "max_batch": batch[2], "workspace_gib": workspace_gib, "timing_cache": TIMING_CACHE}
+    return EngineSidecar(tensorrt=trt_version, cuda=device["cuda"], gpu=device["gpu"],
+                         compute_capability=device["compute_capability"], precision=plan.precision,
+                         source=plan.source, strongly_typed=plan.strongly_typed, min_batch=batch[0],
+                         opt_batch=batch[1], max_batch=batch[2], workspace_gib=float(workspace_gib),
+                         timing_cache=TIMING_CACHE)
 
 
 def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan, input_shape: list[int],
@@ -206,8 +208,7 @@ def build(job: ExportJob) -> Built:
             build_engine(job.dir / plan.source, job.dir / plan.file, plan, shape, batch, o.workspace_gib,
                          job.dir / TIMING_CACHE)
             sidecar = f"{plan.file}.json"
-            (job.dir / sidecar).write_text(json.dumps(engine_sidecar(plan, version, device, batch, o.workspace_gib),
-                                                      indent=2) + "\n")
+            write_sidecar(job.dir / sidecar, engine_sidecar(plan, version, device, batch, o.workspace_gib))
             entries.append(evaluate_engine(job, plan, sidecar, step))
     return Built(tuple(entries), {"tensorrt": version})
 

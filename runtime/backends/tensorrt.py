@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from formats.errors import UserError
-from formats.files import read_json_object
+from formats.engine import EngineSidecar, read_sidecar
 from runtime.backends.base import BackendSpec, SessionOptions, register_backend
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _version(text: Any, parts: int) -> tuple[str, ...]:
     return tuple(str(text).split("+")[0].split(".")[:parts])
 
 
-def engine_problems(sidecar: dict[str, Any], env: dict[str, Any]) -> tuple[list[str], list[str]]:
+def engine_problems(sidecar: EngineSidecar, env: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Compare an engine's build environment with this one: (errors, warnings).
 
     Errors: a different TensorRT version (major.minor.patch), CUDA major version or GPU compute
@@ -63,13 +63,11 @@ def engine_problems(sidecar: dict[str, Any], env: dict[str, Any]) -> tuple[list[
     errors, warnings = [], []
     checks = [("tensorrt", "TensorRT", 3), ("cuda", "CUDA", 1), ("compute_capability", "compute capability", 2)]
     for key, label, parts in checks:
-        built, here = sidecar.get(key), env.get(key)
-        if built is None:
-            errors.append(f"the sidecar does not record the {label} version")
-        elif here is not None and _version(built, parts) != _version(here, parts):
+        built, here = getattr(sidecar, key), env.get(key)
+        if here is not None and _version(built, parts) != _version(here, parts):
             errors.append(f"built with {label} {built}, this device has {here}")
-    if sidecar.get("gpu") and env.get("gpu") and sidecar["gpu"] != env["gpu"]:
-        warnings.append(f"built on {sidecar['gpu']}, running on {env['gpu']} (same compute capability): "
+    if sidecar.gpu and env.get("gpu") and sidecar.gpu != env["gpu"]:
+        warnings.append(f"built on {sidecar.gpu}, running on {env['gpu']} (same compute capability): "
                         f"rebuild on this GPU for best speed")
     return errors, warnings
 
@@ -78,10 +76,10 @@ def check_engine(artifact: "Artifact", env: dict[str, Any]) -> list[str]:
     """Raise a clear error if the engine cannot run here; return the warnings."""
     if artifact.sidecar is None or not artifact.sidecar.is_file():
         raise UserError(f"engine {artifact.file} has no sidecar JSON: rebuild it with python -m export --trt")
-    sidecar = read_json_object(artifact.sidecar, "rebuild the engine with python -m export --trt")
+    sidecar = read_sidecar(artifact.sidecar)
     errors, warnings = engine_problems(sidecar, env)
     if errors:
-        source = sidecar.get("source", "the ONNX file")
+        source = sidecar.source
         raise UserError(f"engine {artifact.file} cannot run here ({'; '.join(errors)}): rebuild it from "
                                f"{source} on this device with python -m export --trt")
     return warnings
