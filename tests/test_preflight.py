@@ -7,7 +7,7 @@ from distill.config import load_config, with_overrides
 from distill.preflight import preflight, teacher_needed
 from distill.train import fit
 from formats.errors import UserError
-from students.families.base import StudentFamily, family_of, register_family
+from students.families.base import StudentFamily, register_family
 from students.registry import missing_weights
 from tests.conftest import REPO, demo_overrides
 
@@ -47,15 +47,16 @@ def test_every_student_of_a_sweep_and_a_dataset_download_are_listed_too(tmp_path
     assert HUB_TEACHER in text and "student resnet18" in text and "student mobilenet_v3_small" in text
 
 
-def test_a_family_states_its_own_missing_weights(synthetic_root, tmp_path):
-    try:
-        family_of("offline-toy:1")
-    except UserError:
-        def build(arch, weights):
-            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(8)), 8
-        register_family(StudentFamily("offline-toy:", build, lambda arch: None, lambda: ("offline-toy:1",), "toys",
-                                      missing_weights=lambda arch, w: f"toy weights for {arch} are on a floppy"
-                                      if w == "imagenet" else None))
+def test_a_family_states_its_own_missing_weights(synthetic_root, tmp_path, monkeypatch):
+    from students.families import base
+
+    monkeypatch.setattr(base, "_FAMILIES", dict(base._FAMILIES))  # the toy family leaves with the test
+
+    def build(arch, weights):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(8)), 8
+    register_family(StudentFamily("offline-toy:", build, lambda arch: None, lambda: ("offline-toy:1",), "toys",
+                                  missing_weights=lambda arch, w: f"toy weights for {arch} are on a floppy"
+                                  if w == "imagenet" else None))
     assert missing_weights("offline-toy:1", "imagenet") == "toy weights for offline-toy:1 are on a floppy"
     assert missing_weights("offline-toy:1", "none") is None
     assert "not found" in missing_weights("resnet18", str(tmp_path / "missing.pth"))  # a local file: the default
