@@ -21,7 +21,7 @@ def _loader(run: Run, dataset: Dataset, batch_size: int, epoch: int) -> DataLoad
     run replays the same batches."""
     cfg = run.cfg
     drop_last = len(dataset) > batch_size * run.ctx.world
-    common = dict(batch_size=batch_size, num_workers=cfg.data.num_workers, drop_last=drop_last,
+    common = dict(batch_size=batch_size, num_workers=cfg.data.workers, drop_last=drop_last,
                   pin_memory=run.device.type == "cuda")
     if run.ctx.enabled:
         sampler = DistributedSampler(dataset, run.ctx.world, run.ctx.rank, shuffle=True, seed=cfg.train.seed,
@@ -66,5 +66,5 @@ def epoch_batches(run: Run, epoch: int) -> tuple[DataLoader, Iterable]:
     stream = StreamSampler(len(run.train_set), len(loader) * cfg.data.batch_size, (cfg.train.seed, epoch),
                            run.ctx.rank, run.ctx.world)
     labeled = DataLoader(run.train_set, batch_size=cfg.data.batch_size, sampler=stream,
-                         num_workers=cfg.data.num_workers, pin_memory=run.device.type == "cuda")
+                         num_workers=cfg.data.workers, pin_memory=run.device.type == "cuda")
     return loader, ((b, u) for b, u in zip(labeled, progress(loader, run, epoch)))

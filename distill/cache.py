@@ -224,7 +224,7 @@ def eval_embeddings(teacher, source: ImageSource, cfg: Config, progress: str | N
     name its progress lines go under (``formats.progress``), None: silent."""
     # Its own generator: an evaluation pass must not move the global RNG that initialises the heads.
     loader = DataLoader(EvalImages(source, teacher_eval_spec(teacher.target)), batch_size=cfg.teacher.cache_batch_size,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator())
+                        num_workers=cfg.data.workers, generator=torch.Generator())
     with _stage(progress, len(source), "image") as step:
         return np.concatenate([_encode(teacher, x, step) for x, _ in loader]).astype(np.float32)
 
@@ -255,7 +255,7 @@ def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teache
     bounds = {s: (s * size, min((s + 1) * size, n)) for s in todo}
     items = [(i, v) for s in todo for i in range(*bounds[s]) for v in range(k)]
     loader = DataLoader(CacheViews(source, sampler, teacher.target, items), batch_size=cfg.teacher.cache_batch_size,
-                        num_workers=cfg.data.num_workers, pin_memory=teacher.device.type == "cuda")
+                        num_workers=cfg.data.workers, pin_memory=teacher.device.type == "cuda")
     open_shards: dict[int, tuple[np.ndarray, list[int]]] = {}  # s -> ((n_s, K, D) buffer, [views filled])
     t0, dim = time.perf_counter(), teacher.embed_dim
     with _stage(progress, len(items), "view") as step:

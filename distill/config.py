@@ -11,6 +11,7 @@ mapping-to-dataclass conversion they rely on is ``distill.config_parse``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ class DataConfig:
     mix_alpha: float = 1.0  # the blend's own-image share lam ~ Beta(alpha, alpha)
     batch_size: int = 64
     eval_batch_size: int = 128
-    num_workers: int = 4
+    num_workers: int = 4  # DataLoader workers; at most the CPUs this process may use (``workers``)
     prompts: tuple[str, ...] = ()  # prompt templates with "{}"; empty: the dataset's defaults
     check_images: bool = True  # decode every image once before epoch 1 (in parallel) and list all unreadable ones
     # unlabeled images the teacher teaches on: a folder (searched recursively) or a file listing paths;
@@ -72,6 +73,11 @@ class DataConfig:
     # 1 beat 0.35 on the dev images (benchmarks/kd_pool_recipe.py): the teacher's targets on whole images are surer
     unlabeled_crop_scale_min: float = 1.0
     labels: str = "given"  # given | none: train on the unlabeled pool only, the teacher's zero-shot as target
+
+    @property
+    def workers(self) -> int:  # num_workers, but never more processes than CPUs this process may run on
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(self.num_workers, cpus)
 
     def __post_init__(self) -> None:
         _one_of(self.name, "data.name", DATASET_NAMES)

@@ -64,7 +64,7 @@ def beside_zero_shot(cfg, splits, student: Student, preprocessing: dict, device:
 
     d, test = cfg.data, splits.test
     teacher = zero_shot_predictions(cfg, splits, test, device)  # (N,)
-    mine = predicted_classes(student, test, preprocessing, device, d.eval_batch_size, d.num_workers, cfg.train.amp)
+    mine = predicted_classes(student, test, preprocessing, device, d.eval_batch_size, d.workers, cfg.train.amp)
     y = torch.tensor(test.labels)  # (N,)
     out = {"teacher_zero_shot_top1": float(teacher.eq(y).float().mean()),
            "agreement_with_teacher": float(mine.eq(teacher).float().mean())}

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from distill.teacher import quiet_root_logger
 from formats.errors import UserError
 
 TIMM_NAME = "tf_efficientnet_lite0"
@@ -97,7 +98,8 @@ def build(out_dir: Path, ridge: float = 1e-2) -> Path:
         shutil.copy2(Path(text_dir) / name, out_dir / name)
     cfg = model_config(str(out_dir.resolve()))
     (out_dir / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
-    model = open_clip.create_model(f"local-dir:{out_dir}", pretrained_text=False).eval()
+    with quiet_root_logger(True):  # open_clip warns "initialized randomly": the parts are loaded next
+        model = open_clip.create_model(f"local-dir:{out_dir}", pretrained_text=False).eval()
     _load_text(model.text.transformer, text_dir)
     classifier = _load_trunk(model.visual.trunk, weights)  # (1000, 1281)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out_dir}")

@@ -87,7 +87,7 @@ class Teacher:
         open_clip = _open_clip()
         source = resolve_source(model_name, pretrained)
         try:
-            with _quiet_root_logger(source.weights is None):  # "No pretrained weights loaded" is the intent
+            with quiet_root_logger(source.weights is None):  # "No pretrained weights loaded" is the intent
                 model = open_clip.create_model(source.name, pretrained=source.weights, device=device)
             self.tokenizer = open_clip.get_tokenizer(source.name)
         except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
@@ -133,7 +133,7 @@ def _open_clip_preprocess(open_clip, model) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger(quiet: bool):
+def quiet_root_logger(quiet: bool):
     root = logging.getLogger()
     level = root.level
     if quiet:

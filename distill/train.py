@@ -220,7 +220,7 @@ def _unlabeled_args(run: Run, batch) -> tuple[torch.Tensor | None, torch.Tensor 
 
 def _evaluate(run: Run, source) -> dict[str, float]:
     d = run.cfg.data
-    return evaluate(run.student, source, run.preprocessing, run.device, d.eval_batch_size, d.num_workers,
+    return evaluate(run.student, source, run.preprocessing, run.device, d.eval_batch_size, d.workers,
                     run.cfg.train.amp, run.ctx)
 
 
