@@ -27,7 +27,6 @@ Which folder a run uses (by default one keyed by its fingerprint, built on first
 """
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,8 +240,8 @@ def _encode(teacher, x: torch.Tensor, step) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _stage(name: str | None, total: int, unit: str):  # formats.progress.stage; no name: lines go nowhere
-    return stage(name or "", total, unit, stream=None if name else io.StringIO())
+def _stage(name: str | None, total: int, unit: str):  # formats.progress.stage; no name: counted, not shown
+    return stage(name or "", total, unit, show=bool(name))
 
 
 def _build_shards(root: Path, todo: list[int], n: int, size: int, k: int, teacher, source: ImageSource,

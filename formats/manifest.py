@@ -14,7 +14,7 @@ from typing import Any
 from formats.accuracy import Budget, BudgetVerdict, Parity
 from formats.errors import UserError
 from formats.quantization import Quantization
-from formats.records import Scalar, from_dict, plain
+from formats.records import Scalar, check_header, from_dict, plain
 
 SCHEMA = "vl2lite-bundle"
 SCHEMA_VERSION = 1
@@ -133,13 +133,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "Manifest":
-        if not isinstance(d, dict):
-            raise UserError(f"{where} must hold a JSON object")
-        if d.get("schema") != SCHEMA:
-            raise UserError(f"{where} is not a bundle manifest (schema {SCHEMA!r}): pass a bundle folder")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"{where} has schema version {d.get('schema_version')}, this toolkit reads "
-                            f"{SCHEMA_VERSION}: install the matching runtime or re-export the bundle")
+        check_header(d, SCHEMA, SCHEMA_VERSION, where, "pass a bundle folder written by python -m export; for "
+                     "another schema version, install the matching runtime or re-export the bundle")
         return from_dict(cls, d, where, FIX, LEGACY_KEYS)
 
     def to_dict(self) -> dict[str, Any]:

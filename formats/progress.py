@@ -111,9 +111,10 @@ def _terminal_bar(name: str, total: int | None, unit: str, stream: IO[str]):
 
 @contextmanager
 def stage(name: str, total: int | None = None, unit: str = "item", stream: IO[str] | None = None,
-          every_s: float = 30.0) -> Iterator[Step]:
-    """Report one long stage (see the module docstring); an exception ends it with 'stopped after'."""
-    if not enabled():
+          every_s: float = 30.0, show: bool = True) -> Iterator[Step]:
+    """Report one long stage (see the module docstring); an exception ends it with 'stopped after'.
+    ``show=False`` counts without printing (a worker rank whose rank 0 reports)."""
+    if not show or not enabled():
         yield _Silent()
         return
     step = Step(name, total, unit, stream if stream is not None else sys.stderr, every_s)

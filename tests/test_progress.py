@@ -54,6 +54,13 @@ def test_a_terminal_gets_a_tqdm_bar_and_still_the_closing_line() -> None:
     assert text.rstrip().splitlines()[-1].startswith("bench: done, 3 artifacts in ")
 
 
+def test_show_false_counts_without_printing() -> None:
+    out = io.StringIO()
+    with stage("rank 1 cache", total=2, stream=out, every_s=0.0, show=False) as step:
+        step.advance(2)
+    assert out.getvalue() == "" and step.done == 2
+
+
 def test_vl2lite_progress_0_silences_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VL2LITE_PROGRESS", "0")
     out = io.StringIO()
