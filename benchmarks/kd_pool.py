@@ -88,23 +88,25 @@ def cache_cost(cache: Path) -> dict[str, Any]:
 def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool: Path, epochs: int,
                 pool_epochs: int) -> dict[str, Any]:
     from distill.compare import compare, format_table
+    from formats.records import to_dict as record_dict
+    from formats.run_results import read_results
 
     cfg = pool_config(work, teacher_dir, pool, arch)
     summary = compare(cfg, seeds, arms(epochs, pool_epochs))
     runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary.pop("runs")}
     for arm, row in summary["arms"].items():
-        results = [json.loads((runs[arm, s] / "results.json").read_text()) for s in seeds if (arm, s) in runs]
+        results = [read_results(runs[arm, s]) for s in seeds if (arm, s) in runs]
         row["images_per_s"] = statistics.fmean(_median_rate(runs[arm, s]) for s in seeds if (arm, s) in runs)
         if arm == "no-labels":
-            row["teacher_zero_shot_test_top1"] = statistics.fmean(r["test"]["teacher_zero_shot_top1"] for r in results)
-            row["agreement_with_teacher"] = _mean_std([r["test"]["agreement_with_teacher"] for r in results])
-            if all("teacher_balanced_zero_shot_top1" in r["test"] for r in results):  # the target it distilled
+            row["teacher_zero_shot_test_top1"] = statistics.fmean(r.test.teacher_zero_shot_top1 for r in results)
+            row["agreement_with_teacher"] = _mean_std([r.test.agreement_with_teacher for r in results])
+            if all(r.test.teacher_balanced_zero_shot_top1 is not None for r in results):  # the target it distilled
                 row["teacher_balanced_zero_shot_test_top1"] = statistics.fmean(
-                    r["test"]["teacher_balanced_zero_shot_top1"] for r in results)
+                    r.test.teacher_balanced_zero_shot_top1 for r in results)
                 row["agreement_with_balanced_teacher"] = _mean_std(
-                    [r["test"]["agreement_with_balanced_teacher"] for r in results])
-        if "unlabeled" in results[0]:
-            row["pool"] = results[0]["unlabeled"]  # the same pool and leakage check for every seed
+                    [r.test.agreement_with_balanced_teacher for r in results])
+        if results[0].unlabeled is not None:
+            row["pool"] = record_dict(results[0].unlabeled)  # the same pool and leakage check for every seed
     print(f"\n{arch}:\n{format_table(summary)}")
     summary["seed0_kd_unlabeled"] = str(runs["kd+unlabeled", seeds[0]] / "best.pt")
     return summary

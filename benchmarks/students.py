@@ -60,7 +60,7 @@ def train_students(students: list[str], seeds: list[int], work: Path, epochs: in
     runs_dir = work / "runs" / ("students" if per_class == 30 else f"students-{per_class}")  # 30: the first runs' folder
     cfg = with_overrides(cfg, {"train.select": "last", "train.out_dir": str(runs_dir)})
     ensure_cache(cfg)
-    runs: dict[str, list[dict]] = {}
+    runs: dict[str, list] = {}  # per student, its formats.run_results.RunRecord per seed
     for arch in students:
         for seed in seeds:
             init = "-imagenet" if arch in (imagenet or {}) else ""
@@ -133,12 +133,12 @@ def main(argv: list[str] | None = None) -> None:
         if IMAGENET_STUDENT not in students:
             students.append(IMAGENET_STUDENT)
     runs = train_students(students, seeds, work, args.epochs, args.per_class, imagenet)
-    accuracy = {arch: {"test_top1_mean": statistics.fmean(r["test_top1"] for r in rs),
-                       "test_top1_std": statistics.stdev([r["test_top1"] for r in rs]) if len(rs) > 1 else 0.0,
-                       "per_seed": {str(r["seed"]): r["test_top1"] for r in rs},
-                       "train_s_mean": statistics.fmean(r["wall_s"] for r in rs)} for arch, rs in runs.items()}
+    accuracy = {arch: {"test_top1_mean": statistics.fmean(r.test_top1 for r in rs),
+                       "test_top1_std": statistics.stdev([r.test_top1 for r in rs]) if len(rs) > 1 else 0.0,
+                       "per_seed": {str(r.seed): r.test_top1 for r in rs},
+                       "train_s_mean": statistics.fmean(r.wall_s for r in rs)} for arch, rs in runs.items()}
     bundle_dir = work / "bundles" / ("students" if args.per_class == 30 else f"students-{args.per_class}")
-    bundles = {arch: export_pair(Path(rs[0]["run"]) / "best.pt", bundle_dir / folder_name(arch), folder_name(arch))
+    bundles = {arch: export_pair(Path(rs[0].run) / "best.pt", bundle_dir / folder_name(arch), folder_name(arch))
                for arch, rs in runs.items()}
     names = {arch: folder_name(arch) for arch in students}
     results: dict[str, Any] = {"machine": machine_info(), "seeds": seeds, "epochs": args.epochs,

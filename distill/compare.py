@@ -28,6 +28,8 @@ from distill.preflight import preflight
 from formats.errors import UserError
 from formats.files import write_json
 from formats.progress import duration, stage
+from formats.records import to_dict as record_dict
+from formats.run_results import RESULTS_FILE, RUN_RECORD_FILE, RunRecord, read_results, read_run_record, run_record
 
 DEFAULT_ARMS: dict[str, dict[str, Any]] = {"baseline": {"teacher.enabled": False}, "kd": {}}
 # A config with an unlabeled pool: what the labels alone give, what the teacher adds on them, what the pool adds.
@@ -64,7 +66,7 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
     root = Path(cfg.train.out_dir) / cfg.train.name
     inputs = {cfg.data: preflight(cfg)}  # every file any arm needs, before the first minute of work
     arm_cfgs, cache_s = shared_caches({arm: with_overrides(cfg, overrides) for arm, overrides in arms.items()}, inputs)
-    runs = []
+    runs: list[RunRecord] = []
     with stage("compare", total=len(seeds) * len(arm_cfgs), unit="run") as step:
         for seed in seeds:
             for arm, arm_cfg in arm_cfgs.items():
@@ -74,8 +76,8 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
                 step.note(f"{arm} seed {seed}: {'finished before, reused' if finished else 'started'}")
                 runs.append(train_or_reuse(arm_cfg, arm, seed))
                 if not finished:
-                    step.note(f"{arm} seed {seed}: test top-1 {100 * runs[-1]['test_top1']:.2f}% in "
-                              f"{duration(runs[-1]['wall_s'])} ({RUN_TIME})")
+                    step.note(f"{arm} seed {seed}: test top-1 {100 * runs[-1].test_top1:.2f}% in "
+                              f"{duration(runs[-1].wall_s)} ({RUN_TIME})")
                 step.advance()
                 summary = summarise(runs, list(arms), seeds, cache_s)
                 write_json(root / "compare.json", summary)  # after every run: progress survives a kill
@@ -104,28 +106,27 @@ def shared_caches(arm_cfgs: dict[str, Config], inputs: dict[DataConfig, Inputs])
     return resolved, seconds
 
 
-def train_or_reuse(cfg: Config, arm: str, seed: int) -> dict[str, Any]:
+def train_or_reuse(cfg: Config, arm: str, seed: int) -> RunRecord:
     from distill.train import fit
 
     run_dir = Path(cfg.train.out_dir) / cfg.train.name
-    record_path = run_dir / "compare_run.json"
     config = to_dict(cfg)
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if not same_setup(record.get("config"), config):  # never report a run of another setup as this one
+    if (run_dir / RUN_RECORD_FILE).is_file():
+        record = read_run_record(run_dir)
+        if not same_setup(record.plain_config(), config):  # never report a run of another setup as this one
             raise UserError(f"{run_dir} holds a finished run of another setup: pass a new train.name for this "
                             f"comparison, or delete {run_dir} to train it again")
         return record
     resume = (run_dir / "last.pt").is_file()
     start = time.perf_counter()
     fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=resume)))
-    results = json.loads((run_dir / "results.json").read_text())
-    record = {"arm": arm, "seed": seed, "run": str(run_dir), "test_top1": results["test"]["top1"],
-              "val_top1": results["val"]["top1"], "best_epoch": results["best_epoch"],
-              "wall_s": time.perf_counter() - start, "resumed": resume,
-              "epoch_s": _median_epoch_s(run_dir / "metrics.jsonl"), "teacher": results.get("teacher"),
-              "config": config}
-    write_json(record_path, record)
+    results = read_results(run_dir)
+    if results.test is None or results.val is None or results.best_epoch is None:
+        raise UserError(f"{run_dir / RESULTS_FILE} lacks the finished run's metrics: train it again")
+    record = run_record(arm=arm, seed=seed, run=str(run_dir), test_top1=results.test.top1, val_top1=results.val.top1,
+                        best_epoch=results.best_epoch, wall_s=time.perf_counter() - start, resumed=resume,
+                        epoch_s=_median_epoch_s(run_dir / "metrics.jsonl"), teacher=results.teacher, config=config)
+    record.write(run_dir / RUN_RECORD_FILE)
     return record
 
 
@@ -185,8 +186,10 @@ def _mean_std(values: list[float]) -> dict[str, float]:
             "n": len(values)}
 
 
-def summarise(runs: list[dict], arms: list[str], seeds: list[int], cache_s: float) -> dict[str, Any]:
-    """Mean ± std of test top-1 per arm, and per-seed paired differences to the first arm."""
+def summarise(records: list[RunRecord], arms: list[str], seeds: list[int], cache_s: float) -> dict[str, Any]:
+    """Mean ± std of test top-1 per arm, and per-seed paired differences to the first arm (compare.json: a
+    report, which no stage reads back; each run's own record is its compare_run.json)."""
+    runs = [record_dict(r) for r in records]
     by = {(r["arm"], r["seed"]): r for r in runs}
     base = arms[0]
     out: dict[str, Any] = {"seeds": seeds, "baseline": base, "cache_build_s": cache_s, "arms": {}, "runs": runs}

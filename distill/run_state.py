@@ -25,6 +25,8 @@ from distill.pool import Pool
 from distill.targets import Targets
 from formats.errors import UserError
 from formats.files import write_text
+from formats.records import from_dict
+from formats.run_results import PoolSummary, RunResults, StudentMetrics, TeacherDiagnostics, student_metrics
 from students.checkpoint import read_checkpoint
 from students.registry import Student
 
@@ -56,15 +58,14 @@ class Run:
     pool_views: int = 0  # as num_views, for the pool's cached views
 
 
-def results(run: Run, best: dict | None) -> dict[str, Any]:
+def results(run: Run, best: dict | None) -> RunResults:
     """results.json: the teacher's diagnostics (before epoch 1), then the student beside them."""
-    out: dict[str, Any] = {"teacher": run.teacher_diagnostics}
-    if run.pool is not None:
-        out["unlabeled"] = {"images": len(run.pool.source), "listed": run.pool.listed,
-                            "dropped_val_test_copies": run.pool.dropped, "labels": run.cfg.data.labels}
-    if best is not None:
-        out = {"best_epoch": best["epoch"], **best["metrics"], **out}
-    return out
+    teacher = (None if run.teacher_diagnostics is None else
+               from_dict(TeacherDiagnostics, run.teacher_diagnostics, "the teacher's diagnostics"))
+    pool = None if run.pool is None else PoolSummary(len(run.pool.source), run.pool.listed, run.pool.dropped,
+                                                    run.cfg.data.labels)
+    metrics = StudentMetrics() if best is None else student_metrics(best["metrics"], "best.pt")
+    return RunResults(teacher, pool, None if best is None else best["epoch"], metrics.val, metrics.test)
 
 
 def artifact(run: Run, metrics: dict, epoch: int) -> dict[str, Any]:

@@ -16,7 +16,6 @@ are ``distill.run_state``, evaluation ``distill.evaluate``, printed progress ``d
 """
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -49,6 +48,7 @@ from formats.datasets import DatasetSplits
 from formats.errors import UserError
 from formats.files import remove_stale_temps, writable_folder, write_text
 from formats.image_check import check_images
+from formats.run_results import RESULTS_FILE
 from students.checkpoint import read_checkpoint
 from students.registry import check_arch, create_student, normalization_mismatch
 
@@ -238,7 +238,7 @@ def fit(cfg: Config) -> Path:
         remove_stale_temps(run.dir)  # a killed run's half-written files (only rank 0 writes here)
         write_text(run.dir / "config.yaml", dump_yaml(cfg))
         if run.start_epoch == 0:
-            write_text(run.dir / "results.json", json.dumps(results(run, None), indent=2))
+            results(run, None).write(run.dir / RESULTS_FILE)
             (run.dir / "metrics.jsonl").unlink(missing_ok=True)  # lines of a run killed before its first last.pt
         report_teacher(cfg, run.teacher_diagnostics)
         warn_noisy_selection(cfg, len(run.splits.val), len(run.splits.class_names))
@@ -285,7 +285,7 @@ def finish(run: Run) -> Path:
                                                         bias))
     if run.ctx.is_main:
         atomic_save(best, best_path)
-        write_text(run.dir / "results.json", json.dumps(results(run, best), indent=2))
+        results(run, best).write(run.dir / RESULTS_FILE)
         report_student(run.cfg, best["metrics"], run.teacher_diagnostics)
     barrier(run.ctx)
     return best_path

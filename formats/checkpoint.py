@@ -12,7 +12,7 @@ the tensors, torch-free::
     preprocessing               formats.preprocessing.PreprocessSpec as a dict
     dataset                     formats.datasets.DatasetSpec as a dict (older checkpoints: config.data)
     config                      the resolved run config (nested dict; export never reads it)
-    metrics                     {"val": {...}, "test": {...}}
+    metrics                     formats.run_results.StudentMetrics: {"val": {...}, "test": {...}}
     epoch                       epoch whose weights these are
     versions                    library versions that produced it
 """
@@ -24,6 +24,7 @@ from typing import Any
 from formats.datasets import DatasetSpec
 from formats.errors import UserError
 from formats.preprocessing import PreprocessSpec
+from formats.run_results import StudentMetrics, student_metrics
 
 SCHEMA = "vl2lite-student"
 SCHEMA_VERSION = 1
@@ -41,7 +42,7 @@ class StudentMeta:
     preprocessing: PreprocessSpec
     dataset: DatasetSpec
     epoch: int
-    metrics: dict[str, Any]
+    metrics: StudentMetrics
 
     @classmethod
     def from_checkpoint(cls, ckpt: Any, where: str) -> "StudentMeta":
@@ -66,7 +67,7 @@ class StudentMeta:
                    feature_dim=field.get("feature_dim", int),
                    preprocessing=_preprocessing(field.get("preprocessing", dict), where),
                    dataset=DatasetSpec.from_dict(data, where), epoch=field.get("epoch", int),
-                   metrics=field.get("metrics", dict))
+                   metrics=student_metrics(field.get("metrics", dict), where))
 
     @property
     def input_size(self) -> tuple[int, int]:

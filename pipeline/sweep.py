@@ -98,11 +98,11 @@ def student_row(cfg: Config, root: Path, arch: str, settings: SweepSettings, ste
     run_cfg = with_overrides(cfg, {"student.arch": arch, "train.out_dir": str(root), "train.name": folder_name(arch)})
     step.note(f"{arch}: training")
     record = train_or_reuse(run_cfg, arch, run_cfg.train.seed)
-    step.note(f"{arch}: trained, test top-1 {100 * record['test_top1']:.2f}% ({duration(record['wall_s'])})")
-    checkpoint, bundle = Path(record["run"]) / "best.pt", root / "bundles" / folder_name(arch)
+    step.note(f"{arch}: trained, test top-1 {100 * record.test_top1:.2f}% ({duration(record.wall_s)})")
+    checkpoint, bundle = Path(record.run) / "best.pt", root / "bundles" / folder_name(arch)
     export = _noted(step, arch, "export", lambda: export_student(checkpoint, bundle, settings.export_options,
                                                                  settings.export_args))
-    row = StudentRow(arch, record["run"], record["test_top1"], record["wall_s"], export)
+    row = StudentRow(arch, record.run, record.test_top1, record.wall_s, export)
     if not (settings.qat and int8_missed(export)):
         return row
     qat = _noted(step, arch, "quantization-aware training",

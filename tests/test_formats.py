@@ -35,6 +35,8 @@ def checkpoint(**changes) -> dict:
 def test_metadata_is_typed_and_checked() -> None:
     meta = StudentMeta.from_checkpoint(checkpoint(), "best.pt")
     assert (meta.arch, meta.num_classes, meta.input_size, meta.dataset.name) == ("resnet18", 3, (32, 32), "imagefolder")
+    val = {"top1": 0.5, "top5": 1.0, "loss": 0.7, "images": 4}
+    assert StudentMeta.from_checkpoint(checkpoint(metrics={"val": val}), "best.pt").metrics.val.top1 == 0.5
 
 
 def test_checkpoints_written_before_the_dataset_record_read_it_from_their_config() -> None:
@@ -53,6 +55,9 @@ def test_checkpoints_written_before_the_dataset_record_read_it_from_their_config
     ({"dataset": None, "config": {}}, "lacks dataset \\(and config.data\\)"),
     ({"dataset": {"name": "cub"}}, "lacks data.root"),
     ({"schema_version": 2}, "schema version 2, this toolkit reads 1"),
+    ({"metrics": {"val": {"top1": "high", "top5": 1.0, "loss": 0.1, "images": 4}}}, "metrics: val: top1 must be float"),
+    ({"metrics": {"val": {"top1": 0.5}}}, "metrics: val lacks the field 'top5'"),
+    ({"metrics": {"dev": {}}}, "metrics has an unknown field 'dev'"),
 ])
 def test_a_wrong_checkpoint_is_one_error_naming_the_field(changes, message) -> None:
     with pytest.raises(UserError, match=message):

@@ -11,6 +11,7 @@ import distill.train as train_mod
 from distill.config import load_config
 from distill.train import fit
 from formats.errors import UserError
+from formats.run_results import read_results
 from students.checkpoint import load_student, read_checkpoint
 from tests.conftest import REPO, demo_overrides
 
@@ -162,7 +163,7 @@ def test_kill_9_mid_training_then_resume_completes_with_every_epoch_once(synthet
     metrics = run_dir / "metrics.jsonl"
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _kill_when(proc, lambda: (run_dir / "last.pt").is_file()), "finished before the kill"
-    assert "test" not in json.loads((run_dir / "results.json").read_text())  # nothing says the run finished
+    assert not read_results(run_dir).finished  # nothing says the run finished
     resumed = subprocess.run([*cmd, "train.resume=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
