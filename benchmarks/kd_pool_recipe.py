@@ -9,7 +9,8 @@ only to be reported, and validation (60 images) is too small to choose on. Finis
 reused. Results: ``benchmarks/results/kd_pool_recipe.json``.
 
     python benchmarks/kd_pool_recipe.py [--variants "e3 method.w_unlabeled=3;e6 method.temperature=1"]
-                                        [--arch timm:mobilenetv4_conv_small] [--out results.json]
+                                        [--arch timm:mobilenetv4_conv_small] [--pool-per-class 2000]
+                                        [--out results.json]
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def parse_variant(text: str) -> tuple[int, dict[str, Any]]:
     return int(head[1:]), {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
 
 
-def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, arch: str = "resnet18") -> dict:
+def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, arch: str = "resnet18",
+                pool: str = "pool-5000") -> dict:
     from benchmarks.kd_ablation import checkpoint_top1
     from benchmarks.kd_gain import regime_config
     from distill.cache_ready import ensure_cache
@@ -53,21 +55,23 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
     from distill.config import with_overrides
 
     cfg = regime_config(Path("data/kd-gain/fmnist-30"), Path("data/kd-gain/teacher"), work, epochs)
-    name = f"pilot-{arch.replace(':', '_')}-e{epochs}-" + "-".join(f"{k}{v}" for k, v in overrides.items())
-    cfg = with_overrides(cfg, {"data.unlabeled": str(work / "pool-5000"), "train.select": "last",
+    size = "" if pool == "pool-5000" else f"{pool}-"  # the first runs' names: found again
+    name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(f"{k}{v}" for k, v in overrides.items())
+    cfg = with_overrides(cfg, {"data.unlabeled": str(work / pool), "train.select": "last",
                                "train.out_dir": str(work / "pilot"), "student.arch": arch, "train.name": name,
                                **overrides})
     ensure_cache(cfg)
     record = train_or_reuse(cfg, "kd+unlabeled", 0)
-    return {"variant": name, "pool_epochs": epochs, "overrides": overrides,
-            "dev_top1": checkpoint_top1(Path(record["run"]) / "best.pt", dev), "test_top1": record["test_top1"],
-            "val_top1": record["val_top1"], "epoch_s": record["epoch_s"]}
+    return {"variant": name, "pool": pool, "pool_epochs": epochs, "overrides": overrides,
+            "dev_top1": checkpoint_top1(Path(record.run) / "best.pt", dev), "test_top1": record.test_top1,
+            "val_top1": record.val_top1, "epoch_s": record.epoch_s}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated 'e<epochs> key=value ...'")
     parser.add_argument("--arch", default="resnet18", help="the student (student.arch) of every variant")
+    parser.add_argument("--pool-per-class", type=int, default=500, help="unlabeled pool images per class")
     parser.add_argument("--work", default="data/kd-pool", help="relative to the repository")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool_recipe.json"))
     args = parser.parse_args(argv)
@@ -79,11 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     work, start = Path(args.work), time.perf_counter()
     build(Path("data/kd-gain/teacher"))
     write_folder(Path("data/kd-gain/fmnist-30"), 30)
-    write_pool_folder(work / "pool-5000", 500)
+    pool = write_pool_folder(work / f"pool-{10 * args.pool_per_class}", args.pool_per_class).name
     dev = write_dev_folder(Path("data/kd-gain/fmnist-dev"))
     rows = []
     for text in (v.strip() for v in args.variants.split(";") if v.strip()):
-        rows.append(run_variant(*parse_variant(text), work, dev, args.arch))
+        rows.append(run_variant(*parse_variant(text), work, dev, args.arch, pool))
         print(f"{rows[-1]['variant']:<60} dev {100 * rows[-1]['dev_top1']:.1f}%  (test {100 * rows[-1]['test_top1']:.1f}%)",
               flush=True)
         write_json(Path(args.out), {"machine": machine_info(), "seed": 0, "arch": args.arch, "chosen_on": "dev_top1", "runs": rows,
