@@ -232,7 +232,8 @@ def test_no_import_circle() -> None:
 
 
 def test_no_module_is_over_300_lines() -> None:
-    long = {str(p.relative_to(REPO)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    files = [*modules(), *(REPO / "benchmarks").rglob("*.py")]  # the benchmarks' scripts and the results page too
+    long = {str(p.relative_to(REPO)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines (split them by what they do): " + ", ".join(
         f"{file} ({n})" for file, n in sorted(long.items()))
 
