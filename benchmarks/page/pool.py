@@ -95,10 +95,12 @@ def _pool_recipe(res: Results, name: str) -> list[str]:
     arch = d.get("arch", "resnet18")
     variants = ";".join(" ".join([f"e{r['pool_epochs']}", *(f"{k}={v}" for k, v in r["overrides"].items())])
                         for r in d["runs"])
+    images = int(d["runs"][0].get("pool", "pool-5000").split("-")[-1])  # the runs before the option: 5,000
     command = "python benchmarks/kd_pool_recipe.py" + ("" if arch == "resnet18" else f" --arch {arch}") + (
+        "" if images == 5000 else f" --pool-per-class {images // 10}") + (
         "" if variants == DEFAULT_VARIANTS else f' --variants "{variants}"')
     best = max(d["runs"], key=lambda r: r[d["chosen_on"]])
-    out = [f"### Choosing the pool recipe: {arch}", "",
+    out = [f"### Choosing the pool recipe: {arch}, {images:,} unlabeled images", "",
            res.source(name, command), "",
            f"Student {arch}, seed {d['seed']}, `kd+unlabeled`, one run per variant, chosen on the dev images "
            "(never on test); test top-1 for the record. The best on dev is in bold.", ""]
