@@ -208,7 +208,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    scheduler: str = "step"  # step | cosine | none
+    scheduler: str = "step"  # step | cosine (stepped per epoch) | cosine_steps (set every step) | none
     step_size: int = 30
     gamma: float = 0.5
     seed: int = 0
@@ -226,7 +226,7 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _one_of(self.select, "train.select", ("auto", "best_val", "last"))
         _one_of(self.optimizer, "train.optimizer", ("adamw", "sgd"))
-        _one_of(self.scheduler, "train.scheduler", ("step", "cosine", "none"))
+        _one_of(self.scheduler, "train.scheduler", ("step", "cosine", "cosine_steps", "none"))
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(self.step_size >= 1, "train.step_size", "must be >= 1")

@@ -8,6 +8,8 @@ Notation (DESIGN.md section 3): B images, C classes, student width d, teacher wi
 """
 from __future__ import annotations
 
+import math
+
 from typing import Mapping
 
 import torch
@@ -120,3 +122,9 @@ def w_cls_schedule(epoch: int, epochs: int, kind: str, start: float = 0.0, end: 
     if kind == "constant":
         return start
     raise ValueError(f"unknown schedule {kind!r}: use linear, reference or constant")
+
+
+def cosine_factor(progress: float) -> float:
+    """The learning rate's factor at ``progress`` in [0, 1] of the run: ½ · (1 + cos(π · progress))
+    (``train.scheduler=cosine_steps``: set every step, where ``cosine`` steps once per epoch)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))

@@ -33,7 +33,7 @@ from distill.config import Config, dump_yaml
 from distill.data import TrainViews, ViewSchedule
 from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
-from distill.losses import w_cls_schedule
+from distill.losses import cosine_factor, w_cls_schedule
 from distill.heads import Condensation
 from distill.loss_terms import registered_terms
 from distill.method import Trainable
@@ -156,6 +156,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     sums = torch.zeros(len(names), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
     seen, weight, start = 0, 0, time.perf_counter()
     for step, (labeled, unlabeled) in enumerate(batches):
+        if cfg.train.scheduler == "cosine_steps":  # annealed every step: few long epochs (a large pool) too
+            for group in run.optimizer.param_groups:
+                group["lr"] = cfg.train.lr * cosine_factor((epoch + step / len(loader)) / cfg.train.epochs)
         (x_s, y, t, y2, lam), n_lab = _labeled_args(run, labeled)
         x_u, t_u, n_unl = _unlabeled_args(run, unlabeled)
         with autocast(dev, cfg.train.amp):

@@ -9,6 +9,7 @@ import torch
 import distill.selection as selection_mod
 import distill.train as train_mod
 from distill.config import load_config
+from distill.losses import cosine_factor
 from distill.train import fit
 from formats.errors import UserError
 from formats.run_results import read_results
@@ -42,6 +43,17 @@ def test_training_lowers_loss_and_writes_artifact(trained_checkpoint):
     assert (run / "config.yaml").is_file() and (run / "results.json").is_file()
     student, meta = load_student(trained_checkpoint)
     assert student(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_cosine_steps_anneals_the_learning_rate_within_each_epoch(synthetic_root, tmp_path):
+    """train.scheduler=cosine_steps sets the rate every step: after the last step of 2 epochs it is near 0, where
+    the per-epoch cosine would still hold half of it (a run of few long pool epochs needs this to anneal at all)."""
+    best = fit(demo(synthetic_root, tmp_path, **{"teacher.enabled": False, "train.scheduler": "cosine_steps",
+                                                 "train.lr": 0.01}))
+    state = torch.load(best.parent / "last.pt", map_location="cpu", weights_only=True)["train_state"]
+    lr = state["optimizer"]["param_groups"][0]["lr"]  # the rate of the last step; per-epoch cosine ends at 0 exactly
+    assert 0 < lr < 0.01 * cosine_factor(0.9)  # within the last tenth of the run: under 2.5% of train.lr
+    assert cosine_factor(0.0) == 1.0 and cosine_factor(0.5) == pytest.approx(0.5) and cosine_factor(1.0) == 0.0
 
 
 def test_select_last_keeps_the_final_epoch_and_a_tiny_val_split_is_warned_about(synthetic_root, tmp_path, capsys):
