@@ -28,12 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks.machine import machine_info, write_json  # noqa: E402
 
 # What was tried, in order: the crop range of the pool's single view (0.35, as the labeled views, or the
-# whole image), the pool term's weight, the temperature, more passes over the pool.
+# whole image), the pool term's weight, the temperature, more passes over the pool, the rate annealed every step.
 C35, C1 = "data.unlabeled_crop_scale_min=0.35", "data.unlabeled_crop_scale_min=1.0"
 DEFAULT_VARIANTS = ";".join([
     f"e3 {C35} method.w_unlabeled=1.0", f"e3 {C35} method.w_unlabeled=1.0 method.temperature=1",
     f"e3 {C35} method.w_unlabeled=3", f"e3 {C1} method.w_unlabeled=1.0", f"e3 {C1} method.w_unlabeled=3",
-    f"e3 {C1} method.w_unlabeled=10", f"e6 {C1} method.w_unlabeled=1.0"])
+    f"e3 {C1} method.w_unlabeled=10", f"e6 {C1} method.w_unlabeled=1.0",
+    f"e5 {C1} method.w_unlabeled=3 train.scheduler=cosine_steps"])
 
 
 def parse_variant(text: str) -> tuple[int, dict[str, Any]]:
