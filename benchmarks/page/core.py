@@ -55,6 +55,10 @@ class Results:
     def get(self, name: str) -> dict[str, Any] | None:
         return self.data.get(name)
 
+    def present(self, files: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(name, command, data) of each of ``files`` (name -> the command that writes it) that exists."""
+        return [(name, command, self.data[name]) for name, command in files.items() if name in self.data]
+
     def source(self, name: str, command: str) -> str:
         """One provenance line: the command, the file, the machine, the date; marks the file as rendered."""
         self.used.add(name)

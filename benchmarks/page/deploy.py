@@ -11,7 +11,7 @@ STUDENTS = {"students_imagenet.json": "--imagenet --students resnet18,timm:mobil
 
 
 def section_students(res: Results) -> list[str] | None:
-    if not any(res.get(f) for f in STUDENTS):
+    if not res.present(STUDENTS):
         return None
     out = ["## Students: accuracy and INT8 latency", "",
            "Accuracy: the real-teacher setup above, the shipped recipe, final epoch, students from scratch unless "
@@ -19,10 +19,7 @@ def section_students(res: Results) -> list[str] | None:
            "student's seed-0 bundle at its training size, and of the same weights exported for a larger input "
            "(latency only); speed-ups against ResNet-18 INT8 in the same run. \"INT8 top-1\": the seed-0 INT8 model "
            "on the test images."]
-    for name, args in STUDENTS.items():
-        d = res.get(name)
-        if d is None:
-            continue
+    for name, args, d in res.present(STUDENTS):
         out += ["", f"### {d['per_class']} training images per class, {d['epochs']} epochs", "",
                 res.source(name, f"python benchmarks/students.py {args} --out benchmarks/results/{name}"), "",
                 f"Setup: {d['setup']}; seeds {seeds(d['seeds'])}.", ""]
@@ -54,17 +51,14 @@ FORMATS = {"export_formats.json": "python benchmarks/export_formats.py",
 
 
 def section_formats(res: Results) -> list[str] | None:
-    if not any(res.get(f) for f in FORMATS):
+    if not res.present(FORMATS):
         return None
     out = ["## Export formats on a CPU", "",
            "PyTorch eager against onnxruntime FP32 and onnxruntime INT8 (`model.int8.onnx`, U8S8), one process, "
            "threads pinned to the machine's cores: median latency at batch 1 and 32 after warm-up. The student is "
            "trained by the script on the synthetic birds, an easy task: the top-1 column shows that no format lost "
            "accuracy, not what a real dataset gives."]
-    for name, command in FORMATS.items():
-        d = res.get(name)
-        if d is None:
-            continue
+    for name, command, d in res.present(FORMATS):
         lat, fp32 = d["latency"], d["latency"]["onnxruntime-fp32"]
         recipe = d["int8_recipe"]
         out += ["", res.source(name, command), "",

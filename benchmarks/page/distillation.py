@@ -77,10 +77,7 @@ def shipped_recipe(res: Results, probe: dict[int, dict[str, Any]]) -> list[str]:
     """The shipped recipe against the baseline, final epoch, per regime (the confirm runs)."""
     w_vis, w_ling = shipped_weights()
     out, rows, views = ["### The shipped recipe against the baseline", ""], [], set()
-    for name, args in CONFIRM.items():
-        d = res.get(name)
-        if d is None:
-            continue
+    for name, args, d in res.present(CONFIRM):
         arm, row = kd_arm(d)
         overrides = d["arms_overrides"][arm]
         out.append(res.source(name, f"python benchmarks/kd_ablation.py --round 3{args} --seeds {seeds(d['seeds'])} "
@@ -172,17 +169,14 @@ def views_of(d: dict[str, Any]) -> str:
 def section_overhead(res: Results) -> list[str] | None:
     files = {"kd_overhead.json": "python benchmarks/kd_overhead.py",
              "kd_overhead_gpu.json": "bash benchmarks/gpu_check.sh"}
-    if not any(res.get(f) for f in files):
+    if not res.present(files):
         return None
     out = ["## What distillation costs", "",
            "Epoch time of (a) the teacher-off baseline, (b) KD with the teacher run on every step, (c) KD from the "
            "teacher cache, epochs interleaved a, b, c and the median of the rounds after the first; teachers with "
            "random weights (they cost what trained ones cost). \"Cache build\" includes building the teacher; "
            "\"views/s\" counts the embedding of the cached views alone."]
-    for name, command in files.items():
-        d = res.get(name)
-        if d is None:
-            continue
+    for name, command, d in res.present(files):
         out += ["", res.source(name, command), ""]
         rows = [[r["teacher"], f"{r['train_images']:,}", str(r["input_size"]), str(r["cache_views"]),
                  *(f"{r['epoch_s'][arm]:.2f}" for arm in ("baseline", "kd_online", "kd_cached")),
