@@ -57,7 +57,7 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
 
     cfg = regime_config(Path("data/kd-gain/fmnist-30"), Path("data/kd-gain/teacher"), work, epochs)
     size = "" if pool == "pool-5000" else f"{pool}-"  # the first runs' names: found again
-    name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(f"{k}{v}" for k, v in overrides.items())
+    name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(f"{k}{_short(v)}" for k, v in overrides.items())
     cfg = with_overrides(cfg, {"data.unlabeled": str(work / pool), "train.select": "last",
                                "train.out_dir": str(work / "pilot"), "student.arch": arch, "train.name": name,
                                **overrides})
@@ -66,6 +66,12 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
     return {"variant": name, "pool": pool, "pool_epochs": epochs, "overrides": overrides,
             "dev_top1": checkpoint_top1(Path(record.run) / "best.pt", dev), "test_top1": record.test_top1,
             "val_top1": record.val_top1, "epoch_s": record.epoch_s}
+
+
+def _short(value: Any) -> str:
+    """A value as a part of a run's name: a path (method.pool_student) by its run folder's name."""
+    text = str(value)
+    return text if "/" not in text else Path(text).parent.name[:60].replace(":", "_")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -167,6 +167,10 @@ class MethodConfig:
     # data.labels=none: the zero-shot target's class prior: balanced (a per-class bias fitted so the teacher's mean
     # prediction over the unlabeled pool is uniform) | prompts (the prompts' own prior)
     zero_shot_prior: str = "balanced"
+    # self-training, round 2: the best.pt of a student of this task (an earlier run with the pool) whose
+    # predictions on the unlabeled images join the teacher's class target there: (1 − α)·teacher + α·student
+    pool_student: str = ""
+    pool_student_weight: float = 0.5  # α, the earlier student's share of that target
 
     def __post_init__(self) -> None:
         _one_of(self.schedule, "method.schedule", ("linear", "reference", "constant"))
@@ -177,6 +181,7 @@ class MethodConfig:
         _check_weights(dict(self.weights))
         object.__setattr__(self, "weights", tuple(self.term_weights().items()))  # every term, defaults filled in
         _check(self.w_unlabeled >= 0, "method.w_unlabeled", "must be >= 0")
+        _check(0.0 <= self.pool_student_weight <= 1.0, "method.pool_student_weight", "must be in [0, 1]")
         _check(len(self.calibration_strengths) > 0 and all(v > 0 for v in self.calibration_strengths),
                "method.calibration_strengths", "must be a non-empty list of values > 0")
         _check(self.calibration_min_per_class >= 1, "method.calibration_min_per_class", "must be >= 1")

@@ -43,16 +43,23 @@ def evaluate(student: Student, source, preprocessing: dict, device: torch.device
 
 
 @torch.no_grad()
-def predicted_classes(student: Student, source, preprocessing: dict, device: torch.device, batch_size: int,
-                      workers: int, amp: bool = True) -> torch.Tensor:
-    """(N,) the student's top-1 class of every image of ``source``, in order (this process only)."""
+def predicted_logits(student: Student, source, preprocessing: dict, device: torch.device, batch_size: int,
+                     workers: int, amp: bool = True) -> torch.Tensor:
+    """(N, C) float32 the student's logits on every image of ``source`` (eval transform), in order, on the CPU
+    (this process only)."""
     student.eval()
     loader = DataLoader(EvalImages(source, preprocessing), batch_size=batch_size, num_workers=workers, shuffle=False)
     out = []
     for x, _ in loader:
         with autocast(device, amp):
-            out.append(student(x.to(device)).float().argmax(dim=1).cpu())  # (B,)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+            out.append(student(x.to(device)).float().cpu())  # (B, C)
+    return torch.cat(out) if out else torch.zeros(0, student.classifier.out_features)
+
+
+def predicted_classes(student: Student, source, preprocessing: dict, device: torch.device, batch_size: int,
+                      workers: int, amp: bool = True) -> torch.Tensor:
+    """(N,) the student's top-1 class of every image of ``source``, in order (this process only)."""
+    return predicted_logits(student, source, preprocessing, device, batch_size, workers, amp).argmax(dim=1)
 
 
 def beside_zero_shot(cfg, splits, student: Student, preprocessing: dict, device: torch.device,

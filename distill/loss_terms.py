@@ -35,6 +35,8 @@ class TermInputs:
     logit_scale: float  # s (method.logit_scale)
     visual: str  # method.visual: l1 | projected
     linguistic: str  # method.linguistic: condensed | classifier
+    z2: torch.Tensor | None = None  # (B, C) a second teacher's logits (method.pool_student), unlabeled batch only
+    z2_weight: float = 0.0  # α, its share of the class target (method.pool_student_weight)
 
 
 @dataclass(frozen=True)

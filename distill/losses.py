@@ -47,8 +47,25 @@ def projected_kd_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (1.0 - F.cosine_similarity(p, t, dim=-1)).mean()
 
 
+def with_second_teacher(log_p: torch.Tensor, z2: torch.Tensor | None, weight: float,
+                        temperature: float) -> torch.Tensor:
+    """log p' with p' = (1 − α) · p + α · softmax(z2 / τ): the teacher's distribution p (given as log p, (B, C))
+    mixed with a second teacher's, a student of an earlier round whose logits z2 (B, C) were computed once
+    (``method.pool_student``; self-training, Xie et al., "Self-training with Noisy Student", CVPR 2020).
+    The two err on different images, so their mixture is right more often than either. z2 None or α = 0: log p.
+    """
+    if z2 is None or weight == 0.0:
+        return log_p
+    log_q2 = F.log_softmax(z2.float() / temperature, dim=-1)  # (B, C)
+    if weight == 1.0:
+        return log_q2
+    parts = torch.stack([log_p + math.log(1.0 - weight), log_q2 + math.log(weight)])  # (2, B, C)
+    return torch.logsumexp(parts, dim=0)
+
+
 def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A: torch.Tensor,
-                       temperature: float, scale: float) -> torch.Tensor:
+                       temperature: float, scale: float, z2: torch.Tensor | None = None,
+                       z2_weight: float = 0.0) -> torch.Tensor:
     """L_ling = τ² · 1/B Σ_b KL(p_b ‖ q_b), with the teacher's zero-shot distribution as target:
 
         p_b = softmax(s · t_b Tᵀ / τ)     (teacher image vs. class prompts, (B, C))
@@ -56,25 +73,29 @@ def linguistic_kd_loss(t: torch.Tensor, T: torch.Tensor, h_norm: torch.Tensor, A
         KL(p ‖ q) = Σ_c p_c (log p_c − log q_c)
 
     ``batchmean`` reduction (sum over classes, mean over the batch), unlike the reference code's
-    ``mean`` times C/2.
+    ``mean`` times C/2. ``z2`` (B, C): a second teacher's logits mixed into p (``with_second_teacher``).
     """
-    log_p = F.log_softmax(scale * t @ T.t() / temperature, dim=-1)  # (B, C)
+    log_p = with_second_teacher(F.log_softmax(scale * t @ T.t() / temperature, dim=-1), z2, z2_weight,
+                                temperature)  # (B, C)
     log_q = F.log_softmax(scale * h_norm @ A.t() / temperature, dim=-1)  # (B, C)
     kl = F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
     return temperature ** 2 * kl
 
 
 def classifier_kd_loss(t: torch.Tensor, T: torch.Tensor, logits: torch.Tensor, temperature: float,
-                       scale: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+                       scale: float, bias: torch.Tensor | None = None, z2: torch.Tensor | None = None,
+                       z2_weight: float = 0.0) -> torch.Tensor:
     """L_ling (classifier) = τ² · 1/B Σ_b KL(p_b ‖ softmax(z_b / τ)), p_b = softmax((s · t_b Tᵀ + β) / τ):
     the teacher's distribution over the classes distilled into the deployed classifier's logits
     z (B, C) (Hinton et al., 2015) instead of into a side head.  t (B, D), T (C, D); β (C,) an optional
-    per-class bias on the teacher's logits (the class prior fitted on unlabeled images, ``balance_prior``).
+    per-class bias on the teacher's logits (the class prior fitted on unlabeled images, ``balance_prior``);
+    ``z2`` (B, C) a second teacher's logits mixed into p (``with_second_teacher``).
     """
     teacher_logits = scale * t @ T.t()  # (B, C)
     if bias is not None:
         teacher_logits = teacher_logits + bias
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)  # (B, C)
+    log_p = with_second_teacher(F.log_softmax(teacher_logits / temperature, dim=-1), z2, z2_weight,
+                                temperature)  # (B, C)
     log_q = F.log_softmax(logits / temperature, dim=-1)  # (B, C)
     return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 

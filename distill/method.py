@@ -16,13 +16,15 @@ from students.registry import Student
 def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor | None, y: torch.Tensor | None,
                 t: torch.Tensor | None, method: MethodConfig, w_cls: float, y2: torch.Tensor | None = None,
                 lam: torch.Tensor | None = None, x_u: torch.Tensor | None = None,
-                t_u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                t_u: torch.Tensor | None = None, z2_u: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """All loss terms of one step (``loss``, ``cls``, each KD term, each KD term ``_u`` on the unlabeled batch);
     ``heads``/``t`` None is the teacher-off baseline (CE only).
 
     ``y2``/``lam`` (B,): blended views' partner labels and own shares (``data.mix``); None: no blends.
     ``x_u`` (B_u, 3, S, S) / ``t_u`` (B_u, D): an unlabeled batch and the teacher's embeddings of the
     very views it shows (``data.unlabeled``); it adds ``w_unlabeled · L_u`` (``unlabeled_kd_loss``).
+    ``z2_u`` (B_u, C): an earlier student's logits on those images (``method.pool_student``), mixed into
+    the class target of the unlabeled batch; None: the teacher's alone.
     ``x`` None (``data.labels=none``): the unlabeled batch alone, ``L = L_u``. Both batches go through
     the student in one forward (one set of batch-norm statistics, one pass for DDP).
     """
@@ -34,7 +36,7 @@ def step_losses(student: Student, heads: Condensation | None, x: torch.Tensor | 
     if n:
         out = _labeled_losses(heads, h_all[:n], logits_all[:n], y, t, method, w_cls, y2, lam)
     if x_u is not None and heads is not None and t_u is not None:
-        kd_u = kd_terms(heads, h_all[n:], logits_all[n:], t_u, method)
+        kd_u = kd_terms(heads, h_all[n:], logits_all[n:], t_u, method, z2_u)
         l_u = unlabeled_kd_loss(kd_u, method.term_weights())
         out["loss"] = out["loss"] + method.w_unlabeled * l_u if n else l_u
         out.update({f"{name}_u": value for name, value in kd_u.items()})
@@ -56,12 +58,13 @@ def _labeled_losses(heads: Condensation | None, h: torch.Tensor, logits: torch.T
 
 
 def kd_terms(heads: Condensation, h: torch.Tensor, logits: torch.Tensor, t: torch.Tensor,
-             method: MethodConfig) -> dict[str, torch.Tensor]:
+             method: MethodConfig, z2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``{name: L_k}`` for every registered KD term: h (B, d) student features, logits (B, C), t (B, D) teacher
-    embeddings."""
+    embeddings, z2 (B, C) a second teacher's logits or None."""
     h32 = h.float()
     batch = TermInputs(h32, F.normalize(h32, dim=-1), logits.float(), t.float(), heads, method.temperature,
-                       method.logit_scale, method.visual, method.linguistic)
+                       method.logit_scale, method.visual, method.linguistic, z2,
+                       method.pool_student_weight if z2 is not None else 0.0)
     return {term.name: term.formula(batch) for term in registered_terms()}
 
 
@@ -74,5 +77,5 @@ class Trainable(nn.Module):
 
     def forward(self, x: torch.Tensor | None, y: torch.Tensor | None, t: torch.Tensor | None, w_cls: float,
                 y2: torch.Tensor | None = None, lam: torch.Tensor | None = None, x_u: torch.Tensor | None = None,
-                t_u: torch.Tensor | None = None):
-        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam, x_u, t_u)
+                t_u: torch.Tensor | None = None, z2_u: torch.Tensor | None = None):
+        return step_losses(self.student, self.heads, x, y, t, self.method, w_cls, y2, lam, x_u, t_u, z2_u)

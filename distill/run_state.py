@@ -56,6 +56,7 @@ class Run:
     pool_set: TrainViews | None = None
     pool_targets: Targets | None = None
     pool_views: int = 0  # as num_views, for the pool's cached views
+    pool_student_logits: torch.Tensor | None = None  # (N_pool, C) an earlier student's (method.pool_student)
 
 
 def results(run: Run, best: dict | None) -> RunResults:

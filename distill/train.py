@@ -34,6 +34,7 @@ from distill.data import TrainViews, ViewSchedule
 from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import cosine_factor, w_cls_schedule
+from distill.pool_student import pool_student_logits
 from distill.heads import Condensation
 from distill.loss_terms import registered_terms
 from distill.method import Trainable
@@ -77,6 +78,9 @@ def check_names(cfg: Config) -> None:
     if cfg.data.unlabeled and not cfg.teacher.enabled:
         raise UserError("data.unlabeled needs the teacher (it teaches on the unlabeled images): set "
                         "teacher.enabled=true, or drop data.unlabeled for the CE-only baseline")
+    if cfg.method.pool_student and not cfg.data.unlabeled:
+        raise UserError("method.pool_student teaches on the unlabeled images beside the teacher: give them with "
+                        "data.unlabeled=<folder or list file>, or drop method.pool_student")
 
 
 def setup(cfg: Config) -> Run:
@@ -117,6 +121,7 @@ def setup(cfg: Config) -> Run:
     if pool is not None:
         run.pool_set = TrainViews(pool.source, pool_view_sampler(cfg.data, side.view_seed), student_target(cfg.data),
                                   side.teacher_view)
+        run.pool_student_logits = pool_student_logits(cfg, splits.class_names, pool, device, ctx.is_main)
     if cfg.train.resume:
         restore(run, last)
         if ctx.is_main:  # say where it goes on from: the epochs done are not run again
@@ -160,9 +165,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             for group in run.optimizer.param_groups:
                 group["lr"] = cfg.train.lr * cosine_factor((epoch + step / len(loader)) / cfg.train.epochs)
         (x_s, y, t, y2, lam), n_lab = _labeled_args(run, labeled)
-        x_u, t_u, n_unl = _unlabeled_args(run, unlabeled)
+        x_u, t_u, z2_u, n_unl = _unlabeled_args(run, unlabeled)
         with autocast(dev, cfg.train.amp):
-            losses = run.model(x_s, y, t, w_cls, y2, lam, x_u, t_u)
+            losses = run.model(x_s, y, t, w_cls, y2, lam, x_u, t_u, z2_u)
         run.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         run.optimizer.step()
@@ -213,12 +218,14 @@ def _labeled_args(run: Run, batch) -> tuple[tuple, int]:
     return (x_s, y, t, y2, lam), len(y)
 
 
-def _unlabeled_args(run: Run, batch) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
-    """(x_u, t_u, B_u): an unlabeled batch and the teacher's embeddings of its views."""
+def _unlabeled_args(run: Run, batch) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
+    """(x_u, t_u, z2_u, B_u): an unlabeled batch, the teacher's embeddings of its views (B_u, D) and the
+    earlier student's logits on its images (B_u, C; None without ``method.pool_student``)."""
     if batch is None or run.pool_targets is None:
-        return None, None, 0
+        return None, None, None, 0
     x_u, x_tu, _, _, _, idx, view = batch
-    return x_u.to(run.device, non_blocking=True), run.pool_targets(x_tu, idx, view), len(x_u)  # (B_u, D)
+    z2_u = None if run.pool_student_logits is None else run.pool_student_logits[idx.to(run.device)]
+    return x_u.to(run.device, non_blocking=True), run.pool_targets(x_tu, idx, view), z2_u, len(x_u)
 
 
 def _evaluate(run: Run, source) -> dict[str, float]:

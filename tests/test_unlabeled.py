@@ -311,12 +311,12 @@ def count_steps(monkeypatch) -> list[tuple[int, int]]:
     """(labeled, unlabeled) batch sizes of every training step."""
     steps, real = [], method_mod.step_losses
 
-    def counting(student, heads, x, y, t, method, w_cls, y2=None, lam=None, x_u=None, t_u=None):
+    def counting(student, heads, x, y, t, method, w_cls, y2=None, lam=None, x_u=None, t_u=None, z2_u=None):
         if student.training:
             steps.append((0 if x is None else len(x), 0 if x_u is None else len(x_u)))
             if y is not None:
                 assert bool((y >= 0).all())  # the pool's NO_LABEL never reaches CE
-        return real(student, heads, x, y, t, method, w_cls, y2, lam, x_u, t_u)
+        return real(student, heads, x, y, t, method, w_cls, y2, lam, x_u, t_u, z2_u)
 
     monkeypatch.setattr(method_mod, "step_losses", counting)
     return steps

@@ -30,11 +30,15 @@ def linguistic_term(x: TermInputs) -> torch.Tensor:
     - ``condensed`` (the paper): τ² · 1/B Σ_b KL(p_b ‖ softmax(s · ĥ_b Aᵀ / τ));
     - ``classifier``: τ² · 1/B Σ_b KL(p'_b ‖ softmax(z_b / τ)), z the logits,
       p'_b = softmax((s · t_b Tᵀ + β) / τ) with β the class bias.
+
+    On the unlabeled batch with ``method.pool_student``, either target becomes (1 − α) · p + α · softmax(z2 / τ).
     """
     anchors = x.heads.text_embeddings.float()  # T, (C, D)
     if x.linguistic == "classifier":
-        return classifier_kd_loss(x.t, anchors, x.logits, x.temperature, x.logit_scale, x.heads.anchor_bias.float())
-    return linguistic_kd_loss(x.t, anchors, x.h_norm, x.heads.condensed_text().float(), x.temperature, x.logit_scale)
+        return classifier_kd_loss(x.t, anchors, x.logits, x.temperature, x.logit_scale, x.heads.anchor_bias.float(),
+                                  x.z2, x.z2_weight)
+    return linguistic_kd_loss(x.t, anchors, x.h_norm, x.heads.condensed_text().float(), x.temperature, x.logit_scale,
+                              x.z2, x.z2_weight)
 
 
 register_term(LossTerm("vis", visual_term))
