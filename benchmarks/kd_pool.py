@@ -44,12 +44,24 @@ from benchmarks.machine import machine_info, write_json  # noqa: E402
 DEFAULT_STUDENTS = "resnet18,timm:mobilenetv4_conv_small"
 
 
-def arms(epochs: int, pool_epochs: int) -> dict[str, dict[str, Any]]:
-    """The four arms as overrides of the pool config (a labeled epoch is 240 images, a pool epoch 5,000)."""
+def arms(epochs: int, pool_epochs: int, round_one: str = "") -> dict[str, dict[str, Any]]:
+    """The arms as overrides of the pool config (a labeled epoch is 240 images, a pool epoch 5,000); with
+    ``round_one`` (a best.pt path naming ``{seed}``) a fifth, ``round2``: ``kd+unlabeled`` with that student's
+    predictions on the pool mixed into the teacher's target (``method.pool_student``)."""
     labeled = {"data.unlabeled": "", "train.epochs": epochs}
-    return {"baseline": {"teacher.enabled": False, **labeled}, "kd": labeled,
-            "kd+unlabeled": {"train.epochs": pool_epochs},
-            "no-labels": {"data.labels": "none", "train.epochs": pool_epochs}}
+    out = {"baseline": {"teacher.enabled": False, **labeled}, "kd": labeled,
+           "kd+unlabeled": {"train.epochs": pool_epochs},
+           "no-labels": {"data.labels": "none", "train.epochs": pool_epochs}}
+    if round_one:
+        out["round2"] = {"train.epochs": pool_epochs, "method.pool_student": round_one}
+    return out
+
+
+def round_one_path(work: Path) -> str:
+    """ResNet-18's ``kd+unlabeled`` run of each seed: the round-1 student of every student's ``round2``."""
+    from pipeline.sweep import folder_name
+
+    return str(work / "runs" / f"pool-{folder_name('resnet18')}" / "kd+unlabeled-seed{seed}" / "best.pt")
 
 
 def pool_config(work: Path, teacher_dir: Path, pool: Path, arch: str, per_class: int = 30):
@@ -86,13 +98,13 @@ def cache_cost(cache: Path) -> dict[str, Any]:
 
 
 def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool: Path, epochs: int,
-                pool_epochs: int) -> dict[str, Any]:
+                pool_epochs: int, round_one: str = "") -> dict[str, Any]:
     from distill.compare import compare, format_table
     from formats.records import to_dict as record_dict
     from formats.run_results import read_results
 
     cfg = pool_config(work, teacher_dir, pool, arch)
-    summary = compare(cfg, seeds, arms(epochs, pool_epochs))
+    summary = compare(cfg, seeds, arms(epochs, pool_epochs, round_one))
     runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary.pop("runs")}
     for arm, row in summary["arms"].items():
         results = [read_results(runs[arm, s]) for s in seeds if (arm, s) in runs]
@@ -142,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
                         "every student, or arch=N,arch=N (a student not named gets the first N)")
     parser.add_argument("--pool-per-class", type=int, default=500, help="unlabeled pool images per class")
     parser.add_argument("--work", default="data/kd-pool", help="pool, cache and runs (relative to the repository)")
+    parser.add_argument("--round2", action=argparse.BooleanOptionalAction, default=True,
+                        help="the round2 arm: each student again, ResNet-18's kd+unlabeled run of the same seed "
+                             "teaching beside the teacher (method.pool_student)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool.json"))
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_pool_folder
@@ -169,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     pool_epochs = parse_pool_epochs(args.pool_epochs, students)
     results["pool_epochs"] = pool_epochs
     for arch in students:
-        results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, pool_epochs[arch])
+        results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, pool_epochs[arch],
+                                                round_one_path(work) if args.round2 else "")
         results["wall_s"] = time.perf_counter() - start
         write_json(Path(args.out), results)  # progress survives a kill
     results["latency"] = latency({a: Path(s["seed0_kd_unlabeled"]) for a, s in results["students"].items()}, work)

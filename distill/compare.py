@@ -59,7 +59,8 @@ def parse_seeds(seeds: Any) -> list[int]:
 
 
 def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Train every arm on every seed (reusing finished runs); returns and writes the paired summary."""
+    """Train every arm on every seed (reusing finished runs), in the arms' order; returns and writes the paired
+    summary. A text override naming ``{seed}`` gets each run's seed (``seeded``)."""
     arms = default_arms(cfg) if arms is None else arms
     if not cfg.teacher.enabled:
         raise UserError("compare trains the teacher-off baseline itself: pass a KD config (teacher.enabled=true)")
@@ -71,7 +72,8 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
         for seed in seeds:
             for arm, arm_cfg in arm_cfgs.items():
                 name = f"{arm}-seed{seed}"
-                arm_cfg = with_overrides(arm_cfg, {"train.seed": seed, "train.name": name, "train.out_dir": str(root)})
+                arm_cfg = with_overrides(arm_cfg, {**seeded(arms[arm], seed), "train.seed": seed, "train.name": name,
+                                                   "train.out_dir": str(root)})
                 finished = (root / name / "compare_run.json").is_file()
                 step.note(f"{arm} seed {seed}: {'finished before, reused' if finished else 'started'}")
                 runs.append(train_or_reuse(arm_cfg, arm, seed))
@@ -85,6 +87,12 @@ def compare(cfg: Config, seeds: list[int], arms: Mapping[str, Mapping[str, Any]]
 
 
 RUN_TIME = "training and evaluation, without the teacher cache"  # what a run's time covers
+
+
+def seeded(overrides: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The arm's text overrides that name ``{seed}``, with the seed written in: an arm can build on a run of
+    the same seed, e.g. ``method.pool_student: <root>/kd+unlabeled-seed{seed}/best.pt`` (self-training)."""
+    return {k: v.replace("{seed}", str(seed)) for k, v in overrides.items() if isinstance(v, str) and "{seed}" in v}
 
 
 def shared_caches(arm_cfgs: dict[str, Config], inputs: dict[DataConfig, Inputs]) -> tuple[dict[str, Config], float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -280,26 +279,3 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def describe_keys(cls: type = Config, prefix: str = "", values: Any = None) -> list[str]:
-    """``section.key (type) = value`` for every settable key, for --help: the defaults, or the values of
-    ``values`` (a loaded config of type ``cls``)."""
-    lines: list[str] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += describe_keys(tp, f"{prefix}{f.name}.", None if values is None else getattr(values, f.name))
-        elif "flat" in f.metadata:  # one key per entry, e.g. method.w_vis
-            key_prefix, defaults = f.metadata["flat"]
-            given = {} if values is None else dict(getattr(values, f.name))
-            kind = typing.get_args(typing.get_args(tp)[0])[1]
-            lines += [f"{prefix}{key_prefix}{name} ({kind.__name__}) = {given.get(name, default)!r}"
-                      for name, default in defaults().items()]
-        else:
-            value = getattr(values, f.name) if values is not None else (
-                f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-            name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
-            lines.append(f"{prefix}{f.name} ({name}) = {value!r}")
-    return lines

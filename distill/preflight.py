@@ -47,6 +47,22 @@ def preflight(cfg: Config, students: Sequence[str] | None = None, verbose: bool 
     return inputs
 
 
+def check_names(cfg: Config) -> None:
+    """The student's name and the keys that only work together, before any data is read."""
+    check_arch(cfg.student.arch)
+    if cfg.data.labels == "none" and not cfg.teacher.enabled:
+        raise UserError("data.labels=none learns from the teacher alone: set teacher.enabled=true")
+    if cfg.data.labels == "none" and cfg.method.linguistic != "classifier":
+        raise UserError("data.labels=none trains the deployed classifier from the teacher's class distribution "
+                        "alone: set method.linguistic=classifier")
+    if cfg.data.unlabeled and not cfg.teacher.enabled:
+        raise UserError("data.unlabeled needs the teacher (it teaches on the unlabeled images): set "
+                        "teacher.enabled=true, or drop data.unlabeled for the CE-only baseline")
+    if cfg.method.pool_student and not cfg.data.unlabeled:
+        raise UserError("method.pool_student teaches on the unlabeled images beside the teacher: give them with "
+                        "data.unlabeled=<folder or list file>, or drop method.pool_student")
+
+
 def teacher_needed(cfg: Config, inputs: Inputs | None) -> bool:
     """Whether the run loads the teacher: online, with a cache still to build, or to measure its zero-shot."""
     if not uses_cache(cfg) or inputs is None or cfg.data.labels == "none":

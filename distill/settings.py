@@ -43,8 +43,8 @@ class CompareSettings:
 def keys_help(argv: list[str]) -> str:
     """Every settable key with the value it has: the --config file's (with the overrides) when one is given
     and readable, else the defaults."""
-    from distill.config import describe_keys, load_config  # the loss terms register with it: torch
-    from distill.config_parse import dotted_overrides
+    from distill.config import Config, load_config  # the loss terms register with it: torch
+    from distill.config_parse import describe_keys, dotted_overrides
 
     path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
     path = path or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
@@ -52,7 +52,7 @@ def keys_help(argv: list[str]) -> str:
         try:
             cfg = load_config(path, [a for a in dotted_overrides(argv) if "=" in a and not a.startswith("-")])
             return f"Settable keys (section.key (type) = value in {path}):\n    " + "\n    ".join(
-                describe_keys(values=cfg))
+                describe_keys(Config, values=cfg))
         except UserError:
             pass  # --help must still answer: the defaults
-    return "Settable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys())
+    return "Settable keys (section.key (type) = default):\n    " + "\n    ".join(describe_keys(Config))

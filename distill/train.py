@@ -38,7 +38,7 @@ from distill.pool_student import pool_student_logits
 from distill.heads import Condensation
 from distill.loss_terms import registered_terms
 from distill.method import Trainable
-from distill.preflight import preflight
+from distill.preflight import check_names, preflight
 from distill.pool import Pool, split_sources
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
@@ -51,7 +51,7 @@ from formats.files import remove_stale_temps, writable_folder, write_text
 from formats.image_check import check_images
 from formats.run_results import RESULTS_FILE
 from students.checkpoint import read_checkpoint
-from students.registry import check_arch, create_student, normalization_mismatch
+from students.registry import create_student, normalization_mismatch
 
 
 def pick_device(name: str) -> torch.device:
@@ -66,21 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def check_names(cfg: Config) -> None:
-    check_arch(cfg.student.arch)
-    if cfg.data.labels == "none" and not cfg.teacher.enabled:
-        raise UserError("data.labels=none learns from the teacher alone: set teacher.enabled=true")
-    if cfg.data.labels == "none" and cfg.method.linguistic != "classifier":
-        raise UserError("data.labels=none trains the deployed classifier from the teacher's class distribution "
-                        "alone: set method.linguistic=classifier")
-    if cfg.data.unlabeled and not cfg.teacher.enabled:
-        raise UserError("data.unlabeled needs the teacher (it teaches on the unlabeled images): set "
-                        "teacher.enabled=true, or drop data.unlabeled for the CE-only baseline")
-    if cfg.method.pool_student and not cfg.data.unlabeled:
-        raise UserError("method.pool_student teaches on the unlabeled images beside the teacher: give them with "
-                        "data.unlabeled=<folder or list file>, or drop method.pool_student")
 
 
 def setup(cfg: Config) -> Run:

@@ -1,5 +1,6 @@
 """Self-training round 2 (method.pool_student): an earlier student's predictions join the teacher's target on the pool."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from distill.losses import classifier_kd_loss, linguistic_kd_loss, with_second_t
 from distill.method import kd_terms, step_losses
 from distill.pool import load_pool
 from distill.pool_student import pool_student_logits
-from distill.train import check_names, fit
+from distill.preflight import check_names
+from distill.train import fit
 from formats.errors import UserError
 from students.checkpoint import load_student
 from students.registry import create_student
@@ -128,3 +130,16 @@ def test_pool_student_errors_name_the_key_and_the_fix(pooled, splits, round_one,
     with pytest.raises(UserError, match="cannot be loaded safely"):
         pool_student_logits(with_overrides(pooled["cfg"], {"method.pool_student": str(corrupt)}),
                             splits.class_names, pool, torch.device("cpu"))
+
+
+def test_compare_trains_round_two_on_the_round_one_run_of_the_same_seed(pooled):
+    from distill.compare import compare
+    from formats.run_results import read_run_record
+
+    cfg = with_overrides(pooled["cfg"], {"train.name": "rounds", "train.epochs": 1})
+    root = Path(cfg.train.out_dir) / "rounds"
+    arms = {"kd+unlabeled": {}, "round2": {"method.pool_student": str(root / "kd+unlabeled-seed{seed}" / "best.pt")}}
+    summary = compare(cfg, [1], arms)
+    assert set(summary["arms"]) == {"kd+unlabeled", "round2"}
+    recorded = read_run_record(root / "round2-seed1").plain_config()["method"]["pool_student"]
+    assert recorded == str(root / "kd+unlabeled-seed1" / "best.pt")

@@ -25,7 +25,8 @@ from distill.method import kd_terms, step_losses
 from distill.pool import NO_LABEL, list_pool, load_pool
 from distill.targets import teacher_side
 from distill.teacher import Teacher
-from distill.train import check_names, fit
+from distill.preflight import check_names
+from distill.train import fit
 from distill.transforms import pool_view_sampler
 from formats.errors import UserError
 from students.checkpoint import read_checkpoint

@@ -23,7 +23,7 @@ def section_pool(res: Results) -> list[str] | None:
                                       f"--epochs {d['epochs']} --pool-epochs {pool_epochs}"),
            "", f"Setup: {d['setup']}. Arms: `baseline` (teacher off), `kd` (the shipped recipe on the labeled images), "
            f"`kd+unlabeled` (the same plus the pool, `data.unlabeled`), `no-labels` (the pool alone, the teacher's "
-           f"zero-shot as the target, `data.labels=none`). Labeled-only arms train {d['epochs']} epochs, pool arms "
+           f"zero-shot as the target, `data.labels=none`){round2(d)}. Labeled-only arms train {d['epochs']} epochs, pool arms "
            f"{passes} passes over the pool. The teacher on the {t['test_images']:,} test images: zero-shot "
            f"{pct(t['zero_shot_test_top1'], 1)}%, calibrated anchors {pct(t['calibrated_test_top1'], 1)}%, "
            f"linear probe {pct(t['linear_probe_test_top1'], 1)}%.", ""]
@@ -44,6 +44,14 @@ def section_pool(res: Results) -> list[str] | None:
     out += table(["student", "arm", "test top-1", "vs baseline", "per seed", "train img/s",
                   "pool copies of val/test dropped", "zero-shot on test"], rows)
     return out + pool_cost(d) + pool_cache(d) + pool_latency(d)
+
+
+def round2(d: dict[str, Any]) -> str:
+    """The ``round2`` arm's description, where the results have one."""
+    if not any("round2" in summary["arms"] for summary in d["students"].values()):
+        return ""
+    return (", `round2` (`kd+unlabeled` again, from a fresh start, ResNet-18's `kd+unlabeled` student of the same "
+            "seed teaching on the pool beside the teacher: `method.pool_student`, half of the class target each)")
 
 
 def pool_cost(d: dict[str, Any]) -> list[str]:
