@@ -5,6 +5,8 @@ from typing import Any
 
 from benchmarks.page.core import Results, bold, diff, mean_std, ms, pct, per_seed, px, ratio, seeds, table
 
+LABELED_LR = 0.001  # benchmarks/kd_pool.py's: the rate of the arms not named -lr<rate>
+
 
 # --- distillation from unlabeled images ----------------------------------------------------------
 
@@ -17,13 +19,17 @@ def section_pool(res: Results) -> list[str] | None:
     epochs = d["pool_epochs"]
     pool_epochs = ",".join(f"{a}={e}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
     passes = ", ".join(f"{e} for {a}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
-    t = d["teacher"]
+    t, lr = d["teacher"], d.get("pool_lr", {})
+    rates = set(lr.values())
+    flags = ("" if not lr or rates == {LABELED_LR} else
+             f" --pool-lr {rates.pop():g}" if len(rates) == 1 else " --pool-lr " + ",".join(f"{a}={r:g}" for a, r in lr.items()))
+    flags += "" if d.get("round2", False) or "pool_lr" not in d else " --no-round2"
     out = ["## Distillation from unlabeled images", "",
            res.source("kd_pool.json", f"python benchmarks/kd_pool.py --students {students} --seeds {seeds(d['seeds'])} "
-                                      f"--epochs {d['epochs']} --pool-epochs {pool_epochs}"),
+                                      f"--epochs {d['epochs']} --pool-epochs {pool_epochs}{flags}"),
            "", f"Setup: {d['setup']}. Arms: `baseline` (teacher off), `kd` (the shipped recipe on the labeled images), "
            f"`kd+unlabeled` (the same plus the pool, `data.unlabeled`), `no-labels` (the pool alone, the teacher's "
-           f"zero-shot as the target, `data.labels=none`){round2(d)}. Labeled-only arms train {d['epochs']} epochs, pool arms "
+           f"zero-shot as the target, `data.labels=none`){round2(d)}{rated(d)}. Labeled-only arms train {d['epochs']} epochs, pool arms "
            f"{passes} passes over the pool. The teacher on the {t['test_images']:,} test images: zero-shot "
            f"{pct(t['zero_shot_test_top1'], 1)}%, calibrated anchors {pct(t['calibrated_test_top1'], 1)}%, "
            f"linear probe {pct(t['linear_probe_test_top1'], 1)}%.", ""]
@@ -48,10 +54,17 @@ def section_pool(res: Results) -> list[str] | None:
 
 def round2(d: dict[str, Any]) -> str:
     """The ``round2`` arm's description, where the results have one."""
-    if not any("round2" in summary["arms"] for summary in d["students"].values()):
+    if not any(arm.startswith("round2") for summary in d["students"].values() for arm in summary["arms"]):
         return ""
     return (", `round2` (`kd+unlabeled` again, from a fresh start, ResNet-18's `kd+unlabeled` student of the same "
             "seed teaching on the pool beside the teacher: `method.pool_student`, half of the class target each)")
+
+
+def rated(d: dict[str, Any]) -> str:
+    """What an arm named ``-lr<rate>`` is, where the results have one."""
+    if not any("-lr" in arm for summary in d["students"].values() for arm in summary["arms"]):
+        return ""
+    return f"; an arm named `-lr<rate>` trains at that `train.lr` (the others at {LABELED_LR:g})"
 
 
 def pool_cost(d: dict[str, Any]) -> list[str]:
@@ -59,8 +72,9 @@ def pool_cost(d: dict[str, Any]) -> list[str]:
     lines = []
     for arch, summary in d["students"].items():
         arms = summary["arms"]
-        if "kd" in arms and "kd+unlabeled" in arms:
-            pool, labeled = arms["kd+unlabeled"]["images_per_s"], arms["kd"]["images_per_s"]
+        pooled = next((arm for arm in arms if arm.startswith("kd+unlabeled")), None)
+        if "kd" in arms and pooled:
+            pool, labeled = arms[pooled]["images_per_s"], arms["kd"]["images_per_s"]
             lines.append(f"{arch}: {pool:.0f} images/s in a pool epoch against {labeled:.0f} in a labeled-only KD "
                          f"epoch, both from the cache: a pool image costs {labeled / pool:.2f}× a labeled one")
     return ["", "Training cost per image (median epoch of each run, mean over seeds): " + "; ".join(lines) + "."] \
