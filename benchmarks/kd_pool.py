@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="data/kd-pool", help="pool, cache and runs (relative to the repository)")
     parser.add_argument("--pool-lr", default=str(LABELED_LR), help="train.lr of the arms with labels and the pool: "
                         "one rate, or arch=rate,arch=rate (chosen on dev by kd_pool_recipe.py)")
-    parser.add_argument("--round2", action=argparse.BooleanOptionalAction, default=True,
-                        help="the round2 arm: each student again, ResNet-18's kd+unlabeled run of the same seed "
-                             "teaching beside the teacher (method.pool_student)")
+    parser.add_argument("--round2", action=argparse.BooleanOptionalAction, default=False,
+                        help="a round2 arm: each student again, ResNet-18's kd+unlabeled run of the same seed "
+                             "teaching beside the teacher (method.pool_student; no gain on dev in the pilots)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool.json"))
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_pool_folder

@@ -23,7 +23,7 @@ def section_pool(res: Results) -> list[str] | None:
     rates = set(lr.values())
     flags = ("" if not lr or rates == {LABELED_LR} else
              f" --pool-lr {rates.pop():g}" if len(rates) == 1 else " --pool-lr " + ",".join(f"{a}={r:g}" for a, r in lr.items()))
-    flags += "" if d.get("round2", False) or "pool_lr" not in d else " --no-round2"
+    flags += " --round2" if d.get("round2", False) else ""
     out = ["## Distillation from unlabeled images", "",
            res.source("kd_pool.json", f"python benchmarks/kd_pool.py --students {students} --seeds {seeds(d['seeds'])} "
                                       f"--epochs {d['epochs']} --pool-epochs {pool_epochs}{flags}"),
