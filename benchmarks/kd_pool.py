@@ -113,7 +113,7 @@ def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool
 
     cfg = pool_config(work, teacher_dir, pool, arch)
     summary = compare(cfg, seeds, arms(epochs, pool_epochs, round_one, pool_lr))
-    runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary.pop("runs")}
+    runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary["runs"]}
     for arm, row in summary["arms"].items():
         results = [read_results(runs[arm, s]) for s in seeds if (arm, s) in runs]
         row["images_per_s"] = statistics.fmean(_median_rate(runs[arm, s]) for s in seeds if (arm, s) in runs)
@@ -128,6 +128,7 @@ def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool
         if results[0].unlabeled is not None:
             row["pool"] = record_dict(results[0].unlabeled)  # the same pool and leakage check for every seed
     print(f"\n{arch}:\n{format_table(summary)}")
+    del summary["runs"]  # each run's own record is its compare_run.json
     summary["seed0_kd_unlabeled"] = str(runs[pool_arm("kd+unlabeled", pool_lr), seeds[0]] / "best.pt")
     return summary
 
