@@ -18,6 +18,7 @@ from typing import Sequence
 
 from distill.cache_ready import Inputs, is_complete, run_inputs, uses_cache, with_cache_folder
 from distill.config import Config
+from distill.pool_student import missing_pool_student
 from distill.teacher import teacher_problem
 from formats.datasets import TORCHVISION_DATASETS
 from formats.errors import UserError, one_line
@@ -36,6 +37,8 @@ def preflight(cfg: Config, students: Sequence[str] | None = None, verbose: bool 
     if cfg.teacher.enabled and teacher_needed(cfg, inputs):
         problems.append(teacher_problem(cfg.teacher.model, cfg.teacher.pretrained))
     problems += [missing_weights(arch, cfg.student.weights) for arch in students]
+    if students:  # a training run: the second teacher it reads before epoch 1 (distill.pool_student)
+        problems.append(missing_pool_student(cfg))
     found = [p for p in problems if p]
     if len(found) == 1:
         raise UserError(found[0])

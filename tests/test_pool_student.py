@@ -113,6 +113,10 @@ def test_round_two_trains_on_the_round_one_students_logits_of_each_pool_image(po
 
 
 def test_pool_student_errors_name_the_key_and_the_fix(pooled, splits, round_one, tmp_path):
+    from distill.preflight import preflight
+
+    with pytest.raises(UserError, match="method.pool_student .*gone.pt does not exist"):  # before any work
+        preflight(with_overrides(pooled["cfg"], {"method.pool_student": str(tmp_path / "gone.pt")}))
     with pytest.raises(UserError, match="method.pool_student .*data.unlabeled"):
         check_names(with_overrides(pooled["cfg"], {"data.unlabeled": "", "method.pool_student": "x.pt"}))
     with pytest.raises(UserError, match="method.pool_student_weight"):
