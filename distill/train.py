@@ -34,12 +34,12 @@ from distill.data import TrainViews, ViewSchedule
 from distill.dist import all_reduce_sum, barrier, init_distributed
 from distill.evaluate import autocast, beside_zero_shot, evaluate
 from distill.losses import cosine_factor, w_cls_schedule
-from distill.pool_student import pool_student_logits
 from distill.heads import Condensation
 from distill.loss_terms import registered_terms
 from distill.method import Trainable
 from distill.preflight import check_names, preflight
 from distill.pool import Pool, split_sources
+from distill.pool_student import pool_student_logits
 from distill.progress import postfix, report_epoch, report_student, report_teacher
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
 from distill.selection import selection, warn_noisy_selection
