@@ -57,7 +57,8 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
 
     cfg = regime_config(Path("data/kd-gain/fmnist-30"), Path("data/kd-gain/teacher"), work, epochs)
     size = "" if pool == "pool-5000" else f"{pool}-"  # the first runs' names: found again
-    name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(f"{k}{_short(v)}" for k, v in overrides.items())
+    name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(
+        f"{k}{_short(v)}" for k, v in overrides.items())
     cfg = with_overrides(cfg, {"data.unlabeled": str(work / pool), "train.select": "last",
                                "train.out_dir": str(work / "pilot"), "student.arch": arch, "train.name": name,
                                **overrides})

@@ -1,4 +1,4 @@
-"""Self-training, round 2 (``method.pool_student``): an earlier student teaches on the unlabeled pool beside the teacher.
+"""Self-training, round 2 (``method.pool_student``): an earlier student teaches on the pool beside the teacher.
 
 A student trained with the pool (round 1) is right on images where the teacher is wrong and the other way
 round: on the kd_pool benchmark a round-1 ResNet-18 and the calibrated teacher each score about 80% on the

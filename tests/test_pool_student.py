@@ -1,4 +1,4 @@
-"""Self-training round 2 (method.pool_student): an earlier student's predictions join the teacher's target on the pool."""
+"""Self-training round 2 (method.pool_student): an earlier student's predictions join the teacher's target."""
 import math
 from pathlib import Path
 
@@ -84,11 +84,10 @@ def test_the_second_teacher_changes_only_the_unlabeled_class_term():
 
 def test_round_two_trains_on_the_round_one_students_logits_of_each_pool_image(pooled, splits, round_one,
                                                                               monkeypatch):
-    first = round_one
-    cfg = with_overrides(pooled["cfg"], {"train.name": "round2", "method.pool_student": str(first),
+    cfg = with_overrides(pooled["cfg"], {"train.name": "round2", "method.pool_student": str(round_one),
                                          "method.pool_student_weight": 0.5})
     pool = load_pool(cfg.data, splits, verbose=False)
-    student, meta = load_student(first)
+    student, meta = load_student(round_one)
     expected = predicted_logits(student, pool.source, meta.preprocessing.to_dict(), torch.device("cpu"), 50, 0)
     assert expected.shape == (POOL_IMAGES, len(splits.class_names))
     assert torch.allclose(pool_student_logits(cfg, splits.class_names, pool, torch.device("cpu"), False), expected,

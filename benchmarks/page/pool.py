@@ -21,15 +21,16 @@ def section_pool(res: Results) -> list[str] | None:
     passes = ", ".join(f"{e} for {a}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
     t, lr = d["teacher"], d.get("pool_lr", {})
     rates = set(lr.values())
-    flags = ("" if not lr or rates == {LABELED_LR} else
-             f" --pool-lr {rates.pop():g}" if len(rates) == 1 else " --pool-lr " + ",".join(f"{a}={r:g}" for a, r in lr.items()))
+    flags = ("" if not lr or rates == {LABELED_LR} else f" --pool-lr {rates.pop():g}" if len(rates) == 1
+             else " --pool-lr " + ",".join(f"{a}={r:g}" for a, r in lr.items()))
     flags += " --round2" if d.get("round2", False) else ""
     out = ["## Distillation from unlabeled images", "",
            res.source("kd_pool.json", f"python benchmarks/kd_pool.py --students {students} --seeds {seeds(d['seeds'])} "
                                       f"--epochs {d['epochs']} --pool-epochs {pool_epochs}{flags}"),
            "", f"Setup: {d['setup']}. Arms: `baseline` (teacher off), `kd` (the shipped recipe on the labeled images), "
            f"`kd+unlabeled` (the same plus the pool, `data.unlabeled`), `no-labels` (the pool alone, the teacher's "
-           f"zero-shot as the target, `data.labels=none`){round2(d)}{rated(d)}. Labeled-only arms train {d['epochs']} epochs, pool arms "
+           f"zero-shot as the target, `data.labels=none`){round2(d)}{rated(d)}. Labeled-only arms train "
+           f"{d['epochs']} epochs, pool arms "
            f"{passes} passes over the pool. The teacher on the {t['test_images']:,} test images: zero-shot "
            f"{pct(t['zero_shot_test_top1'], 1)}%, calibrated anchors {pct(t['calibrated_test_top1'], 1)}%, "
            f"linear probe {pct(t['linear_probe_test_top1'], 1)}%.", ""]
