@@ -45,31 +45,18 @@ DEFAULT_STUDENTS = "resnet18,timm:mobilenetv4_conv_small"
 LABELED_LR = 0.001  # train.lr of benchmarks/kd_gain.regime_config: the labeled-only arms'
 
 
-def arms(epochs: int, pool_epochs: int, round_one: str = "", pool_lr: float = LABELED_LR) -> dict[str, dict[str, Any]]:
-    """The arms as overrides of the pool config (a labeled epoch is 240 images, a pool epoch 5,000); with
-    ``round_one`` (a best.pt path naming ``{seed}``) a fifth, ``round2``: ``kd+unlabeled`` with that student's
-    predictions on the pool mixed into the teacher's target (``method.pool_student``). The arms with labels and
-    the pool train at ``pool_lr``, named for it where it is not the labeled arms' rate (``pool_arm``)."""
+def arms(epochs: int, pool_epochs: int, pool_lr: float = LABELED_LR) -> dict[str, dict[str, Any]]:
+    """The four arms as overrides of the pool config (a labeled epoch is 240 images, a pool epoch 5,000). The arm
+    with labels and the pool trains at ``pool_lr``, named for it where it is not the labeled arms' rate."""
     labeled = {"data.unlabeled": "", "train.epochs": epochs}
-    pooled = {"train.epochs": pool_epochs, "train.lr": pool_lr}
-    out = {"baseline": {"teacher.enabled": False, **labeled}, "kd": labeled, pool_arm("kd+unlabeled", pool_lr): pooled,
-           "no-labels": {"data.labels": "none", "train.epochs": pool_epochs}}
-    if round_one:
-        out[pool_arm("round2", pool_lr)] = {**pooled, "method.pool_student": round_one}
-    return out
+    return {"baseline": {"teacher.enabled": False, **labeled}, "kd": labeled,
+            pool_arm(pool_lr): {"train.epochs": pool_epochs, "train.lr": pool_lr},
+            "no-labels": {"data.labels": "none", "train.epochs": pool_epochs}}
 
 
-def pool_arm(arm: str, lr: float) -> str:
+def pool_arm(lr: float) -> str:
     """``kd+unlabeled`` at the labeled arms' rate, ``kd+unlabeled-lr0.003`` at another (its own runs)."""
-    return arm if lr == LABELED_LR else f"{arm}-lr{lr:g}"
-
-
-def round_one_path(work: Path, lr: float) -> str:
-    """ResNet-18's ``kd+unlabeled`` run (at ``lr``) of each seed: the round-1 student of every student's ``round2``."""
-    from pipeline.sweep import folder_name
-
-    run = pool_arm("kd+unlabeled", lr) + "-seed{seed}"
-    return str(work / "runs" / f"pool-{folder_name('resnet18')}" / run / "best.pt")
+    return "kd+unlabeled" if lr == LABELED_LR else f"kd+unlabeled-lr{lr:g}"
 
 
 def pool_config(work: Path, teacher_dir: Path, pool: Path, arch: str, per_class: int = 30):
@@ -106,13 +93,13 @@ def cache_cost(cache: Path) -> dict[str, Any]:
 
 
 def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool: Path, epochs: int,
-                pool_epochs: int, round_one: str = "", pool_lr: float = LABELED_LR) -> dict[str, Any]:
+                pool_epochs: int, pool_lr: float = LABELED_LR) -> dict[str, Any]:
     from distill.compare import compare, format_table
     from formats.records import to_dict as record_dict
     from formats.run_results import read_results
 
     cfg = pool_config(work, teacher_dir, pool, arch)
-    summary = compare(cfg, seeds, arms(epochs, pool_epochs, round_one, pool_lr))
+    summary = compare(cfg, seeds, arms(epochs, pool_epochs, pool_lr))
     runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary["runs"]}
     for arm, row in summary["arms"].items():
         results = [read_results(runs[arm, s]) for s in seeds if (arm, s) in runs]
@@ -129,7 +116,7 @@ def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool
             row["pool"] = record_dict(results[0].unlabeled)  # the same pool and leakage check for every seed
     print(f"\n{arch}:\n{format_table(summary)}")
     del summary["runs"]  # each run's own record is its compare_run.json
-    summary["seed0_kd_unlabeled"] = str(runs[pool_arm("kd+unlabeled", pool_lr), seeds[0]] / "best.pt")
+    summary["seed0_kd_unlabeled"] = str(runs[pool_arm(pool_lr), seeds[0]] / "best.pt")
     return summary
 
 
@@ -165,9 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="data/kd-pool", help="pool, cache and runs (relative to the repository)")
     parser.add_argument("--pool-lr", default=str(LABELED_LR), help="train.lr of the arms with labels and the pool: "
                         "one rate, or arch=rate,arch=rate (chosen on dev by kd_pool_recipe.py)")
-    parser.add_argument("--round2", action=argparse.BooleanOptionalAction, default=False,
-                        help="a round2 arm: each student again, ResNet-18's kd+unlabeled run of the same seed "
-                             "teaching beside the teacher (method.pool_student; no gain on dev in the pilots)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "kd_pool.json"))
     args = parser.parse_args(argv)
     from benchmarks.fashion_mnist import write_pool_folder
@@ -193,11 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         "teacher": teacher_on_test(cfg), "cache_build_s": cache_s, "cache": cache_cost(Path(cfg.teacher.cache)),
         "students": {}}
     pool_epochs, pool_lr = per_student(args.pool_epochs, students), per_student(args.pool_lr, students, float)
-    results["pool_epochs"], results["pool_lr"], results["round2"] = pool_epochs, pool_lr, args.round2
-    round_one = round_one_path(work, pool_lr["resnet18"]) if args.round2 else ""
+    results["pool_epochs"], results["pool_lr"] = pool_epochs, pool_lr
     for arch in students:
         results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, pool_epochs[arch],
-                                                round_one, pool_lr[arch])
+                                                pool_lr[arch])
         results["wall_s"] = time.perf_counter() - start
         write_json(Path(args.out), results)  # progress survives a kill
     results["latency"] = latency({a: Path(s["seed0_kd_unlabeled"]) for a, s in results["students"].items()}, work)

@@ -5,7 +5,6 @@ from typing import Any
 
 from benchmarks.page.core import Results, bold, diff, mean_std, ms, pct, per_seed, px, ratio, seeds, table
 
-LABELED_LR = 0.001  # benchmarks/kd_pool.py's: the rate of the arms not named -lr<rate>
 
 
 # --- distillation from unlabeled images ----------------------------------------------------------
@@ -19,17 +18,18 @@ def section_pool(res: Results) -> list[str] | None:
     epochs = d["pool_epochs"]
     pool_epochs = ",".join(f"{a}={e}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
     passes = ", ".join(f"{e} for {a}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
+    from benchmarks.kd_pool import LABELED_LR
+
     t, lr = d["teacher"], d.get("pool_lr", {})
     rates = set(lr.values())
     flags = ("" if not lr or rates == {LABELED_LR} else f" --pool-lr {rates.pop():g}" if len(rates) == 1
              else " --pool-lr " + ",".join(f"{a}={r:g}" for a, r in lr.items()))
-    flags += " --round2" if d.get("round2", False) else ""
     out = ["## Distillation from unlabeled images", "",
            res.source("kd_pool.json", f"python benchmarks/kd_pool.py --students {students} --seeds {seeds(d['seeds'])} "
                                       f"--epochs {d['epochs']} --pool-epochs {pool_epochs}{flags}"),
            "", f"Setup: {d['setup']}. Arms: `baseline` (teacher off), `kd` (the shipped recipe on the labeled images), "
            f"`kd+unlabeled` (the same plus the pool, `data.unlabeled`), `no-labels` (the pool alone, the teacher's "
-           f"zero-shot as the target, `data.labels=none`){round2(d)}{rated(d)}. Labeled-only arms train "
+           f"zero-shot as the target, `data.labels=none`){rated(d)}. Labeled-only arms train "
            f"{d['epochs']} epochs, pool arms "
            f"{passes} passes over the pool. The teacher on the {t['test_images']:,} test images: zero-shot "
            f"{pct(t['zero_shot_test_top1'], 1)}%, calibrated anchors {pct(t['calibrated_test_top1'], 1)}%, "
@@ -53,18 +53,12 @@ def section_pool(res: Results) -> list[str] | None:
     return out + pool_cost(d) + pool_cache(d) + pool_latency(d)
 
 
-def round2(d: dict[str, Any]) -> str:
-    """The ``round2`` arm's description, where the results have one."""
-    if not any(arm.startswith("round2") for summary in d["students"].values() for arm in summary["arms"]):
-        return ""
-    return (", `round2` (`kd+unlabeled` again, from a fresh start, ResNet-18's `kd+unlabeled` student of the same "
-            "seed teaching on the pool beside the teacher: `method.pool_student`, half of the class target each)")
-
-
 def rated(d: dict[str, Any]) -> str:
     """What an arm named ``-lr<rate>`` is, where the results have one."""
     if not any("-lr" in arm for summary in d["students"].values() for arm in summary["arms"]):
         return ""
+    from benchmarks.kd_pool import LABELED_LR
+
     return f"; an arm named `-lr<rate>` trains at that `train.lr` (the others at {LABELED_LR:g})"
 
 
