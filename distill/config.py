@@ -71,6 +71,9 @@ class DataConfig:
     # the unlabeled views' RandomResizedCrop scale range [min, 1] (1: the whole image, flipped or not); never blended;
     # 1 beat 0.35 on the dev images (benchmarks/kd_pool_recipe.py): the teacher's targets on whole images are surer
     unlabeled_crop_scale_min: float = 1.0
+    # what the student sees of an unlabeled image: teacher (the very view the teacher saw) | fresh (its own random
+    # crop, scale [data.crop_scale_min, 1], and flip every epoch; the target stays the teacher's on its view)
+    unlabeled_student_view: str = "teacher"
     labels: str = "given"  # given | none: train on the unlabeled pool only, the teacher's zero-shot as target
 
     @property
@@ -93,6 +96,7 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.unlabeled_ratio > 0, "data.unlabeled_ratio", "must be > 0")
         _check(0.0 < self.unlabeled_crop_scale_min <= 1.0, "data.unlabeled_crop_scale_min", "must be in (0, 1]")
+        _one_of(self.unlabeled_student_view, "data.unlabeled_student_view", ("teacher", "fresh"))
         _one_of(self.labels, "data.labels", ("given", "none"))
         _check(self.labels == "given" or bool(self.unlabeled), "data.labels",
                "none trains on unlabeled images only: give them with data.unlabeled=<folder or list file>")

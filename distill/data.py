@@ -9,8 +9,6 @@ a fixed seed; model selection only ever looks at it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -73,15 +71,20 @@ class TrainViews(Dataset):
     ``set_view`` picks the view of each image. ``x_teacher`` is an empty tensor when no teacher target
     is given (baseline, or cached teacher). A blended view (``data.mix``) carries its partner's label
     and its own share ``lam``; any other view its own label twice and lam 1.
+
+    With ``student_sampler`` (the pool's ``data.unlabeled_student_view=fresh``) the student's view is its own:
+    view ``epoch`` of that sampler, a fresh crop and flip every epoch, while ``view`` (the teacher's, whose
+    cached embedding is the target) stays the scheduled one: the student is noised, the teacher is not.
     """
 
     def __init__(self, source: ImageSource, sampler: ViewSampler, student: TargetSpec,
-                 teacher: TargetSpec | None = None) -> None:
+                 teacher: TargetSpec | None = None, student_sampler: ViewSampler | None = None) -> None:
         self.source, self.sampler, self.student, self.teacher = source, sampler, student, teacher
-        self.view_of: Callable[[int], int] = ViewSchedule(seed=0, epoch=0)
+        self.student_sampler = student_sampler
+        self.view_of: ViewSchedule = ViewSchedule(seed=0, epoch=0)
 
-    def set_view(self, view_of: Callable[[int], int]) -> None:
-        """``view_of(index) -> view number`` for the coming epoch (picklable for workers)."""
+    def set_view(self, view_of: ViewSchedule) -> None:
+        """The view of each image for the coming epoch (picklable for workers)."""
         self.view_of = view_of
 
     def __len__(self) -> int:
@@ -89,10 +92,18 @@ class TrainViews(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, float, int, int]:
         view = self.view_of(index)
+        if self.student_sampler is not None:
+            return self._noised(index, view)
         targets = [self.student, self.teacher] if self.teacher else [self.student]
         xs, partner_label, lam = self.sampler.sample(self.source, index, view, targets)
         x_t = xs[1] if self.teacher else torch.empty(0)
         return xs[0], x_t, self.source.labels[index], partner_label, lam, index, view
+
+    def _noised(self, index: int, view: int) -> tuple[torch.Tensor, torch.Tensor, int, int, float, int, int]:
+        """The student's own fresh view (never blended), the teacher's scheduled one."""
+        (x_s,), label, _ = self.student_sampler.sample(self.source, index, self.view_of.epoch, [self.student])
+        x_t = self.sampler.sample(self.source, index, view, [self.teacher])[0][0] if self.teacher else torch.empty(0)
+        return x_s, x_t, label, label, 1.0, index, view
 
 
 class EvalImages(Dataset):

@@ -44,7 +44,7 @@ from distill.progress import postfix, report_epoch, report_student, report_teach
 from distill.run_state import Run, append_jsonl, artifact, restore, results, resume_state
 from distill.selection import selection, warn_noisy_selection
 from distill.targets import teacher_side
-from distill.transforms import pool_view_sampler, preprocessing_spec, student_target, view_sampler
+from distill.transforms import pool_student_sampler, pool_view_sampler, preprocessing_spec, student_target, view_sampler
 from formats.datasets import DatasetSplits
 from formats.errors import UserError
 from formats.files import remove_stale_temps, writable_folder, write_text
@@ -105,7 +105,7 @@ def setup(cfg: Config) -> Run:
               pool_targets=side.pool_targets, pool_views=side.pool_views)
     if pool is not None:
         run.pool_set = TrainViews(pool.source, pool_view_sampler(cfg.data, side.view_seed), student_target(cfg.data),
-                                  side.teacher_view)
+                                  side.teacher_view, pool_student_sampler(cfg.data, cfg.train.seed + POOL_VIEW_SALT))
         run.pool_student_logits = pool_student_logits(cfg, splits.class_names, pool, device, ctx.is_main)
     if cfg.train.resume:
         restore(run, last)

@@ -181,6 +181,14 @@ def pool_view_sampler(data: DataConfig, seed: int) -> ViewSampler:
     return ViewSampler(seed, (data.unlabeled_crop_scale_min, 1.0), data.hflip)
 
 
+def pool_student_sampler(data: DataConfig, seed: int) -> ViewSampler | None:
+    """The student's own views of the pool (``data.unlabeled_student_view=fresh``): the labeled crop range,
+    never blended; None: the student sees the teacher's view."""
+    if data.unlabeled_student_view == "teacher":
+        return None
+    return ViewSampler(seed, (data.crop_scale_min, 1.0), data.hflip)
+
+
 def _central_crop(width: int, height: int, ratio: tuple[float, float], flip: bool) -> ViewParams:
     in_ratio = width / height
     if in_ratio < ratio[0]:
