@@ -122,6 +122,32 @@ def test_student_and_teacher_see_the_same_crop(synthetic_root):
     assert (down - x_s).abs().mean() < 0.03
 
 
+def test_fresh_student_views_noise_the_student_not_the_teacher(synthetic_root):
+    """data.unlabeled_student_view=fresh: the student's crop changes every epoch, the teacher's view (the cached
+    target's index) stays the scheduled one and is rendered exactly as without the option."""
+    splits = load_dataset(cub(synthetic_root))
+    teacher_views = ViewSampler(seed=1, scale=(1.0, 1.0), hflip=False)  # the pool's cached view: the whole image
+    spec, t_spec = TargetSpec(32, "bilinear", (0.0,) * 3, (1.0,) * 3), TargetSpec(48, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    fresh = TrainViews(splits.train, teacher_views, spec, t_spec, ViewSampler(seed=9, scale=(0.2, 0.4), hflip=True))
+    same = TrainViews(splits.train, teacher_views, spec, t_spec)
+    student_views = []
+    for epoch in (0, 1, 2):
+        for ds in (fresh, same):
+            ds.set_view(ViewSchedule(seed=5, epoch=epoch, num_views=1))
+        x_s, x_t, y, y2, lam, i, v = fresh[3]
+        ref_s, ref_t, ref_y, *_, ref_v = same[3]
+        assert torch.equal(x_t, ref_t) and (y, y2, lam, i, v) == (ref_y, ref_y, 1.0, 3, ref_v)
+        assert not torch.allclose(x_s, ref_s, atol=0.05)  # a crop of a fifth to two fifths is not the whole image
+        assert torch.equal(x_s, fresh[3][0])  # a pure function of (seed, index, epoch)
+        student_views.append(x_s)
+    assert not torch.equal(student_views[0], student_views[1]) and not torch.equal(student_views[1], student_views[2])
+
+
+def test_unlabeled_student_view_is_checked():
+    with pytest.raises(UserError, match="data.unlabeled_student_view"):
+        DataConfig(unlabeled_student_view="random")
+
+
 def test_blended_views_are_pure_and_keep_the_crops(synthetic_root):
     splits = load_dataset(cub(synthetic_root))
     n, spec = len(splits.train), TargetSpec(32, "bilinear", (0.5,) * 3, (0.25,) * 3)

@@ -18,7 +18,7 @@ from distill.cache_key import fingerprint_fields, pool_fingerprint_fields
 from distill.compare import default_arms
 from distill.config import MethodConfig, load_config, with_overrides
 from distill.config_parse import from_dict
-from distill.data import load_dataset
+from distill.data import TrainViews, load_dataset
 from distill.heads import Condensation
 from distill.losses import unlabeled_kd_loss, vl2lite_loss
 from distill.method import kd_terms, step_losses
@@ -349,6 +349,25 @@ def test_training_with_a_cached_pool_takes_one_pool_pass_per_epoch_without_the_t
             assert math.isfinite(r[key]), key
         assert r["images_per_s"] * r["epoch_time_s"] == pytest.approx(3 * (POOL_B + POOL_BU), rel=1e-6)
     assert results["test"]["images"] == 80 and results["test"]["teacher_zero_shot_top1"] is None
+
+
+def test_fresh_student_views_noise_only_the_pool_and_keep_the_cached_targets(pooled, monkeypatch):
+    """data.unlabeled_student_view=fresh: every pool image of every step is the student's own view (of the epoch),
+    the labeled images are not, and the cached teacher targets serve it (the teacher never runs)."""
+    cfg = with_overrides(pooled["cfg"], {"train.name": "fresh", "data.unlabeled_student_view": "fresh"})
+    no_teacher(monkeypatch)
+    steps = count_steps(monkeypatch)
+    noised, real = [], TrainViews._noised
+
+    def recording(self, index, view):
+        noised.append((len(self.source), self.view_of.epoch))
+        return real(self, index, view)
+
+    monkeypatch.setattr(TrainViews, "_noised", recording)
+    fit(cfg)
+    assert steps == [(POOL_B, POOL_BU)] * (2 * 3)
+    assert sorted(set(noised)) == [(POOL_IMAGES, 0), (POOL_IMAGES, 1)]  # the pool only, each epoch's own view
+    assert len(noised) >= 2 * 3 * POOL_BU
 
 
 def test_training_with_the_teacher_online_embeds_every_pool_batch_beside_the_labeled_one(pooled, monkeypatch):
