@@ -45,18 +45,24 @@ DEFAULT_STUDENTS = "resnet18,timm:mobilenetv4_conv_small"
 LABELED_LR = 0.001  # train.lr of benchmarks/kd_gain.regime_config: the labeled-only arms'
 
 
-def arms(epochs: int, pool_epochs: int, pool_lr: float = LABELED_LR) -> dict[str, dict[str, Any]]:
+def arms(epochs: int, pool_epochs: int, pool_lr: float, view: str,
+         no_label_epochs: int | None = None) -> dict[str, dict[str, Any]]:
     """The four arms as overrides of the pool config (a labeled epoch is 240 images, a pool epoch 5,000). The arm
-    with labels and the pool trains at ``pool_lr``, named for it where it is not the labeled arms' rate."""
+    with labels and the pool trains at ``pool_lr`` with the student's ``view`` of a pool image
+    (``data.unlabeled_student_view``), named for both; ``no-labels`` (``no_label_epochs``, default
+    ``pool_epochs``) shows the student the teacher's view."""
     labeled = {"data.unlabeled": "", "train.epochs": epochs}
     return {"baseline": {"teacher.enabled": False, **labeled}, "kd": labeled,
-            pool_arm(pool_lr): {"train.epochs": pool_epochs, "train.lr": pool_lr},
-            "no-labels": {"data.labels": "none", "train.epochs": pool_epochs}}
+            pool_arm(pool_lr, view): {"train.epochs": pool_epochs, "train.lr": pool_lr,
+                                      "data.unlabeled_student_view": view},
+            "no-labels": {"data.labels": "none", "train.epochs": no_label_epochs or pool_epochs,
+                          "data.unlabeled_student_view": "teacher"}}
 
 
-def pool_arm(lr: float) -> str:
-    """``kd+unlabeled`` at the labeled arms' rate, ``kd+unlabeled-lr0.003`` at another (its own runs)."""
-    return "kd+unlabeled" if lr == LABELED_LR else f"kd+unlabeled-lr{lr:g}"
+def pool_arm(lr: float, view: str = "teacher") -> str:
+    """``kd+unlabeled`` at the labeled arms' rate on the teacher's views; ``-fresh`` with the student's own fresh
+    views, ``-lr0.003`` at another rate (each its own runs)."""
+    return "kd+unlabeled" + ("-fresh" if view == "fresh" else "") + ("" if lr == LABELED_LR else f"-lr{lr:g}")
 
 
 def pool_config(work: Path, teacher_dir: Path, pool: Path, arch: str, per_class: int = 30):
@@ -93,13 +99,14 @@ def cache_cost(cache: Path) -> dict[str, Any]:
 
 
 def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool: Path, epochs: int,
-                pool_epochs: int, pool_lr: float = LABELED_LR) -> dict[str, Any]:
+                pool_epochs: int, pool_lr: float = LABELED_LR, no_label_epochs: int | None = None) -> dict[str, Any]:
     from distill.compare import compare, format_table
     from formats.records import to_dict as record_dict
     from formats.run_results import read_results
 
     cfg = pool_config(work, teacher_dir, pool, arch)
-    summary = compare(cfg, seeds, arms(epochs, pool_epochs, pool_lr))
+    view = cfg.data.unlabeled_student_view  # the shipped recipe's (configs/imagefolder.yaml)
+    summary = compare(cfg, seeds, arms(epochs, pool_epochs, pool_lr, view, no_label_epochs))
     runs = {(r["arm"], r["seed"]): Path(r["run"]) for r in summary["runs"]}
     for arm, row in summary["arms"].items():
         results = [read_results(runs[arm, s]) for s in seeds if (arm, s) in runs]
@@ -116,7 +123,7 @@ def run_student(arch: str, seeds: list[int], work: Path, teacher_dir: Path, pool
             row["pool"] = record_dict(results[0].unlabeled)  # the same pool and leakage check for every seed
     print(f"\n{arch}:\n{format_table(summary)}")
     del summary["runs"]  # each run's own record is its compare_run.json
-    summary["seed0_kd_unlabeled"] = str(runs[pool_arm(pool_lr), seeds[0]] / "best.pt")
+    summary["seed0_kd_unlabeled"] = str(runs[pool_arm(pool_lr, view), seeds[0]] / "best.pt")
     return summary
 
 
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the labeled-only arms (as kd_gain.py)")
     parser.add_argument("--pool-epochs", default="5", help="epochs (passes over the pool) of the pool arms: N for "
                         "every student, or arch=N,arch=N (a student not named gets the first N)")
+    parser.add_argument("--no-labels-epochs", default="", help="epochs of the no-labels arm, as --pool-epochs "
+                        "(default: --pool-epochs)")
     parser.add_argument("--pool-per-class", type=int, default=500, help="unlabeled pool images per class")
     parser.add_argument("--work", default="data/kd-pool", help="pool, cache and runs (relative to the repository)")
     parser.add_argument("--pool-lr", default=str(LABELED_LR), help="train.lr of the arms with labels and the pool: "
@@ -177,10 +186,11 @@ def main(argv: list[str] | None = None) -> None:
         "teacher": teacher_on_test(cfg), "cache_build_s": cache_s, "cache": cache_cost(Path(cfg.teacher.cache)),
         "students": {}}
     pool_epochs, pool_lr = per_student(args.pool_epochs, students), per_student(args.pool_lr, students, float)
-    results["pool_epochs"], results["pool_lr"] = pool_epochs, pool_lr
+    no_label_epochs = per_student(args.no_labels_epochs or args.pool_epochs, students)
+    results["pool_epochs"], results["pool_lr"], results["no_label_epochs"] = pool_epochs, pool_lr, no_label_epochs
     for arch in students:
         results["students"][arch] = run_student(arch, seeds, work, teacher_dir, pool, args.epochs, pool_epochs[arch],
-                                                pool_lr[arch])
+                                                pool_lr[arch], no_label_epochs[arch])
         results["wall_s"] = time.perf_counter() - start
         write_json(Path(args.out), results)  # progress survives a kill
     results["latency"] = latency({a: Path(s["seed0_kd_unlabeled"]) for a, s in results["students"].items()}, work)

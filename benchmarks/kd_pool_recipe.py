@@ -37,6 +37,11 @@ DEFAULT_VARIANTS = ";".join([
     f"e5 {C1} method.w_unlabeled=3 train.scheduler=cosine_steps"])
 
 
+# The reference every variant changes: the student on the teacher's own view of a pool image, as the pilots
+# before data.unlabeled_student_view=fresh (now configs/imagefolder.yaml's) ran, so their runs are found again.
+REFERENCE = {"data.unlabeled_student_view": "teacher"}
+
+
 def parse_variant(text: str) -> tuple[int, dict[str, Any]]:
     """``e3 key=value ...`` -> (pool epochs, overrides)."""
     import yaml
@@ -59,7 +64,7 @@ def run_variant(epochs: int, overrides: dict[str, Any], work: Path, dev: Path, a
     size = "" if pool == "pool-5000" else f"{pool}-"  # the first runs' names: found again
     name = f"pilot-{arch.replace(':', '_')}-{size}e{epochs}-" + "-".join(
         f"{k}{_short(v)}" for k, v in overrides.items())
-    cfg = with_overrides(cfg, {"data.unlabeled": str(work / pool), "train.select": "last",
+    cfg = with_overrides(cfg, {"data.unlabeled": str(work / pool), "train.select": "last", **REFERENCE,
                                "train.out_dir": str(work / "pilot"), "student.arch": arch, "train.name": name,
                                **overrides})
     ensure_cache(cfg)

@@ -143,6 +143,12 @@ NOT_SETUP = {"train.progress", "train.resume", "train.out_dir", "train.name", "d
              "data.check_images", "data.eval_batch_size"}
 
 
+# Keys a run without an unlabeled pool never reads (a change of their default keeps labeled-only runs).
+POOL_ONLY = {"data.unlabeled_ratio", "data.unlabeled_crop_scale_min", "data.unlabeled_student_view",
+             "teacher.unlabeled_views", "method.w_unlabeled", "method.zero_shot_prior", "method.pool_student",
+             "method.pool_student_weight"}
+
+
 def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
     """Whether a finished run's recorded config is this setup: equal on every key that changes the
     result; a key the record predates counts as equal when it holds its default (a field added to
@@ -152,6 +158,8 @@ def same_setup(recorded: Any, current: dict[str, Any]) -> bool:
     old, new, default = (_cache_kind(_flat(d)) for d in (recorded, current, to_dict(Config())))
     ignored = NOT_SETUP | (_teacher_keys(old, new) if not old.get("teacher.enabled", True)
                            and not new.get("teacher.enabled", True) else set())
+    if not old.get("data.unlabeled") and not new.get("data.unlabeled"):
+        ignored |= POOL_ONLY
     for key in (old.keys() | new.keys()) - ignored:
         if key not in old:
             if new[key] != default.get(key, object()):

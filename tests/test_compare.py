@@ -139,3 +139,10 @@ def test_a_run_recorded_before_a_config_key_existed_is_still_this_setup(compared
     # where a cache lies is not the setup (its fingerprint is); reading one or running the teacher online is
     assert same_setup(current, to_dict(with_overrides(cfg, {"teacher.cache": "/elsewhere/cache"})))
     assert not same_setup(current, to_dict(with_overrides(cfg, {"teacher.cache": "online"})))
+    # a run without a pool reads no pool key: a recipe change there keeps it; with a pool, it does not
+    assert not cfg.data.unlabeled
+    assert same_setup(older, to_dict(with_overrides(cfg, {"data.unlabeled_student_view": "fresh",
+                                                          "method.w_unlabeled": 1.0})))
+    pooled = with_overrides(cfg, {"data.unlabeled": "pool"})
+    assert not same_setup(to_dict(pooled), to_dict(with_overrides(pooled, {"data.unlabeled_student_view": "fresh"})))
+    assert not same_setup(current, to_dict(pooled))

@@ -54,12 +54,17 @@ def section_pool(res: Results) -> list[str] | None:
 
 
 def rated(d: dict[str, Any]) -> str:
-    """What an arm named ``-lr<rate>`` is, where the results have one."""
-    if not any("-lr" in arm for summary in d["students"].values() for arm in summary["arms"]):
-        return ""
-    from benchmarks.kd_pool import LABELED_LR
+    """What an arm named ``-fresh`` or ``-lr<rate>`` is, where the results have one."""
+    names = [arm for summary in d["students"].values() for arm in summary["arms"]]
+    out = ""
+    if any("-fresh" in arm for arm in names):
+        out += ("; an arm named `-fresh` shows the student its own fresh crop of each pool image every epoch "
+                "(`data.unlabeled_student_view=fresh`), the others the teacher's view")
+    if any("-lr" in arm for arm in names):
+        from benchmarks.kd_pool import LABELED_LR
 
-    return f"; an arm named `-lr<rate>` trains at that `train.lr` (the others at {LABELED_LR:g})"
+        out += f"; an arm named `-lr<rate>` trains at that `train.lr` (the others at {LABELED_LR:g})"
+    return out
 
 
 def pool_cost(d: dict[str, Any]) -> list[str]:
