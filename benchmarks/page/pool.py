@@ -15,9 +15,12 @@ def section_pool(res: Results) -> list[str] | None:
     if d is None:
         return None
     students = ",".join(d["students"])
-    epochs = d["pool_epochs"]
-    pool_epochs = ",".join(f"{a}={e}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
-    passes = ", ".join(f"{e} for {a}" for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
+    epochs, no_labels = d["pool_epochs"], d.get("no_label_epochs", d["pool_epochs"])
+    pool_epochs = _per_student(epochs, "{a}={e}", ",")
+    passes = _per_student(epochs, "{e} for {a}", ", ")
+    if no_labels != epochs:
+        pool_epochs += " --no-labels-epochs " + _per_student(no_labels, "{a}={e}", ",")
+        passes += " (`no-labels`: " + _per_student(no_labels, "{e} for {a}", ", ") + ")"
     from benchmarks.kd_pool import LABELED_LR
 
     t, lr = d["teacher"], d.get("pool_lr", {})
@@ -51,6 +54,11 @@ def section_pool(res: Results) -> list[str] | None:
     out += table(["student", "arm", "test top-1", "vs baseline", "per seed", "train img/s",
                   "pool copies of val/test dropped", "zero-shot on test"], rows)
     return out + pool_cost(d) + pool_cache(d) + pool_latency(d)
+
+
+def _per_student(epochs: dict[str, int] | int, form: str, sep: str) -> str:
+    """Epochs per student as ``form`` (``{a}`` the student, ``{e}`` its epochs) joined by ``sep``; one number as is."""
+    return sep.join(form.format(a=a, e=e) for a, e in epochs.items()) if isinstance(epochs, dict) else str(epochs)
 
 
 def rated(d: dict[str, Any]) -> str:
@@ -125,7 +133,9 @@ def _pool_recipe(res: Results, name: str) -> list[str]:
     out = [f"### Choosing the pool recipe: {arch}, {images:,} unlabeled images", "",
            res.source(name, command), "",
            f"Student {arch}, seed {d['seed']}, `kd+unlabeled`, one run per variant, chosen on the dev images "
-           "(never on test); test top-1 for the record. The best on dev is in bold.", ""]
+           "(never on test); test top-1 for the record. The best on dev is in bold. Every variant changes the same "
+           "reference: the student shown the teacher's own view of a pool image (`data.unlabeled_student_view="
+           "teacher`) unless it says otherwise.", ""]
     rows = [[bold(" ".join([f"{r['pool_epochs']} pool epochs", *(f"`{k}={v}`" for k, v in r["overrides"].items())]),
                   r is best), bold(pct(r["dev_top1"]), r is best), pct(r["val_top1"]), pct(r["test_top1"])]
             for r in d["runs"]]
