@@ -100,9 +100,11 @@ class TrainViews(Dataset):
         return xs[0], x_t, self.source.labels[index], partner_label, lam, index, view
 
     def _noised(self, index: int, view: int) -> tuple[torch.Tensor, torch.Tensor, int, int, float, int, int]:
-        """The student's own fresh view (never blended), the teacher's scheduled one."""
-        (x_s,), label, _ = self.student_sampler.sample(self.source, index, self.view_of.epoch, [self.student])
-        x_t = self.sampler.sample(self.source, index, view, [self.teacher])[0][0] if self.teacher else torch.empty(0)
+        """The student's own fresh view, the teacher's scheduled one (the pool's views are never blended)."""
+        img, own, label = self.source.load(index), self.student_sampler, self.source.labels[index]
+        x_s = own.render(img, own.params(index, self.view_of.epoch, *img.size), self.student)
+        x_t = (self.sampler.render(img, self.sampler.params(index, view, *img.size), self.teacher) if self.teacher
+               else torch.empty(0))
         return x_s, x_t, label, label, 1.0, index, view
 
 
