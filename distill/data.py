@@ -9,6 +9,7 @@ a fixed seed; model selection only ever looks at it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
