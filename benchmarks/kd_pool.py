@@ -9,9 +9,11 @@ at 64 px, final epoch, the same seeds), four arms through ``distill.compare`` an
 
 - ``baseline``: cross-entropy on the labeled images (teacher off);
 - ``kd``: the recommended recipe (``configs/imagefolder.yaml``) on the labeled images only;
-- ``kd+unlabeled``: the same plus the pool (``data.unlabeled``);
+- ``kd+unlabeled``: the same plus the pool (``data.unlabeled``), the student on its own fresh crops of
+  the pool images as the config ships (``-fresh`` in the arm's name; ``-lr<rate>`` at another rate);
 - ``no-labels``: the pool only, the teacher's zero-shot over the prompts as the target, its class
-  prior balanced over the pool (``data.labels=none``); the labeled folders only measure.
+  prior balanced over the pool (``data.labels=none``), on the teacher's views; the labeled folders
+  only measure.
 
 It reports the teacher's own top-1 on the test images (zero-shot, calibrated, linear probe), how
 many pool images were dropped as copies of validation or test images (must be 0), the cache cost
@@ -21,7 +23,8 @@ student's INT8 latency at batch 1 (seed 0 of ``kd+unlabeled`` exported with ``--
 
     pip install -e '.[kd-bench]'   # the real teacher parts
     python benchmarks/kd_pool.py [--students resnet18,timm:mobilenetv4_conv_small] [--seeds 0,1,2]
-                                 [--epochs 40] [--pool-epochs resnet18=6,timm:mobilenetv4_conv_small=20]
+                                 [--epochs 40] [--pool-epochs resnet18=10,timm:mobilenetv4_conv_small=12]
+                                 [--pool-lr 0.003] [--no-labels-epochs resnet18=5,timm:mobilenetv4_conv_small=6]
                                  [--pool-per-class 500]
 """
 from __future__ import annotations
